@@ -1,0 +1,176 @@
+"""Optimizer step speed: optimlab's fused kernels beside torch.optim's for-loop, foreach and fused.
+
+Two workloads, float32: large (32M parameters in 64 tensors) and small (1.3M parameters in 40
+tensors: 20 x [256x256, 256]).  For each algorithm it prints ms/step (median of repeated steps)
+(the implementations take turns step by step, so load drift touches all alike) and the effective bandwidth: the bytes one step must move at least (stated per algorithm, e.g. 28
+bytes/parameter for Adam: read p, g, m, v, write p, m, v) divided by the time.  Every number of
+one table comes from one run, so the ratios compare like with like.
+
+    .venv/bin/python benchmarks/step_speed.py [--repeat 15] [--json PATH] [--only adam,nadam]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+import optimlab
+from optimlab.optim.kernels import KERNELS
+from optimlab.optim.registry import REGISTRY
+
+WORKLOADS = {
+    "large": [(1 << 19,)] * 64,
+    "small": [(256, 256), (256,)] * 20,
+}
+#: torch.optim class and keyword arguments of each algorithm's twin
+TORCH_TWIN = {
+    "sgd": ("SGD", {"lr": 1e-3}),
+    "momentum": ("SGD", {"lr": 1e-3, "momentum": 0.9}),
+    "nag": ("SGD", {"lr": 1e-3, "momentum": 0.9, "nesterov": True}),
+    "adagrad": ("Adagrad", {"lr": 1e-2}),
+    "rmsprop": ("RMSprop", {"lr": 1e-2}),
+    "adadelta": ("Adadelta", {"lr": 1.0}),
+    "adam": ("Adam", {"lr": 1e-3}),
+    "adamax": ("Adamax", {"lr": 2e-3}),
+    "nadam": ("NAdam", {"lr": 2e-3}),
+}
+
+
+def _params(shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    params = [torch.randn(s, generator=generator).requires_grad_() for s in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=generator) * 1e-2
+    return params
+
+
+def _time_interleaved(
+    optimizers: dict[str, torch.optim.Optimizer], repeat: int
+) -> dict[str, float]:
+    """Median seconds per step of each optimizer, after three warm-up steps each (the first
+    compiles or allocates).  The optimizers take turns, one step each per round, so a change in
+    the machine's load during the run touches them all alike and the ratios stay fair."""
+    for optimizer in optimizers.values():
+        for _ in range(3):
+            optimizer.step()
+    times: dict[str, list[float]] = {name: [] for name in optimizers}
+    for _ in range(repeat):
+        for name, optimizer in optimizers.items():
+            start = time.perf_counter()
+            optimizer.step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _torch_variants(name: str, params: list[torch.Tensor]) -> dict[str, torch.optim.Optimizer]:
+    cls_name, kwargs = TORCH_TWIN[name]
+    cls = getattr(torch.optim, cls_name)
+    variants = {
+        "for-loop": cls(params, foreach=False, **kwargs),
+        "foreach": cls(params, foreach=True, **kwargs),
+    }
+    # torch has fused CPU kernels for a few algorithms only; the others refuse fused=True
+    with contextlib.suppress(RuntimeError, TypeError, ValueError):
+        fused = cls(params, fused=True, **kwargs)
+        fused.step()
+        variants["fused"] = fused
+    return variants
+
+
+def measure(workload: str, names: list[str], repeat: int) -> list[dict[str, Any]]:
+    shapes = WORKLOADS[workload]
+    rows = []
+    for name in names:
+        params = _params(shapes)
+        count = sum(p.numel() for p in params)
+        ours = optimlab.create(name, params, **TORCH_TWIN[name][1])
+        bytes_per_param = KERNELS[name].bytes_per_param(ours.param_groups[0])
+        row: dict[str, Any] = {
+            "workload": workload,
+            "algorithm": name,
+            "params": count,
+            "tensors": len(params),
+            "bytes_per_param": bytes_per_param,
+        }
+        contenders = {"optimlab": ours}
+        contenders.update(
+            (f"torch_{variant}", optimizer)
+            for variant, optimizer in _torch_variants(name, params).items()
+        )
+        for who, seconds in _time_interleaved(contenders, repeat).items():
+            row[f"{who}_ms"] = seconds * 1e3
+        del ours, contenders
+        for key in [k for k in row if k.endswith("_ms")]:
+            row[key.replace("_ms", "_gbs")] = bytes_per_param * count / (row[key] * 1e-3) / 1e9
+        rows.append(row)
+    adam_fused = next((r for r in rows if r["algorithm"] == "adam"), None)
+    for row in rows:
+        torch_times = [row[k] for k in row if k.startswith("torch_") and k.endswith("_ms")]
+        row["vs_best_torch"] = min(torch_times) / row["optimlab_ms"]
+        row["vs_torch_default"] = row["torch_for-loop_ms"] / row["optimlab_ms"]
+        if "torch_fused_ms" in row:
+            row["vs_same_fused"] = row["torch_fused_ms"] / row["optimlab_ms"]
+        if adam_fused is not None:
+            # torch's fused Adam is the bar: 28 bytes/param at its speed
+            row["gbs_vs_adam_fused"] = row["optimlab_gbs"] / adam_fused["torch_fused_gbs"]
+            row["time_vs_adam_fused"] = row["optimlab_ms"] / adam_fused["torch_fused_ms"]
+    return rows
+
+
+def _cell(row: dict[str, Any], key: str, digits: int = 1) -> str:
+    return f"{row[key]:.{digits}f}" if key in row else "—"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    header = (
+        "| workload | algorithm | B/param | optimlab ms | GB/s | torch for-loop ms | foreach ms "
+        "| fused ms | best torch GB/s | × best torch | × torch default | × same fused "
+        "| GB/s ÷ Adam fused | time ÷ Adam fused |"
+    )
+    lines = [header, "|" + " --- |" * (header.count("|") - 1)]
+    for r in rows:
+        best_gbs = max(r[k] for k in r if k.startswith("torch_") and k.endswith("_gbs"))
+        lines.append(
+            f"| {r['workload']} | {r['algorithm']} | {r['bytes_per_param']} "
+            f"| {_cell(r, 'optimlab_ms', 2)} | {_cell(r, 'optimlab_gbs')} "
+            f"| {_cell(r, 'torch_for-loop_ms', 2)} | {_cell(r, 'torch_foreach_ms', 2)} "
+            f"| {_cell(r, 'torch_fused_ms', 2)} | {best_gbs:.1f} | {_cell(r, 'vs_best_torch', 2)} "
+            f"| {_cell(r, 'vs_torch_default', 2)} | {_cell(r, 'vs_same_fused', 2)} "
+            f"| {_cell(r, 'gbs_vs_adam_fused', 2)} | {_cell(r, 'time_vs_adam_fused', 2)} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=15, help="timed steps per measurement")
+    parser.add_argument("--json", type=str, default=None, help="also write the rows here")
+    parser.add_argument("--only", type=str, default=",".join(REGISTRY), help="algorithms")
+    parser.add_argument("--workloads", type=str, default="large,small")
+    args = parser.parse_args(argv)
+    names = [n for n in args.only.split(",") if n]
+    # adam first: its torch fused time is the bar for every other algorithm
+    names = ["adam", *[n for n in names if n != "adam"]]
+    rows: list[dict[str, Any]] = []
+    for workload in args.workloads.split(","):
+        rows += measure(workload, names, args.repeat)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()}")
+    print(table(rows))
+    if args.json:
+        directory = os.path.dirname(os.path.abspath(args.json))
+        with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
+            json.dump({"torch": torch.__version__, "rows": rows}, f, indent=1)
+        os.replace(f.name, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

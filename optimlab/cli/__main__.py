@@ -1,0 +1,3 @@
+from optimlab.cli import run
+
+run()

@@ -1,0 +1,321 @@
+"""From stored trials to the comparison's results: statistics over seeds, ensembles, learning-rate
+sensitivity, steps to a target, rankings per problem and overall by performance profile.
+
+Steps to target. Each problem gets a target training loss by the convergence test of Moré & Wild
+(2009, "Benchmarking derivative-free optimization algorithms"): a run has converged when
+f(0) − f ≥ (1 − tol)·(f(0) − f_best), i.e. when it has achieved a share 1 − tol of the largest
+reduction any optimizer achieved (f_best = the lowest point of any optimizer's mean curve;
+tol = 0.1). An optimizer's steps to target are the first evaluation step at which the mean over
+its seeds of the full-training-set loss meets the target.
+
+Performance profile (Dolan & Moré 2002). With t(p, s) the steps to target of optimizer s on
+problem p, r(p, s) = t(p, s) / min over s of t(p, s) (∞ if s never reaches the target), and
+ρ_s(τ) = share of problems with r(p, s) ≤ τ, for τ from 1 to 4. The overall ranking orders the
+optimizers by the mean of ρ_s over that τ grid (the normalized area under the profile), ties
+broken by their mean per-problem rank.
+
+Per-problem rank: by mean test accuracy over the seeds (classification) or mean final test
+loss (regression); an optimizer whose tuned runs all diverged comes last.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from optimlab import __version__
+from optimlab.lab.protocol import Comparison, Contender, best_lr
+from optimlab.lab.store import ResultStore, StoredTrial
+from optimlab.lab.trial import jsonable
+
+TARGET_TOLERANCE = 0.1
+TAUS = [round(1 + 0.1 * i, 1) for i in range(31)]  # 1.0, 1.1, …, 4.0
+STATS = (
+    "final_train_loss",
+    "final_val_loss",
+    "final_test_loss",
+    "train_accuracy",
+    "val_accuracy",
+    "test_accuracy",
+    "seconds_per_step",
+)
+
+
+def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return None, None
+    # one value has no spread: std is None (not 0) so the report does not claim ± 0
+    return float(np.mean(finite)), float(np.std(finite, ddof=1)) if len(finite) > 1 else None
+
+
+def seed_statistics(trials: list[StoredTrial], classification: bool = True) -> dict[str, Any]:
+    """mean and std over the ok seeds of every metric in `STATS` (None where no seed finished;
+    accuracies for classification only), and run counts."""
+    ok = [t for t in trials if t.result.status == "ok"]
+    stats: dict[str, Any] = {
+        "seeds": len(trials),
+        "seeds_ok": len(ok),
+        "seeds_diverged": sum(t.result.status == "diverged" for t in trials),
+        "seeds_failed": sum(t.result.status == "failed" for t in trials),
+    }
+    for name in STATS:
+        if "accuracy" in name and not classification:
+            continue
+        stats[f"{name}_mean"], stats[f"{name}_std"] = mean_std(
+            t.result.metrics.get(name) for t in ok
+        )
+    return stats
+
+
+def ensemble_accuracy(trials: list[StoredTrial], test_targets: np.ndarray | None) -> float | None:
+    """Test accuracy of the seeds' models averaged: argmax of the mean class probabilities."""
+    probabilities = [
+        np.frombuffer(t.result.predictions, dtype=np.float16).astype(np.float64)
+        for t in trials
+        if t.result.status == "ok" and t.result.predictions is not None
+    ]
+    if not probabilities or test_targets is None:
+        return None
+    mean = np.mean(probabilities, axis=0).reshape(len(test_targets), -1)
+    return float((mean.argmax(1) == test_targets).mean())
+
+
+def mean_curve(trials: list[StoredTrial], key: str = "train_loss") -> dict[str, list[Any]]:
+    """Mean and std over the ok seeds of a curve, at each evaluation step that every seed
+    reached (early stopping and divergence cut curves short)."""
+    curves = [t.result.metrics["curve"] for t in trials if t.result.status == "ok"]
+    if not curves:
+        return {"step": [], "mean": [], "std": []}
+    length = min(len(c["step"]) for c in curves)
+    values = np.array([[np.nan if v is None else v for v in c[key][:length]] for c in curves])
+    return {
+        "step": curves[0]["step"][:length],
+        "mean": [float(v) for v in np.nanmean(values, axis=0)],
+        "std": [float(v) for v in np.nanstd(values, axis=0)],
+    }
+
+
+def steps_to(curve: dict[str, list[Any]], target: float) -> int | None:
+    for step, value in zip(curve["step"], curve["mean"]):
+        if value is not None and math.isfinite(value) and value <= target:
+            return int(step)
+    return None
+
+
+def performance_profile(
+    steps: dict[str, dict[str, int | None]], labels: list[str]
+) -> dict[str, list[float]]:
+    """ρ_s(τ) for each optimizer label over `TAUS`; `steps[problem][label]` = steps to target."""
+    ratios: dict[str, list[float]] = {label: [] for label in labels}
+    for per_optimizer in steps.values():
+        reached = [v for v in per_optimizer.values() if v is not None]
+        if not reached:
+            continue
+        best = max(min(reached), 1)
+        for label in labels:
+            value = per_optimizer.get(label)
+            ratios[label].append(math.inf if value is None else max(value, 1) / best)
+    profile = {}
+    for label in labels:
+        r = ratios[label]
+        profile[label] = [sum(x <= tau for x in r) / len(r) if r else 0.0 for tau in TAUS]
+    return profile
+
+
+def summarize(
+    comparison: Comparison,
+    trials: dict[str, StoredTrial],
+    test_targets: dict[str, np.ndarray | None],
+    seconds: float | None = None,
+) -> dict[str, Any]:
+    """The summary.json document of a comparison (see docs/compare.md for every field).
+
+    `trials`: stored trials by key; `test_targets`: each problem spec's test labels (for the
+    ensembles; None for regression).
+    """
+    problems: dict[str, dict[str, Any]] = {}
+    steps_table: dict[str, dict[str, int | None]] = {}
+    per_problem_ranking: dict[str, list[str]] = {}
+    labels = [c.label for c in comparison.optimizers]
+    for problem, steps in comparison.problems:
+        canonical, plabel = comparison.resolved[problem]
+        entries: dict[str, Any] = {}
+        curves: dict[str, dict[str, list[Any]]] = {}
+        task = "classification" if test_targets.get(problem) is not None else "regression"
+        for c in comparison.optimizers:
+            entry, curve = _pair(comparison, problem, steps, c, trials, test_targets.get(problem))
+            entries[c.label] = entry
+            curves[c.label] = curve
+        # the target: a share 1 - tol of the best reduction of the mean training loss
+        starts = [cv["mean"][0] for cv in curves.values() if cv["mean"]]
+        lows = [min(cv["mean"]) for cv in curves.values() if cv["mean"]]
+        target = None
+        if starts and lows:
+            f0, best = float(np.mean(starts)), min(lows)
+            target = best + TARGET_TOLERANCE * (f0 - best)
+        steps_table[plabel] = {}
+        for label, curve in curves.items():
+            reached = steps_to(curve, target) if target is not None else None
+            entries[label]["steps_to_target"] = reached
+            steps_table[plabel][label] = reached
+        ranking = _rank_problem(entries, task)
+        for position, label in enumerate(ranking, start=1):
+            entries[label]["rank"] = position
+        per_problem_ranking[plabel] = ranking
+        problems[plabel] = {
+            "spec": canonical,
+            "task": task,
+            "steps": steps,
+            "target_train_loss": target,
+            "optimizers": entries,
+        }
+    profile = performance_profile(steps_table, labels)
+    overall = []
+    for label in labels:
+        ranks = [problems[p]["optimizers"][label]["rank"] for p in problems]
+        overall.append(
+            {
+                "optimizer": label,
+                "profile_score": float(np.mean(profile[label])),
+                "solved_within_best": profile[label][0],
+                "mean_rank": float(np.mean(ranks)) if ranks else None,
+            }
+        )
+    overall.sort(key=lambda r: (-r["profile_score"], r["mean_rank"] or math.inf))
+    for position, row in enumerate(overall, start=1):
+        row["rank"] = position
+    counts = {"ok": 0, "diverged": 0, "failed": 0}
+    for t in trials.values():
+        counts[t.result.status] = counts.get(t.result.status, 0) + 1
+    return jsonable(
+        {
+            "optimlab_version": __version__,
+            "run": {
+                **comparison.describe(),
+                "seconds": seconds,
+                "trials": len(trials),
+                "trial_status": counts,
+                "trial_seconds": float(
+                    sum(t.result.metrics.get("seconds", 0.0) for t in trials.values())
+                ),
+                "trial_cpu_seconds": float(
+                    sum(t.result.metrics.get("cpu_seconds", 0.0) for t in trials.values())
+                ),
+            },
+            # summary.json's main table: PROBLEM → OPTIMIZER → metrics (curves live in "curves")
+            "problems": {p: v["optimizers"] for p, v in problems.items()},
+            "problem_info": {
+                p: {k: v for k, v in info.items() if k != "optimizers"}
+                for p, info in problems.items()
+            },
+            "ranking": overall,
+            "per_problem_ranking": per_problem_ranking,
+            "performance_profile": {"tau": TAUS, **profile},
+            "curves": _curves(comparison, trials),
+        }
+    )
+
+
+def _pair(
+    comparison: Comparison,
+    problem: str,
+    steps: int,
+    c: Contender,
+    trials: dict[str, StoredTrial],
+    test_targets: np.ndarray | None,
+) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    grid = [trials[s.key] for s in comparison.grid_trials(problem, steps, c) if s.key in trials]
+    lr = best_lr(grid)
+    sensitivity = [
+        {
+            "lr": t.spec.lr,
+            "status": t.result.status,
+            "final_val_loss": t.result.metrics.get("final_val_loss"),
+        }
+        for t in sorted(grid, key=lambda t: t.spec.lr)
+    ]
+    entry: dict[str, Any] = {"best_lr": lr, "lr_sensitivity": sensitivity}
+    grid_lrs = [s["lr"] for s in sensitivity]
+    entry["best_lr_at_grid_edge"] = (
+        lr is not None and len(grid_lrs) > 1 and lr in (grid_lrs[0], grid_lrs[-1])
+    )
+    seeds: list[StoredTrial] = []
+    if lr is not None:
+        specs = comparison.seed_trials(problem, steps, c, lr)
+        seeds = [trials[s.key] for s in specs if s.key in trials]
+    classification = test_targets is not None
+    entry.update(seed_statistics(seeds, classification))
+    entry["ensemble_test_accuracy"] = ensemble_accuracy(seeds, test_targets)
+    defaults = [
+        trials[s.key] for s in comparison.default_trials(problem, steps, c) if s.key in trials
+    ]
+    entry["default"] = {"lr": c.default_lr, **seed_statistics(defaults, classification)}
+    entry["status"] = (
+        "ok" if entry["seeds_ok"] else ("diverged" if grid and lr is None else "incomplete")
+    )
+    return entry, mean_curve(seeds)
+
+
+def _curves(comparison: Comparison, trials: dict[str, StoredTrial]) -> dict[str, Any]:
+    """Per problem and optimizer: the mean ± std train- and validation-loss curves of the tuned
+    seeds."""
+    out: dict[str, Any] = {}
+    for problem, steps in comparison.problems:
+        plabel = comparison.resolved[problem][1]
+        out[plabel] = {}
+        for c in comparison.optimizers:
+            grid = [
+                trials[s.key] for s in comparison.grid_trials(problem, steps, c) if s.key in trials
+            ]
+            lr = best_lr(grid)
+            seeds = []
+            if lr is not None:
+                seeds = [
+                    trials[s.key]
+                    for s in comparison.seed_trials(problem, steps, c, lr)
+                    if s.key in trials
+                ]
+            out[plabel][c.label] = {
+                "train_loss": mean_curve(seeds, "train_loss"),
+                "val_loss": mean_curve(seeds, "val_loss"),
+            }
+    return out
+
+
+def _rank_problem(entries: dict[str, dict[str, Any]], task: str) -> list[str]:
+    def key(label: str) -> tuple[float, float]:
+        e = entries[label]
+        if task == "classification" and e.get("test_accuracy_mean") is not None:
+            return (-e["test_accuracy_mean"], e.get("final_test_loss_mean") or math.inf)
+        loss = e.get("final_test_loss_mean")
+        return (math.inf if loss is None else loss, 0.0)
+
+    return sorted(entries, key=key)
+
+
+def summarize_store(
+    comparison: Comparison, store: ResultStore, seconds: float | None = None
+) -> dict[str, Any]:
+    """`summarize` over the trials of `store` that belong to `comparison`."""
+    from optimlab.problems import get_problem
+
+    targets: dict[str, np.ndarray | None] = {}
+    for problem, _ in comparison.problems:
+        built = get_problem(problem)
+        targets[problem] = built.test[1].numpy() if built.task == "classification" else None
+    stored = store.get()
+    keys: set[str] = set()
+    for problem, steps, c in comparison.pairs():
+        grid = comparison.grid_trials(problem, steps, c)
+        keys |= {s.key for s in grid}
+        keys |= {s.key for s in comparison.default_trials(problem, steps, c)}
+        lr = best_lr([stored[s.key] for s in grid if s.key in stored])
+        if lr is not None:
+            keys |= {s.key for s in comparison.seed_trials(problem, steps, c, lr)}
+    # only this comparison's trials: the directory may hold others (another optimizer set)
+    trials = {key: trial for key, trial in stored.items() if key in keys}
+    return summarize(comparison, trials, targets, seconds)

@@ -1,0 +1,178 @@
+"""Train one trial: build the problem's model and the optimizer, run the minibatch loop, evaluate.
+
+The loop is deliberately the plain loop one would write by hand (sample a minibatch, forward,
+backward, step, schedule) so that its cost is the cost of training (benchmarks/
+runner_overhead.py measures it). A non-finite training loss ends the run with status
+``diverged``; any exception ends it with ``failed`` and the reason — never a crash of the
+comparison.
+
+Metrics of an ``ok`` trial (losses are data losses on the full split, in eval mode):
+``final_train_loss``, ``final_val_loss``, ``final_test_loss``, ``train_accuracy``,
+``val_accuracy``, ``test_accuracy`` (classification), ``best_val_loss``, ``steps_run``,
+``stopped_early``, ``seconds_per_step`` (training steps only), ``seconds`` (all, wall clock), ``cpu_seconds``
+(all, this process's CPU time), and ``curve``
+(``step``, ``train_loss``, ``val_loss``, ``val_accuracy`` at each evaluation, step 0 included).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from optimlab.lab.schedules import make_schedule
+from optimlab.lab.trial import TrialResult, TrialSpec, jsonable
+from optimlab.optim.registry import create
+from optimlab.problems import Problem, get_problem
+from optimlab.problems.base import Split
+
+EVAL_CHUNK = 4096
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module, problem: Problem, split: Split
+) -> tuple[float, float | None, torch.Tensor]:
+    """(mean loss, accuracy or None, outputs) of `model` on a full split, in eval mode."""
+    was_training = model.training
+    model.eval()
+    x, y = split
+    outputs = torch.cat([model(x[i : i + EVAL_CHUNK]) for i in range(0, len(x), EVAL_CHUNK)])
+    model.train(was_training)
+    loss = float(problem.loss_fn(outputs, y))
+    accuracy = None
+    if problem.task == "classification":
+        accuracy = float((outputs.argmax(1) == y).float().mean())
+    return loss, accuracy, outputs
+
+
+def optimizer_kwargs(hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """JSON gives lists; optimizers want tuples (betas)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in hyperparameters.items()}
+
+
+def eval_steps(steps: int, evals: int) -> set[int]:
+    """The steps after which to evaluate: half of `evals` spaced geometrically from step 1 (so
+    that steps to a target are resolved to a constant *ratio*, which is what a performance
+    profile compares) and half evenly (for the curves); the last step always."""
+    evals = max(1, min(evals, steps))
+    geometric = evals // 2
+    points = {round(steps * (i + 1) / (evals - geometric)) for i in range(evals - geometric)}
+    if geometric:
+        points |= {round(steps ** (i / geometric)) for i in range(geometric)}
+    return points
+
+
+def train(
+    spec: TrialSpec, problem: Problem | None = None, on_eval: Callable[[int], None] | None = None
+) -> TrialResult:
+    """Run `spec` and return its result; exceptions become status ``failed``."""
+    try:
+        return _train(spec, problem or get_problem(spec.problem), on_eval)
+    except Exception as error:  # a failed trial is a result, not a crash of the comparison
+        last = traceback.format_exception_only(type(error), error)[-1].strip()
+        return TrialResult("failed", {}, reason=last)
+
+
+def _train(spec: TrialSpec, problem: Problem, on_eval: Callable[[int], None] | None) -> TrialResult:
+    started, cpu_started = time.perf_counter(), time.process_time()
+    model = problem.build_model(spec.seed)
+    model.train()
+    optimizer = create(spec.optimizer, model.parameters(), **optimizer_kwargs(spec.hyperparameters))
+    schedule = make_schedule(spec.schedule, optimizer, spec.steps)
+    generator = torch.Generator().manual_seed(spec.seed)
+    x_train, y_train = problem.train
+    n = len(x_train)
+    batch = min(problem.batch_size, n)
+    checkpoints = eval_steps(spec.steps, spec.evals)
+
+    curve: dict[str, list[Any]] = {"step": [], "train_loss": [], "val_loss": [], "val_accuracy": []}
+    best_val, best_state, since_best = math.inf, None, 0
+
+    def record(step: int) -> float:
+        train_loss, _, _ = evaluate(model, problem, problem.train)
+        val_loss, val_accuracy, _ = evaluate(model, problem, problem.val)
+        curve["step"].append(step)
+        curve["train_loss"].append(train_loss)
+        curve["val_loss"].append(val_loss)
+        curve["val_accuracy"].append(val_accuracy)
+        if on_eval is not None:
+            on_eval(step)
+        return val_loss
+
+    record(0)
+    train_seconds, step, stopped_early, diverged_at = 0.0, 0, False, None
+    order, position = torch.randperm(n, generator=generator), 0
+    while step < spec.steps:
+        tick = time.perf_counter()
+        if position + batch > n:  # a new epoch: reshuffle, drop the incomplete last batch
+            order, position = torch.randperm(n, generator=generator), 0
+        index = order[position : position + batch]
+        position += batch
+        inputs, targets = x_train[index], y_train[index]
+        if problem.augment is not None:
+            inputs = problem.augment(inputs, generator)
+        loss = problem.loss_fn(model(inputs), targets)
+        if problem.penalty is not None:
+            loss = loss + problem.penalty(model)
+        if not math.isfinite(loss.item()):
+            diverged_at = step + 1
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.after_step()
+        step += 1
+        train_seconds += time.perf_counter() - tick
+        if step in checkpoints:
+            val_loss = record(step)
+            if not math.isfinite(val_loss) or not math.isfinite(curve["train_loss"][-1]):
+                diverged_at = step
+                break
+            schedule.on_eval(val_loss)
+            if val_loss < best_val:
+                best_val, since_best = val_loss, 0
+                if problem.early_stopping:
+                    best_state = copy.deepcopy(model.state_dict())
+            else:
+                since_best += 1
+                if problem.early_stopping and since_best >= problem.early_stopping:
+                    stopped_early = True
+                    break
+
+    metrics: dict[str, Any] = {
+        "steps_run": step,
+        "seconds_per_step": train_seconds / max(step, 1),
+        "curve": curve,
+        "best_val_loss": best_val,
+        "stopped_early": stopped_early,
+    }
+    if diverged_at is not None:
+        metrics["diverged_at"] = diverged_at
+        metrics["seconds"] = time.perf_counter() - started
+        metrics["cpu_seconds"] = time.process_time() - cpu_started
+        return TrialResult(
+            "diverged", jsonable(metrics), reason=f"non-finite loss at step {diverged_at}"
+        )
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    predictions = None
+    for split in ("train", "val", "test"):
+        loss, accuracy, outputs = evaluate(model, problem, getattr(problem, split))
+        metrics[f"final_{split}_loss"] = loss
+        if accuracy is not None:
+            metrics[f"{split}_accuracy"] = accuracy
+        if split == "test" and problem.task == "classification":
+            probabilities = torch.softmax(outputs.double(), dim=1).numpy()
+            predictions = probabilities.astype(np.float16).tobytes()
+    metrics["seconds"] = time.perf_counter() - started
+    metrics["cpu_seconds"] = time.process_time() - cpu_started
+    if not all(math.isfinite(metrics[f"final_{s}_loss"]) for s in ("train", "val", "test")):
+        return TrialResult("diverged", jsonable(metrics), reason="non-finite final loss")
+    return TrialResult("ok", jsonable(metrics), predictions=predictions)

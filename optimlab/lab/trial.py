@@ -1,0 +1,73 @@
+"""A trial: one training run, fully described by a `TrialSpec`, and its result.
+
+The spec is the identity of the run: its hash is the key under which the result is stored, so
+a resumed comparison recognizes work that is already done, and two roles that need the same run
+(the best point of the learning-rate grid and seed 0 of the repeats) share one trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+STATUSES = ("ok", "diverged", "failed")
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """problem: canonical problem spec (every option); optimizer: registry name;
+    hyperparameters: keyword arguments of the optimizer (``lr`` included); schedule: schedule
+    spec; seed: model init and minibatch order; steps: optimizer steps; evals: evaluations of
+    the full train and validation sets along the way (the loss curve's points)."""
+
+    problem: str
+    optimizer: str
+    hyperparameters: dict[str, Any]
+    schedule: str = "constant"
+    seed: int = 0
+    steps: int = 500
+    evals: int = 20
+    #: display name of the problem (not part of the identity)
+    problem_label: str = field(default="", compare=False)
+
+    def identity(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("problem_label")
+        data["hyperparameters"] = jsonable(self.hyperparameters)
+        return data
+
+    @property
+    def key(self) -> str:
+        """sha256 of the canonical JSON of the spec (first 20 hex digits)."""
+        text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    @property
+    def lr(self) -> float:
+        return float(self.hyperparameters.get("lr", math.nan))
+
+
+@dataclass
+class TrialResult:
+    """status: ``ok``, ``diverged`` (a non-finite loss; metrics up to that point) or ``failed``
+    (an exception; `reason` says which). metrics: see `optimlab.lab.train`. predictions: the
+    test-set class probabilities (float16 bytes) for ensembles, classification only."""
+
+    status: str
+    metrics: dict[str, Any]
+    reason: str = ""
+    predictions: bytes | None = None
+
+
+def jsonable(value: Any) -> Any:
+    """Tuples → lists and non-finite floats → None, recursively (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

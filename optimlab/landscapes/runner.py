@@ -1,0 +1,225 @@
+r"""The batched trajectory runner: many trajectories advance in one vectorized computation.
+
+Every trajectory is one row of a parameter tensor.  Each optimizer configuration owns one
+parameter of shape ``[n, 2]`` (its rows: learning rates × starts × noise seeds) and a learning
+rate tensor of shape ``[n, 1]``, so one ``optimizer.step()`` of the real optimlab class advances
+all ``n`` rows (all optimizers are elementwise: rows never interact).  The loss handed to autograd
+is the sum of the per-row values, whose gradient with respect to each row is that row's ∇f.
+
+Fair protocol: every row gets the same step budget; nothing is clipped and no learning rate
+decays unless the optimizer's own options say so.  Gradient noise (to mimic minibatch SGD) adds
+``σ·ξ_t`` to the gradient, with ξ_t ~ N(0, I) drawn from a generator seeded by the row's noise
+seed, so rows with the same seed see the same noise whatever the optimizer or learning rate
+(common random numbers make comparisons sharper).
+
+A row diverges when its point becomes non-finite or leaves the plotting box enlarged 10× about its
+centre.  It is then frozen at its last good point: its gradient is masked to zero and its point is
+held, so it can poison nothing, and the step at which it diverged is recorded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from optimlab.landscapes.functions import Landscape, Point
+from optimlab.optim.registry import create, get_info
+
+#: how far outside the plotting box (in multiples of its half-size, about its centre) counts as
+#: diverged
+DIVERGENCE_FACTOR = 10.0
+MAX_STEPS = 1_000_000
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Config:
+    """One optimizer configuration: a registry name and hyperparameters (torch.optim names).
+
+    ``lrs`` are the learning rates it runs with (one, or a tuning grid); every other
+    hyperparameter is shared by its rows.
+    """
+
+    name: str
+    hyperparameters: dict[str, Any]
+    lrs: tuple[float, ...]
+    label: str
+
+
+@dataclass
+class Batch:
+    """The outcome of one batched run: every row's path, loss and divergence step.
+
+    ``positions[i, t]`` is row i's point after t steps (``t = 0`` is the start) and
+    ``losses[i, t]`` the true (noise-free) f there.  A diverged row keeps its last good point from
+    ``diverged_at[i]`` on; ``diverged_at[i] = -1`` when it never diverged.
+    """
+
+    landscape: Landscape
+    configs: list[Config]
+    starts: list[Point]
+    seeds: list[int]
+    steps: int
+    noise: float
+    row_config: np.ndarray
+    row_lr: np.ndarray
+    row_start: np.ndarray
+    row_seed: np.ndarray
+    positions: np.ndarray
+    losses: np.ndarray
+    diverged_at: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return len(self.row_config)
+
+
+def check_steps(steps: Any) -> int:
+    """steps must be an integer in [1, 1e6]."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+        raise ValueError(f"invalid steps={steps!r}; steps must be an integer in [1, {MAX_STEPS}]")
+    if not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"invalid steps={steps!r}; steps must be an integer in [1, {MAX_STEPS}]")
+    return int(steps)
+
+
+def check_start(start: Any) -> Point:
+    """A start point is two finite numbers."""
+    try:
+        x, y = (float(v) for v in start)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"invalid start={start!r}; a start point must be two finite numbers, e.g. (-7, 2)"
+        ) from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise ValueError(
+            f"invalid start={start!r}; a start point must be two finite numbers, e.g. (-7, 2)"
+        )
+    return x, y
+
+
+def check_noise(noise: Any) -> float:
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < math.inf:
+        raise ValueError(f"invalid noise={noise!r}; noise σ must be a finite number ≥ 0")
+    return float(noise)
+
+
+def _noise_table(seeds: Sequence[int], steps: int) -> torch.Tensor:
+    """ξ of shape [seeds, steps, 2]: each seed's own stream, independent of the other seeds."""
+    table = torch.empty(len(seeds), max(steps, 1), 2, dtype=torch.float64)
+    for index, seed in enumerate(seeds):
+        generator = torch.Generator().manual_seed(int(seed))
+        table[index] = torch.randn(max(steps, 1), 2, generator=generator, dtype=torch.float64)
+    return table
+
+
+def run_batch(
+    landscape: Landscape,
+    configs: Sequence[Config],
+    starts: Sequence[Point],
+    steps: int,
+    *,
+    noise: float = 0.0,
+    seeds: Sequence[int] = (0,),
+    progress: Progress | None = None,
+) -> Batch:
+    """Run every (configuration, learning rate, start, seed) row for `steps` steps, together.
+
+    Rows of configuration k are ordered learning rate (outermost), start, seed (innermost).
+    """
+    steps = check_steps(steps)
+    noise = check_noise(noise)
+    starts = [check_start(s) for s in starts]
+    seeds = [int(s) for s in seeds]
+    if not configs or not starts or not seeds:
+        raise ValueError("run_batch needs at least one configuration, one start and one seed")
+    dtype = torch.float64
+    start_grid = torch.tensor(starts, dtype=dtype)
+    per_lr = len(starts) * len(seeds)
+    start_index = torch.arange(len(starts)).repeat_interleave(len(seeds))
+    seed_index = torch.arange(len(seeds)).repeat(len(starts))
+
+    params, optimizers = [], []
+    row_config, row_lr, row_start, row_seed = [], [], [], []
+    for k, config in enumerate(configs):
+        get_info(config.name)  # unknown names fail here, listing the valid ones
+        n = len(config.lrs) * per_lr
+        lr = torch.tensor(config.lrs, dtype=dtype).repeat_interleave(per_lr)[:, None]
+        param = start_grid[start_index].repeat(len(config.lrs), 1).clone().requires_grad_(True)
+        # A tensor lr always takes the optimizers' reference path (plain torch ops, elementwise);
+        # asking for it directly spares loading the fused-kernel package (numba) for nothing.
+        hyperparameters = {"impl": "reference", **config.hyperparameters, "lr": lr}
+        optimizers.append(create(config.name, [param], **hyperparameters))
+        params.append(param)
+        row_config.append(np.full(n, k))
+        row_lr.append(lr[:, 0].numpy().copy())
+        row_start.append(start_index.repeat(len(config.lrs)).numpy())
+        row_seed.append(seed_index.repeat(len(config.lrs)).numpy())
+    row_seed_np = np.concatenate(row_seed)
+    rows = len(row_seed_np)
+
+    xmin, xmax, ymin, ymax = landscape.box
+    center = torch.tensor([(xmin + xmax) / 2, (ymin + ymax) / 2], dtype=dtype)
+    limit = DIVERGENCE_FACTOR * torch.tensor([(xmax - xmin) / 2, (ymax - ymin) / 2], dtype=dtype)
+    if noise > 0:
+        table = noise * _noise_table(seeds, steps)
+        row_noise_index = torch.from_numpy(row_seed_np)
+
+    positions = torch.empty(steps + 1, rows, 2, dtype=dtype)
+    losses = torch.empty(steps + 1, rows, dtype=dtype)
+    frozen = torch.zeros(rows, dtype=torch.bool)
+    diverged_at = torch.full((rows,), -1, dtype=torch.long)
+    any_frozen = False
+    for t in range(steps + 1):
+        x = torch.cat(params)
+        if t > 0:
+            with torch.no_grad():
+                bad = ~torch.isfinite(x).all(dim=1) | ((x - center).abs() > limit).any(dim=1)
+                newly = bad & ~frozen
+            if bool(newly.any()):
+                diverged_at[newly] = t
+                frozen |= newly
+                any_frozen = True
+            if any_frozen:
+                # Hold frozen rows at their last good point; torch.where routes a zero gradient
+                # to them, so their NaN or huge values never reach a finite row.
+                x = torch.where(frozen[:, None], positions[t - 1], x)
+        values = landscape.fn(x)
+        positions[t] = x.detach()
+        losses[t] = values.detach()
+        if t == steps:
+            break
+        loss = values.sum()
+        if noise > 0:
+            loss = loss + (table[row_noise_index, t] * x).sum()  # ∂/∂x adds σ·ξ_t
+        grads = torch.autograd.grad(loss, params)
+        for param, grad, optimizer in zip(params, grads, optimizers):
+            param.grad = grad
+            optimizer.step()
+        if progress is not None:
+            progress(t + 1, steps)
+
+    return Batch(
+        landscape=landscape,
+        configs=list(configs),
+        starts=starts,
+        seeds=seeds,
+        steps=steps,
+        noise=noise,
+        row_config=np.concatenate(row_config),
+        row_lr=np.concatenate(row_lr),
+        row_start=np.concatenate(row_start),
+        row_seed=row_seed_np,
+        positions=positions.permute(1, 0, 2).numpy().copy(),
+        losses=losses.T.numpy().copy(),
+        diverged_at=diverged_at.numpy(),
+    )
+
+
+__all__ = ["DIVERGENCE_FACTOR", "MAX_STEPS", "Batch", "Config", "run_batch"]

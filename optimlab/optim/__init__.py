@@ -1,0 +1,29 @@
+"""The optimizers: one module per algorithm, the registry, the conventions."""
+
+from optimlab.optim.adadelta import Adadelta
+from optimlab.optim.adagrad import Adagrad
+from optimlab.optim.adam import Adam
+from optimlab.optim.adamax import Adamax
+from optimlab.optim.base import Optimizer
+from optimlab.optim.nadam import NAdam
+from optimlab.optim.registry import REGISTRY, OptimizerInfo, create, get_info, list_optimizers
+from optimlab.optim.rmsprop import RMSprop
+from optimlab.optim.sgd import NAG, SGD, Momentum
+
+__all__ = [
+    "NAG",
+    "REGISTRY",
+    "SGD",
+    "Adadelta",
+    "Adagrad",
+    "Adam",
+    "Adamax",
+    "Momentum",
+    "NAdam",
+    "Optimizer",
+    "OptimizerInfo",
+    "RMSprop",
+    "create",
+    "get_info",
+    "list_optimizers",
+]

@@ -1,0 +1,86 @@
+r"""AdaDelta: RMSProp with the units fixed, so that no learning rate is needed in principle.
+
+Zeiler (2012), "ADADELTA: An Adaptive Learning Rate Method", arXiv:1212.5701.  The step is the
+ratio of two running RMS values, of past updates and of past gradients, which gives it the units
+of the parameter:
+
+.. math::
+
+    v_t = \rho v_{t-1} + (1 - \rho) g_t^2, \qquad
+    \Delta_t = \frac{\sqrt{u_{t-1} + \epsilon}}{\sqrt{v_t + \epsilon}}\, g_t, \qquad
+    u_t = \rho u_{t-1} + (1 - \rho) \Delta_t^2, \qquad
+    \theta_t = \theta_{t-1} - \eta \Delta_t
+
+Conventions
+-----------
+torch.optim.Adadelta and keras.optimizers.Adadelta compute the same rule (ε inside both roots);
+only the defaults differ: torch lr 1.0, rho 0.9, eps 1e-6; Keras lr 1e-3, rho 0.95, eps 1e-7.
+The paper's rule is lr = 1.
+
+State: ``step``, ``square_avg`` (v), ``acc_delta`` (u).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from optimlab.optim.base import Optimizer, Params, scaled_sub_
+from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE, UNIT_CLOSED
+
+
+class Adadelta(Optimizer):
+    """AdaDelta, as torch.optim.Adadelta (or keras.optimizers.Adadelta with convention="keras")."""
+
+    name = "adadelta"
+    DEFAULTS = {
+        "torch": {"lr": 1.0, "rho": 0.9, "eps": 1e-6},
+        "keras": {"lr": 1e-3, "rho": 0.95, "eps": 1e-7},
+    }
+    RANGES = {"lr": NON_NEGATIVE, "rho": UNIT_CLOSED, "eps": POSITIVE}
+    STATE = ("step", "square_avg", "acc_delta")
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | torch.Tensor | None = None,
+        rho: float | None = None,
+        eps: float | None = None,
+        weight_decay: float = 0.0,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        convention: str = "torch",
+        nonfinite: str = "propagate",
+        impl: str = "auto",
+    ) -> None:
+        super().__init__(
+            params,
+            {"lr": lr, "rho": rho, "eps": eps},
+            convention=convention,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+            nonfinite=nonfinite,
+            impl=impl,
+        )
+
+    @staticmethod
+    def reference_rule(
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        state: dict[str, Any],
+        group: dict[str, Any],
+        step: int,
+    ) -> None:
+        lr, rho, eps = group["lr"], group["rho"], group["eps"]
+        if "square_avg" not in state:
+            state["square_avg"] = torch.zeros_like(param)
+            state["acc_delta"] = torch.zeros_like(param)
+        square_avg, acc_delta = state["square_avg"], state["acc_delta"]
+        square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)
+        std = square_avg.add(eps).sqrt_()
+        delta = acc_delta.add(eps).sqrt_().div_(std).mul_(grad)
+        acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)
+        scaled_sub_(param, delta, lr)

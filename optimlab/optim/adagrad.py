@@ -1,0 +1,121 @@
+r"""AdaGrad: a per-parameter step size from the sum of all past squared gradients.
+
+Duchi, Hazan & Singer (2011), "Adaptive Subgradient Methods for Online Learning and Stochastic
+Optimization", JMLR 12.  Parameters with large past gradients get small steps; rarely-updated
+ones keep large steps.  Because the sum only grows, the effective step decays towards zero, which
+is why AdaGrad can stall before the minimum (RMSProp fixes this with a moving average).
+
+.. math::
+
+    \eta_t = \frac{\eta}{1 + (t - 1)\,\text{lr\_decay}}, \qquad s_t = s_{t-1} + g_t^2
+
+Conventions
+-----------
+``convention="torch"`` (torch.optim.Adagrad), ε outside the root, accumulator starts at 0::
+
+    theta_t = theta_{t-1} - eta_t * g_t / (sqrt(s_t) + eps)
+
+``convention="keras"`` (keras.optimizers.Adagrad), ε inside the root, accumulator starts at 0.1::
+
+    theta_t = theta_{t-1} - eta_t * g_t / sqrt(s_t + eps)
+
+Defaults: torch lr 1e-2, eps 1e-10, initial_accumulator_value 0; Keras lr 1e-3, eps 1e-7,
+initial_accumulator_value 0.1.  ``lr_decay`` (torch's) applies under both conventions.
+
+State: ``step``, ``sum``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from optimlab.optim.base import Optimizer, Params, scaled_addcdiv_, state_dtype
+from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
+
+
+class Adagrad(Optimizer):
+    """AdaGrad, as torch.optim.Adagrad (or keras.optimizers.Adagrad with convention="keras")."""
+
+    name = "adagrad"
+    DEFAULTS = {
+        "torch": {"lr": 1e-2, "lr_decay": 0.0, "initial_accumulator_value": 0.0, "eps": 1e-10},
+        "keras": {"lr": 1e-3, "lr_decay": 0.0, "initial_accumulator_value": 0.1, "eps": 1e-7},
+    }
+    RANGES = {
+        "lr": NON_NEGATIVE,
+        "lr_decay": NON_NEGATIVE,
+        "initial_accumulator_value": NON_NEGATIVE,
+        "eps": POSITIVE,
+    }
+    STATE = ("step", "sum")
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | torch.Tensor | None = None,
+        lr_decay: float | None = None,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float | None = None,
+        eps: float | None = None,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        convention: str = "torch",
+        nonfinite: str = "propagate",
+        impl: str = "auto",
+    ) -> None:
+        super().__init__(
+            params,
+            {
+                "lr": lr,
+                "lr_decay": lr_decay,
+                "initial_accumulator_value": initial_accumulator_value,
+                "eps": eps,
+            },
+            convention=convention,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+            nonfinite=nonfinite,
+            impl=impl,
+        )
+
+    def _init_state(self, param: torch.Tensor, group: dict[str, Any]) -> None:
+        state = self.state[param]
+        if "sum" not in state:
+            state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            state["sum"] = torch.full_like(
+                param,
+                group["initial_accumulator_value"],
+                dtype=state_dtype(param),
+                memory_format=torch.preserve_format,
+            )
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        # torch.optim.Adagrad creates its state eagerly; so do we, so that state_dicts match.
+        super().add_param_group(param_group)
+        for param in self.param_groups[-1]["params"]:
+            self._init_state(param, self.param_groups[-1])
+
+    @staticmethod
+    def reference_rule(
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        state: dict[str, Any],
+        group: dict[str, Any],
+        step: int,
+    ) -> None:
+        lr, eps = group["lr"], group["eps"]
+        if "sum" not in state:
+            state["sum"] = torch.full_like(param, group["initial_accumulator_value"])
+        total = state["sum"]
+        clr = lr / (1 + (step - 1) * group["lr_decay"])
+        if group["convention"] == "keras":
+            total.add_(grad * grad)
+            param.sub_(grad * clr / (total + eps).sqrt())
+            return
+        total.addcmul_(grad, grad, value=1)
+        std = total.sqrt().add_(eps)
+        scaled_addcdiv_(param, grad, std, clr)

@@ -1,0 +1,117 @@
+r"""Adam: momentum on the direction and RMSProp on the step size, with bias correction.
+
+Kingma & Ba (2015), "Adam: A Method for Stochastic Optimization", ICLR; AMSGrad from Reddi, Kale
+& Kumar (2018), "On the Convergence of Adam and Beyond", ICLR; decoupled weight decay (AdamW) from
+Loshchilov & Hutter (2019), "Decoupled Weight Decay Regularization", ICLR.
+
+.. math::
+
+    m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
+    v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \qquad
+    (\text{AMSGrad: } v_t \leftarrow \max(\hat v_{t-1}, v_t))
+
+Conventions (where ε goes)
+--------------------------
+``convention="torch"`` (torch.optim.Adam, Algorithm 1 of the paper), ε added to the
+bias-corrected root::
+
+    theta_t = theta_{t-1} - eta / (1 - beta1^t) * m_t / (sqrt(v_t) / sqrt(1 - beta2^t) + eps)
+
+``convention="keras"`` (keras.optimizers.Adam, the paper's "ε̂" form from section 2), the bias
+correction folded into the step size and ε added to the raw root::
+
+    theta_t = theta_{t-1} - eta sqrt(1 - beta2^t) / (1 - beta1^t) * m_t / (sqrt(v_t) + eps)
+
+The two agree for ε → 0; with ε̂ = ε sqrt(1 - beta2^t) they are identical.  Defaults: lr 1e-3,
+betas (0.9, 0.999) in both; eps 1e-8 (torch) or 1e-7 (Keras).
+
+State: ``step``, ``exp_avg`` (m), ``exp_avg_sq`` (v), ``max_exp_avg_sq`` (AMSGrad).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from optimlab.optim.base import Optimizer, Params, scaled_addcdiv_
+from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
+
+
+class Adam(Optimizer):
+    """Adam (AdamW with decoupled_weight_decay=True), as torch.optim.Adam or keras.optimizers.Adam."""
+
+    name = "adam"
+    DEFAULTS = {
+        "torch": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "amsgrad": False},
+        "keras": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-7, "amsgrad": False},
+    }
+    RANGES = {"lr": NON_NEGATIVE, "eps": POSITIVE}
+    FLAGS = ("amsgrad",)
+    STATE = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | torch.Tensor | None = None,
+        betas: tuple[float, float] | None = None,
+        eps: float | None = None,
+        weight_decay: float = 0.0,
+        amsgrad: bool | None = None,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        convention: str = "torch",
+        nonfinite: str = "propagate",
+        impl: str = "auto",
+    ) -> None:
+        super().__init__(
+            params,
+            {"lr": lr, "betas": betas, "eps": eps, "amsgrad": amsgrad},
+            convention=convention,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+            nonfinite=nonfinite,
+            impl=impl,
+        )
+
+    @staticmethod
+    def reference_rule(
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        state: dict[str, Any],
+        group: dict[str, Any],
+        step: int,
+    ) -> None:
+        lr, eps = group["lr"], group["eps"]
+        beta1, beta2 = group["betas"]
+        if "exp_avg" not in state:
+            state["exp_avg"] = torch.zeros_like(param)
+            state["exp_avg_sq"] = torch.zeros_like(param)
+        if group["amsgrad"] and "max_exp_avg_sq" not in state:
+            state["max_exp_avg_sq"] = torch.zeros_like(param)
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        bias_correction1 = 1 - beta1**step
+        bias_correction2 = 1 - beta2**step
+
+        if group["convention"] == "keras":
+            alpha = lr * math.sqrt(bias_correction2) / bias_correction1
+            exp_avg.add_((grad - exp_avg) * (1 - beta1))
+            exp_avg_sq.add_((grad * grad - exp_avg_sq) * (1 - beta2))
+            second = exp_avg_sq
+            if group["amsgrad"]:
+                second = state["max_exp_avg_sq"]
+                torch.maximum(second, exp_avg_sq, out=second)
+            param.sub_(exp_avg * alpha / (second.sqrt() + eps))
+            return
+
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        second = exp_avg_sq
+        if group["amsgrad"]:
+            second = state["max_exp_avg_sq"]
+            torch.maximum(second, exp_avg_sq, out=second)
+        denom = (second.sqrt() / math.sqrt(bias_correction2)).add_(eps)
+        scaled_addcdiv_(param, exp_avg, denom, lr / bias_correction1)

@@ -1,0 +1,97 @@
+r"""AdaMax: Adam with the infinity norm in place of the root mean square.
+
+Kingma & Ba (2015), "Adam: A Method for Stochastic Optimization", ICLR, section 7.1.  The second
+moment becomes an exponentially weighted maximum of gradient magnitudes, which needs no bias
+correction:
+
+.. math::  m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
+           \theta_t = \theta_{t-1} - \frac{\eta}{1 - \beta_1^t} \frac{m_t}{u_t}
+
+Conventions (where ε goes)
+--------------------------
+``convention="torch"`` (torch.optim.Adamax), ε inside the maximum::
+
+    u_t = max(beta2 u_{t-1}, |g_t| + eps)
+    theta_t = theta_{t-1} - eta / (1 - beta1^t) * m_t / u_t
+
+``convention="keras"`` (keras.optimizers.Adamax), ε added to the maximum::
+
+    u_t = max(beta2 u_{t-1}, |g_t|)
+    theta_t = theta_{t-1} - eta m_t / ((1 - beta1^t) (u_t + eps))
+
+Defaults: torch lr 2e-3 (the paper's), eps 1e-8; Keras lr 1e-3, eps 1e-7; betas (0.9, 0.999).
+
+State: ``step``, ``exp_avg`` (m), ``exp_inf`` (u).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from optimlab.optim.base import Optimizer, Params, scaled_addcdiv_
+from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
+
+
+class Adamax(Optimizer):
+    """AdaMax, as torch.optim.Adamax (or keras.optimizers.Adamax with convention="keras")."""
+
+    name = "adamax"
+    DEFAULTS = {
+        "torch": {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8},
+        "keras": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-7},
+    }
+    RANGES = {"lr": NON_NEGATIVE, "eps": POSITIVE}
+    STATE = ("step", "exp_avg", "exp_inf")
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | torch.Tensor | None = None,
+        betas: tuple[float, float] | None = None,
+        eps: float | None = None,
+        weight_decay: float = 0.0,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        convention: str = "torch",
+        nonfinite: str = "propagate",
+        impl: str = "auto",
+    ) -> None:
+        super().__init__(
+            params,
+            {"lr": lr, "betas": betas, "eps": eps},
+            convention=convention,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+            nonfinite=nonfinite,
+            impl=impl,
+        )
+
+    @staticmethod
+    def reference_rule(
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        state: dict[str, Any],
+        group: dict[str, Any],
+        step: int,
+    ) -> None:
+        lr, eps = group["lr"], group["eps"]
+        beta1, beta2 = group["betas"]
+        if "exp_avg" not in state:
+            state["exp_avg"] = torch.zeros_like(param)
+            state["exp_inf"] = torch.zeros_like(param)
+        exp_avg, exp_inf = state["exp_avg"], state["exp_inf"]
+        bias_correction = 1 - beta1**step
+
+        if group["convention"] == "keras":
+            exp_avg.add_((grad - exp_avg) * (1 - beta1))
+            torch.maximum(exp_inf.mul_(beta2), grad.abs(), out=exp_inf)
+            param.sub_(exp_avg * lr / ((exp_inf + eps) * bias_correction))
+            return
+
+        exp_avg.lerp_(grad, 1 - beta1)
+        torch.maximum(exp_inf.mul_(beta2), grad.abs().add_(eps), out=exp_inf)
+        scaled_addcdiv_(param, exp_avg, exp_inf, lr / bias_correction)

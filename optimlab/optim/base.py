@@ -1,0 +1,317 @@
+"""The base class of every optimlab optimizer.
+
+An algorithm module declares four things and this class does the rest:
+
+* ``DEFAULTS``: the default hyperparameters under each convention (``"torch"`` and ``"keras"``);
+* ``RANGES``: the interval each numeric hyperparameter must lie in (``FLAGS`` for booleans);
+* ``STATE``: the per-parameter state it keeps (names are torch.optim's, so state_dicts move over);
+* ``reference_rule``: the plain per-tensor update, the ground truth that fused kernels must match.
+
+What is common to all algorithms lives here, once: validation of every parameter group,
+``maximize`` (negate the gradient), weight decay (L2 added to the gradient, as torch.optim does, or
+decoupled, ``p <- p (1 - lr wd)`` as AdamW and Keras do), the ``step`` counter, low-precision
+parameters (float16/bfloat16 parameters keep their state in float32 and are updated in float32),
+``nonfinite="skip"``, and a ``load_state_dict`` that restores state exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import torch
+
+from optimlab.optim.hyperparameters import (
+    CONVENTIONS,
+    IMPLEMENTATIONS,
+    NON_NEGATIVE,
+    NONFINITE_POLICIES,
+    Interval,
+    check_betas,
+    check_choice,
+    check_flag,
+    check_number,
+)
+
+Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
+
+#: Options every optimizer accepts, with their defaults (the same under both conventions).
+COMMON_DEFAULTS: dict[str, Any] = {
+    "weight_decay": 0.0,
+    "decoupled_weight_decay": False,
+    "maximize": False,
+    "nonfinite": "propagate",
+    "impl": "auto",
+}
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def state_dtype(param: torch.Tensor) -> torch.dtype:
+    """Optimizer state is float32 for half-precision parameters, else the parameter's dtype."""
+    return torch.float32 if param.dtype in LOW_PRECISION else param.dtype
+
+
+def scaled_sub_(param: torch.Tensor, direction: torch.Tensor, lr: float | torch.Tensor) -> None:
+    """param <- param - lr * direction, for a Python-number or a tensor learning rate."""
+    if isinstance(lr, torch.Tensor):
+        param.sub_(direction * lr)
+    else:
+        param.add_(direction, alpha=-lr)
+
+
+def scaled_addcdiv_(
+    param: torch.Tensor,
+    numerator: torch.Tensor,
+    denominator: torch.Tensor,
+    lr: float | torch.Tensor,
+) -> None:
+    """param <- param - lr * numerator / denominator, rounded as torch.optim's addcdiv_ rounds."""
+    if isinstance(lr, torch.Tensor):
+        param.sub_(numerator / denominator * lr)
+    else:
+        param.addcdiv_(numerator, denominator, value=-lr)
+
+
+def as_float(value: float | torch.Tensor) -> float:
+    return float(value.item()) if isinstance(value, torch.Tensor) else float(value)
+
+
+class Optimizer(torch.optim.Optimizer):
+    """Base class: a `torch.optim.Optimizer` whose update rule is declared by a subclass."""
+
+    #: registry name, e.g. ``"adam"``
+    name: ClassVar[str]
+    #: hyperparameter defaults per convention (algorithm-specific ones only)
+    DEFAULTS: ClassVar[dict[str, dict[str, Any]]]
+    #: allowed interval of each numeric hyperparameter
+    RANGES: ClassVar[dict[str, Interval]] = {}
+    #: boolean hyperparameters
+    FLAGS: ClassVar[tuple[str, ...]] = ()
+    #: per-parameter state tensors, by torch.optim's names
+    STATE: ClassVar[tuple[str, ...]] = ()
+    #: whether the rule keeps a per-parameter ``step`` count (as torch.optim does)
+    COUNTS_STEPS: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        params: Params,
+        hyperparameters: dict[str, Any],
+        *,
+        convention: str = "torch",
+        weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = False,
+        maximize: bool = False,
+        nonfinite: str = "propagate",
+        impl: str = "auto",
+    ) -> None:
+        check_choice(type(self).__name__, "convention", convention, CONVENTIONS)
+        defaults = dict(self.DEFAULTS[convention])
+        defaults.update({k: v for k, v in hyperparameters.items() if v is not None})
+        defaults.update(
+            convention=convention,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+            nonfinite=nonfinite,
+            impl=impl,
+        )
+        self._validate_group(defaults)
+        if isinstance(params, torch.Tensor):
+            raise TypeError(
+                f"{type(self).__name__}: params must be an iterable of tensors or of dicts "
+                f"(parameter groups), got a single tensor; pass [tensor] instead"
+            )
+        super().__init__(params, defaults)
+
+    # ----------------------------------------------------------------------------------------
+    # configuration
+    @classmethod
+    def default_hyperparameters(cls, convention: str = "torch") -> dict[str, Any]:
+        """Every hyperparameter with its default under `convention`, common options included."""
+        check_choice(cls.__name__, "convention", convention, CONVENTIONS)
+        return {**cls.DEFAULTS[convention], **COMMON_DEFAULTS, "convention": convention}
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        owner = type(self).__name__
+        check_choice(owner, "convention", group.get("convention"), CONVENTIONS)
+        check_choice(owner, "nonfinite", group.get("nonfinite"), NONFINITE_POLICIES)
+        check_choice(owner, "impl", group.get("impl"), IMPLEMENTATIONS)
+        check_number(owner, "weight_decay", group["weight_decay"], NON_NEGATIVE)
+        for flag in ("decoupled_weight_decay", "maximize", *self.FLAGS):
+            check_flag(owner, flag, group[flag])
+        for name, interval in self.RANGES.items():
+            check_number(owner, name, group[name], interval)
+        if "betas" in group:
+            check_betas(owner, group["betas"])
+        self._check_group(group)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Cross-hyperparameter checks of one algorithm (override where needed)."""
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        owner = type(self).__name__
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        seen: set[int] = set()
+        for index, param in enumerate(params):
+            if not isinstance(param, torch.Tensor):
+                raise TypeError(
+                    f"{owner}: parameter {index} is a {type(param).__name__}, not a tensor"
+                )
+            if not param.is_floating_point():
+                raise ValueError(
+                    f"{owner}: parameter {index} has dtype {param.dtype}; only floating-point "
+                    f"parameters (float16, bfloat16, float32, float64) can be optimized"
+                )
+            if id(param) in seen:
+                raise ValueError(
+                    f"{owner}: parameter {index} (shape {tuple(param.shape)}) is given twice in one "
+                    f"parameter group; each parameter may appear once"
+                )
+            seen.add(id(param))
+        super().add_param_group({**param_group, "params": params})
+        self._validate_group(self.param_groups[-1])
+
+    # ----------------------------------------------------------------------------------------
+    # the step
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """Perform one update of every parameter that has a gradient; return the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            for grad in grads:
+                if grad.is_sparse:
+                    raise RuntimeError(
+                        f"{type(self).__name__} does not support sparse gradients; use dense "
+                        f"gradients (e.g. nn.Embedding(sparse=False)) or torch.optim.SparseAdam"
+                    )
+            if group["nonfinite"] == "skip" and not _all_finite(grads, group["impl"]):
+                for p in params:
+                    state = self.state[p]
+                    state["nonfinite_skipped"] = state.get("nonfinite_skipped", 0) + 1
+                continue
+            self._update_group(group, params, grads)
+        return loss
+
+    def _update_group(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        """Update one group's parameters: the fused kernel where it applies, else the reference.
+
+        ``impl="auto"`` takes the fused CPU kernel (``optimlab.optim.kernels``) when the group
+        suits it and the reference rule otherwise; ``"fused"`` insists (and raises, saying why,
+        on a group the kernel cannot take); ``"reference"`` always runs the per-tensor rule.
+        """
+        if group["impl"] != "reference":
+            kernels = _kernels(required=group["impl"] == "fused")
+            if kernels is not None and kernels.fused_step(self, group, params, grads):
+                return
+        for param, grad in zip(params, grads):
+            self._reference_step(param, grad, self.state[param], group)
+
+    def _reference_step(
+        self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
+        work = param.float() if param.dtype in LOW_PRECISION else param
+        grad = grad.to(work.dtype)
+        if group["maximize"]:
+            grad = -grad
+        weight_decay = group["weight_decay"]
+        if weight_decay != 0:
+            if group["decoupled_weight_decay"]:
+                work.mul_(1 - group["lr"] * weight_decay)
+            else:
+                grad = grad.add(work, alpha=weight_decay)
+        if self.COUNTS_STEPS:
+            if "step" not in state:
+                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            state["step"] += 1
+            step = int(state["step"].item())
+        else:
+            step = 0
+        self.reference_rule(work, grad, state, group, step)
+        if work is not param:
+            param.copy_(work)
+
+    @staticmethod
+    def reference_rule(
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        state: dict[str, Any],
+        group: dict[str, Any],
+        step: int,
+    ) -> None:
+        """Update `param` and `state` in place, given the (maximize- and L2-adjusted) gradient."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------------------------
+    # state_dict
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state_dict saved by this class or by the torch.optim class of the same algorithm.
+
+        torch.optim casts every saved state tensor to its parameter's dtype and shares the
+        tensors with `state_dict`; optimlab copies them and restores them in their own dtype
+        (float32 state for half-precision parameters, float64 ``mu_product``), so a resumed run
+        continues bit for bit like an uninterrupted one.
+        """
+        saved_state = state_dict["state"]
+        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        super().load_state_dict(state_dict)
+        params = [p for group in self.param_groups for p in group["params"]]
+        for saved_id, param in zip(saved_ids, params):
+            for key, value in saved_state.get(saved_id, {}).items():
+                if not isinstance(value, torch.Tensor):
+                    continue
+                if key == "step":
+                    dtype = value.dtype
+                elif key == "mu_product":
+                    dtype = torch.float64
+                else:
+                    dtype = state_dtype(param)
+                # Cloned: torch.optim aliases the loaded tensors, so two optimizers loaded from
+                # one state_dict would update each other's state.
+                self.state[param][key] = value.to(device=param.device, dtype=dtype).clone()
+        # A torch.optim state_dict lacks optimlab's options: take them from this optimizer.
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+            self._validate_group(group)
+
+
+def _all_finite(grads: list[torch.Tensor], impl: str = "reference") -> bool:
+    """Whether every gradient is finite: one parallel pass on the CPU, else one torch sync."""
+    if impl != "reference":
+        kernels = _kernels(required=False)
+        finite = None if kernels is None else kernels.grads_all_finite(grads)
+        if finite is not None:
+            return finite
+    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+
+
+_KERNELS: Any = None
+
+
+def _kernels(required: bool) -> Any:
+    """The fused-kernel package, imported on first use (numba takes a moment to load).
+
+    None if numba cannot be imported, unless `required` (``impl="fused"``): then the ImportError.
+    """
+    global _KERNELS
+    if _KERNELS is None:
+        try:
+            from optimlab.optim import kernels
+        except ImportError:
+            if required:
+                raise
+            _KERNELS = False
+        else:
+            _KERNELS = kernels
+    return _KERNELS or None

@@ -1,0 +1,60 @@
+"""Element-wise pieces shared by the kernels, each rounding as the torch op the reference uses.
+
+The reference rules are sequences of torch operations; a kernel reproduces each operation's
+rounding so that it differs from the reference by rounding only.  torch's CPU kernels (measured on
+this build, vectorized body and scalar tail alike) compute ``add(x, alpha=a)`` as ``fma(a, x,
+self)``, ``lerp`` as an fma, ``addcmul`` as ``fma(value * t1, t2, self)`` and ``addcdiv`` as
+``self + (value * t1) / t2``, and keep every intermediate in the parameter's dtype.  The kernels
+follow the same order, with every coefficient pre-rounded to the parameter's dtype (never a
+float64 literal, which would promote float32 arithmetic).
+"""
+
+from __future__ import annotations
+
+import numba
+
+from optimlab.optim.kernels.compile import fma
+
+#: flags every kernel reads at ``flags[0:3]``
+MAXIMIZE, L2, DECOUPLED = 0, 1, 2
+#: coefficients every kernel reads at ``coef[t, 0:2]``: weight_decay and 1 - lr * weight_decay
+WD, DECAY = 0, 1
+
+
+@numba.njit(inline="always")
+def decayed_gradient(p, g, maximize, l2, decoupled, wd, decay):
+    """The base class's prologue: maximize negates g; weight decay is L2 (g + wd p) or decoupled.
+
+    Returns the (possibly shrunk) parameter and the gradient the rule sees.
+    """
+    if maximize:
+        g = -g
+    if decoupled:
+        p = p * decay
+    elif l2:
+        g = fma(p, wd, g)
+    return p, g
+
+
+@numba.njit(inline="always")
+def lerp(start, end, weight, weight_minus_one):
+    """torch.lerp's vectorized formula: the form that keeps the small factor small."""
+    if weight < 0.5:
+        return fma(weight, end - start, start)
+    return fma(weight_minus_one, end - start, end)
+
+
+@numba.njit(inline="always")
+def maximum(a, b):
+    """torch.maximum: NaN if either is NaN."""
+    if a != a or a > b:
+        return a
+    return b
+
+
+@numba.njit(inline="always")
+def clamp_min_zero(x, zero):
+    """torch.clamp_min(x, 0): NaN stays NaN."""
+    if x < zero:
+        return zero
+    return x

@@ -1,0 +1,120 @@
+r"""NAdam: Adam with Nesterov momentum.
+
+Dozat (2016), "Incorporating Nesterov Momentum into Adam", ICLR workshop.  The momentum
+coefficient follows a warm-up schedule, and the update looks ahead by using the next step's
+momentum on m_t:
+
+.. math::
+
+    \mu_t = \beta_1 \left(1 - \tfrac12\, 0.96^{t \psi}\right), \qquad
+    \Pi_t = \prod_{i \le t} \mu_i
+
+    m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t, \qquad
+    v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2, \qquad
+    \hat v_t = v_t / (1 - \beta_2^t)
+
+    \theta_t = \theta_{t-1} - \eta \left( \frac{(1 - \mu_t)\, g_t}{1 - \Pi_t}
+             + \frac{\mu_{t+1}\, m_t}{1 - \Pi_t \mu_{t+1}} \right) \Big/ \left(\sqrt{\hat v_t} + \epsilon\right)
+
+Conventions
+-----------
+Both torch.optim.NAdam and keras.optimizers.Nadam compute this rule with ε added to the
+bias-corrected root.  They differ in the momentum schedule: torch uses the paper's
+``psi = momentum_decay = 0.004`` (i.e. 0.96^(t/250)), Keras hard-codes 0.96^t, which is
+``momentum_decay = 1`` here and is the default under ``convention="keras"``.  Defaults: torch
+lr 2e-3, eps 1e-8; Keras lr 1e-3, eps 1e-7; betas (0.9, 0.999).
+
+Note: optimlab keeps ``mu_product`` (Π_t) in float64 whatever the parameter dtype, and restores it
+in float64 from a state_dict; torch.optim keeps it in the default dtype and casts it to the
+parameter's dtype on load, so its resumed runs drift from uninterrupted ones.
+
+State: ``step``, ``mu_product``, ``exp_avg`` (m), ``exp_avg_sq`` (v).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from optimlab.optim.base import Optimizer, Params, as_float, scaled_addcdiv_
+from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
+
+
+class NAdam(Optimizer):
+    """NAdam, as torch.optim.NAdam (or keras.optimizers.Nadam with convention="keras")."""
+
+    name = "nadam"
+    DEFAULTS = {
+        "torch": {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8, "momentum_decay": 4e-3},
+        "keras": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-7, "momentum_decay": 1.0},
+    }
+    RANGES = {"lr": NON_NEGATIVE, "eps": POSITIVE, "momentum_decay": NON_NEGATIVE}
+    STATE = ("step", "mu_product", "exp_avg", "exp_avg_sq")
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | torch.Tensor | None = None,
+        betas: tuple[float, float] | None = None,
+        eps: float | None = None,
+        weight_decay: float = 0.0,
+        momentum_decay: float | None = None,
+        decoupled_weight_decay: bool = False,
+        *,
+        maximize: bool = False,
+        convention: str = "torch",
+        nonfinite: str = "propagate",
+        impl: str = "auto",
+    ) -> None:
+        super().__init__(
+            params,
+            {"lr": lr, "betas": betas, "eps": eps, "momentum_decay": momentum_decay},
+            convention=convention,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+            nonfinite=nonfinite,
+            impl=impl,
+        )
+
+    @staticmethod
+    def momentum_schedule(beta1: float, momentum_decay: float, step: int) -> float:
+        """mu_t = beta1 (1 - 0.5 * 0.96^(t psi))."""
+        return beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
+
+    @staticmethod
+    def reference_rule(
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        state: dict[str, Any],
+        group: dict[str, Any],
+        step: int,
+    ) -> None:
+        lr, eps, psi = group["lr"], group["eps"], group["momentum_decay"]
+        beta1, beta2 = group["betas"]
+        if "exp_avg" not in state:
+            state["mu_product"] = torch.tensor(1.0, dtype=torch.float64)
+            state["exp_avg"] = torch.zeros_like(param)
+            state["exp_avg_sq"] = torch.zeros_like(param)
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        mu = NAdam.momentum_schedule(beta1, psi, step)
+        mu_next = NAdam.momentum_schedule(beta1, psi, step + 1)
+        mu_product = as_float(state["mu_product"]) * mu
+        state["mu_product"].fill_(mu_product)
+        mu_product_next = mu_product * mu_next
+        bias_correction2 = 1 - beta2**step
+
+        if group["convention"] == "keras":
+            exp_avg.add_((grad - exp_avg) * (1 - beta1))
+            exp_avg_sq.add_((grad * grad - exp_avg_sq) * (1 - beta2))
+            m_hat = exp_avg * mu_next / (1 - mu_product_next) + grad * (1 - mu) / (1 - mu_product)
+            v_hat = exp_avg_sq / bias_correction2
+            param.sub_(m_hat * lr / (v_hat.sqrt() + eps))
+            return
+
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = exp_avg_sq.div(bias_correction2).sqrt().add_(eps)
+        scaled_addcdiv_(param, grad, denom, lr * (1.0 - mu) / (1.0 - mu_product))
+        scaled_addcdiv_(param, exp_avg, denom, lr * mu_next / (1.0 - mu_product_next))

@@ -1,0 +1,141 @@
+r"""Gradient descent, Momentum and Nesterov accelerated gradient (NAG).
+
+Plain (stochastic, minibatch) gradient descent moves each parameter against its gradient:
+
+.. math::  \theta_t = \theta_{t-1} - \eta\, g_t
+
+Momentum (Polyak, 1964, "Some methods of speeding up the convergence of iteration methods")
+accumulates a velocity so that steps along a consistent direction grow and oscillating components
+cancel.  Nesterov's accelerated gradient (Nesterov, 1983; in this form Sutskever et al., 2013, "On
+the importance of initialization and momentum in deep learning") looks one step ahead along the
+velocity.  NAG is Momentum with a flag, so the three share one rule.
+
+Conventions
+-----------
+``convention="torch"`` (torch.optim.SGD): the buffer holds a sum of gradients and the learning rate
+multiplies it at the step; the first step initialises the buffer to the gradient itself::
+
+    b_1 = g_1,   b_t = mu b_{t-1} + (1 - dampening) g_t
+    d_t = g_t + mu b_t  (nesterov)   or   d_t = b_t
+    theta_t = theta_{t-1} - eta d_t
+
+``convention="keras"`` (keras.optimizers.SGD): the velocity is kept in parameter units, starts at 0
+and absorbs the learning rate at each step (``v = mu v - eta g``)::
+
+    v_t = mu v_{t-1} - eta (1 - dampening) g_t
+    theta_t = theta_{t-1} + v_t                       (momentum)
+    theta_t = theta_{t-1} + mu v_t - eta g_t          (nesterov)
+
+With a constant learning rate and no dampening the two are the same trajectory; they differ when
+the learning rate changes during training (a schedule rescales the whole torch buffer at once, but
+only the new contribution of the Keras velocity).  Defaults: torch lr 1e-3, Keras lr 1e-2.
+``Momentum`` and ``NAG`` default to momentum 0.9 under both conventions.
+
+State: ``momentum_buffer`` (only when momentum > 0).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from optimlab.optim.base import Optimizer, Params, scaled_sub_
+from optimlab.optim.hyperparameters import NON_NEGATIVE, UNIT_CLOSED
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, with optional (Nesterov) momentum, as torch.optim.SGD."""
+
+    name = "sgd"
+    DEFAULTS = {
+        "torch": {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "nesterov": False},
+        "keras": {"lr": 1e-2, "momentum": 0.0, "dampening": 0.0, "nesterov": False},
+    }
+    RANGES = {"lr": NON_NEGATIVE, "momentum": NON_NEGATIVE, "dampening": UNIT_CLOSED}
+    FLAGS = ("nesterov",)
+    STATE = ("momentum_buffer",)
+    COUNTS_STEPS = False
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | torch.Tensor | None = None,
+        momentum: float | None = None,
+        dampening: float | None = None,
+        weight_decay: float = 0.0,
+        nesterov: bool | None = None,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        convention: str = "torch",
+        nonfinite: str = "propagate",
+        impl: str = "auto",
+    ) -> None:
+        super().__init__(
+            params,
+            {"lr": lr, "momentum": momentum, "dampening": dampening, "nesterov": nesterov},
+            convention=convention,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+            nonfinite=nonfinite,
+            impl=impl,
+        )
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError(
+                f"{type(self).__name__}: nesterov=True requires momentum > 0 and dampening = 0, "
+                f"got momentum={group['momentum']!r}, dampening={group['dampening']!r}"
+            )
+
+    @staticmethod
+    def reference_rule(
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        state: dict[str, Any],
+        group: dict[str, Any],
+        step: int,
+    ) -> None:
+        lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
+        if momentum == 0:
+            scaled_sub_(param, grad, lr)
+            return
+        buf = state.get("momentum_buffer")
+        if group["convention"] == "keras":
+            if buf is None:
+                buf = state["momentum_buffer"] = torch.zeros_like(param)
+            scale = lr if dampening == 0 else lr * (1 - dampening)
+            buf.mul_(momentum).sub_(grad * scale)
+            if group["nesterov"]:
+                param.add_(buf * momentum - grad * lr)
+            else:
+                param.add_(buf)
+            return
+        if buf is None:
+            buf = state["momentum_buffer"] = grad.clone()
+        else:
+            buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+        direction = grad.add(buf, alpha=momentum) if group["nesterov"] else buf
+        scaled_sub_(param, direction, lr)
+
+
+class Momentum(SGD):
+    """Gradient descent with (heavy-ball) momentum; SGD with momentum 0.9 by default."""
+
+    name = "momentum"
+    DEFAULTS = {
+        "torch": {**SGD.DEFAULTS["torch"], "momentum": 0.9},
+        "keras": {**SGD.DEFAULTS["keras"], "momentum": 0.9},
+    }
+
+
+class NAG(SGD):
+    """Nesterov accelerated gradient; SGD with momentum 0.9 and nesterov=True by default."""
+
+    name = "nag"
+    DEFAULTS = {
+        "torch": {**SGD.DEFAULTS["torch"], "momentum": 0.9, "nesterov": True},
+        "keras": {**SGD.DEFAULTS["keras"], "momentum": 0.9, "nesterov": True},
+    }

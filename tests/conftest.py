@@ -1,0 +1,34 @@
+"""Test-session setup shared by every test module.
+
+Keras reads ``KERAS_BACKEND`` once, when it is first imported, and falls back to TensorFlow (not
+installed here); so the backend is chosen before any test module can import keras. A value set
+by the caller (e.g. the Makefile) wins.
+
+The Keras parity tests record the relative error of each run with ``record_property``; the
+summary below prints the worst one per (algorithm, dtype) at the end of the session. Properties
+travel with the test reports, so the table is complete under ``pytest -n 2`` as well.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+#: the ``record_property`` name under which a parity test stores (algorithm, dtype, error)
+PARITY_PROPERTY = "keras_parity_error"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    worst: dict[tuple[str, str], float] = {}
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            for key, value in getattr(report, "user_properties", ()):
+                if key == PARITY_PROPERTY:
+                    name, dtype, error = value
+                    worst[name, dtype] = max(worst.get((name, dtype), 0.0), error)
+    if not worst:
+        return
+    terminalreporter.section("Keras 3 parity: worst relative error")
+    for (name, dtype), error in sorted(worst.items()):
+        terminalreporter.write_line(f"{name:<10} {dtype:<8} {error:.3g}")

@@ -1,0 +1,236 @@
+"""Drop-in behaviour: param groups, closures, schedulers, dtypes, non-finite gradients, tensor lr."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.optim import lr_scheduler
+
+import optimlab
+from optimlab.optim.registry import REGISTRY
+from tests.torch_reference import make_params, max_relative_error, set_grads, torch_kwargs
+
+NAMES = list(REGISTRY)
+
+
+def test_public_classes_and_registry() -> None:
+    classes = [optimlab.SGD, optimlab.Momentum, optimlab.NAG, optimlab.Adagrad, optimlab.RMSprop]
+    classes += [optimlab.Adadelta, optimlab.Adam, optimlab.Adamax, optimlab.NAdam]
+    assert [c.name for c in classes] == optimlab.list_optimizers()
+    for cls in classes:
+        assert issubclass(cls, torch.optim.Optimizer)
+    assert optimlab.Momentum([torch.zeros(1)]).defaults["momentum"] == 0.9
+    nag = optimlab.NAG([torch.zeros(1)])
+    assert nag.defaults["momentum"] == 0.9 and nag.defaults["nesterov"] is True
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_create_builds_the_registered_class_with_hyperparameters(name: str) -> None:
+    optimizer = optimlab.create(name, [torch.zeros(2, requires_grad=True)], lr=0.125)
+    assert type(optimizer) is REGISTRY[name].cls
+    assert optimizer.param_groups[0]["lr"] == 0.125
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_defaults_follow_the_convention(name: str) -> None:
+    cls = REGISTRY[name].cls
+    for convention in ("torch", "keras"):
+        optimizer = cls([torch.zeros(1, requires_grad=True)], convention=convention)
+        for key, value in cls.DEFAULTS[convention].items():
+            assert optimizer.defaults[key] == value
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torch_defaults_equal_torch_optim_defaults(name: str) -> None:
+    """Independent check of the torch column: read the defaults off torch.optim's signature."""
+    import inspect
+
+    info = REGISTRY[name]
+    signature = inspect.signature(getattr(torch.optim, info.torch_class)).parameters
+    for key, value in info.cls.DEFAULTS["torch"].items():
+        if key in signature and not (
+            info.name in ("momentum", "nag") and key in ("momentum", "nesterov")
+        ):
+            assert signature[key].default == value, key
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_closure_add_param_group_zero_grad_and_params_without_grad(name: str) -> None:
+    a = torch.tensor([1.0, -2.0], requires_grad=True)
+    frozen = torch.tensor([3.0], requires_grad=True)
+    optimizer = optimlab.create(name, [a, frozen], lr=0.1)
+    late = torch.tensor([0.5, 0.5], requires_grad=True)
+    optimizer.add_param_group({"params": [late], "lr": 0.01})
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = (a**2).sum() + (late**2).sum()
+        loss.backward()
+        return loss
+
+    loss = optimizer.step(closure)
+    assert loss.item() == pytest.approx(5.5)
+    assert frozen.grad is None and float(frozen) == 3.0
+    assert len(optimizer.state[frozen]) == 0 or name == "adagrad"  # adagrad creates state eagerly
+    assert not torch.equal(a.detach(), torch.tensor([1.0, -2.0]))
+    assert not torch.equal(late.detach(), torch.tensor([0.5, 0.5]))
+    optimizer.zero_grad()
+    assert a.grad is None
+
+
+SCHEDULERS = {
+    "LambdaLR": lambda o: lr_scheduler.LambdaLR(o, lambda e: 0.9**e),
+    "MultiplicativeLR": lambda o: lr_scheduler.MultiplicativeLR(o, lambda e: 0.95),
+    "StepLR": lambda o: lr_scheduler.StepLR(o, step_size=5, gamma=0.5),
+    "MultiStepLR": lambda o: lr_scheduler.MultiStepLR(o, milestones=[3, 8], gamma=0.3),
+    "ConstantLR": lambda o: lr_scheduler.ConstantLR(o, factor=0.5, total_iters=4),
+    "LinearLR": lambda o: lr_scheduler.LinearLR(o, start_factor=0.2, total_iters=6),
+    "ExponentialLR": lambda o: lr_scheduler.ExponentialLR(o, gamma=0.9),
+    "PolynomialLR": lambda o: lr_scheduler.PolynomialLR(o, total_iters=10, power=2.0),
+    "CosineAnnealingLR": lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=10),
+    "CosineAnnealingWarmRestarts": lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=4),
+    "CyclicLR": lambda o: lr_scheduler.CyclicLR(
+        o, base_lr=0.001, max_lr=0.02, step_size_up=3, cycle_momentum=False
+    ),
+    "OneCycleLR": lambda o: lr_scheduler.OneCycleLR(
+        o, max_lr=0.02, total_steps=20, cycle_momentum=False
+    ),
+    "SequentialLR": lambda o: lr_scheduler.SequentialLR(
+        o,
+        [
+            lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=3),
+            lr_scheduler.ExponentialLR(o, 0.9),
+        ],
+        milestones=[3],
+    ),
+    "ChainedScheduler": lambda o: lr_scheduler.ChainedScheduler(
+        [lr_scheduler.ConstantLR(o, factor=0.5, total_iters=3), lr_scheduler.ExponentialLR(o, 0.9)]
+    ),
+    "ReduceLROnPlateau": lambda o: lr_scheduler.ReduceLROnPlateau(o, patience=1, factor=0.5),
+}
+
+
+@pytest.mark.parametrize("scheduler", list(SCHEDULERS))
+@pytest.mark.parametrize("name", ["momentum", "adagrad", "adam", "nadam"])
+def test_every_lr_scheduler_drives_optimlab_like_torch_optim(name: str, scheduler: str) -> None:
+    info = REGISTRY[name]
+    ours_params = [p.requires_grad_() for p in make_params(torch.float64)]
+    theirs_params = [p.detach().clone().requires_grad_() for p in ours_params]
+    ours = info.cls(ours_params, lr=0.01)
+    theirs = getattr(torch.optim, info.torch_class)(
+        theirs_params, **torch_kwargs(info, ours.defaults)
+    )
+    schedulers = [SCHEDULERS[scheduler](ours), SCHEDULERS[scheduler](theirs)]
+    for step in range(20):
+        for params, optimizer, sched in zip(
+            (ours_params, theirs_params), (ours, theirs), schedulers
+        ):
+            set_grads(params)
+            optimizer.step()
+            if scheduler == "ReduceLROnPlateau":
+                sched.step(1.0)  # a flat metric: the lr must be cut
+            else:
+                sched.step()
+        assert ours.param_groups[0]["lr"] == theirs.param_groups[0]["lr"], step
+    assert max_relative_error(ours_params, theirs_params) <= 1e-10
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_parameters_keep_float32_state(name: str, dtype: torch.dtype) -> None:
+    """The update is computed in float32 from float32 state and rounded once into the parameter."""
+    reference = [p.requires_grad_() for p in make_params(torch.float32)]
+    half = [p.detach().to(dtype).requires_grad_() for p in reference]
+    ours = optimlab.create(name, half, lr=0.01)
+    for _ in range(3):
+        set_grads(half)
+        ours.step()
+    for p in half:
+        assert p.dtype == dtype
+        for key, value in ours.state[p].items():
+            if isinstance(value, torch.Tensor) and key not in ("step", "mu_product"):
+                assert value.dtype == torch.float32, key
+    # One float32 step from the same half-precision point, rounded to `dtype`, is what we do.
+    start = [p.detach().clone() for p in half]
+    set_grads(half)
+    expected_params = [p.detach().float().clone().requires_grad_() for p in start]
+    shadow = optimlab.create(name, expected_params, lr=0.01)
+    shadow.load_state_dict(ours.state_dict())
+    for e, h in zip(expected_params, half):
+        e.grad = h.grad.float()
+    shadow.step()
+    ours.step()
+    for e, h in zip(expected_params, half):
+        assert torch.equal(e.detach().to(dtype), h.detach())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_nonfinite_default_propagates_like_torch(name: str) -> None:
+    p = torch.tensor([1.0, 2.0], requires_grad=True)
+    optimizer = optimlab.create(name, [p], lr=0.1)
+    p.grad = torch.tensor([math.nan, 1.0])
+    optimizer.step()
+    assert math.isnan(float(p[0]))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_nonfinite_skip_leaves_group_untouched_and_counts(name: str) -> None:
+    good = torch.tensor([1.0, 2.0], requires_grad=True)
+    bad = torch.tensor([3.0], requires_grad=True)
+    other = torch.tensor([4.0], requires_grad=True)
+    optimizer = optimlab.create(
+        name, [{"params": [good, bad]}, {"params": [other]}], lr=0.1, nonfinite="skip"
+    )
+    for p in (good, bad, other):
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    before = {id(p): p.detach().clone() for p in (good, bad)}
+    state_before = {
+        id(p): {
+            k: v.clone() if isinstance(v, torch.Tensor) else v
+            for k, v in optimizer.state[p].items()
+        }
+        for p in (good, bad)
+    }
+    other_before = other.detach().clone()
+    bad.grad = torch.tensor([math.inf])
+    optimizer.step()
+    for p in (good, bad):
+        assert torch.equal(p.detach(), before[id(p)])
+        state = optimizer.state[p]
+        assert state.pop("nonfinite_skipped") == 1
+        for key, value in state_before[id(p)].items():
+            assert (
+                torch.equal(state[key], value)
+                if isinstance(value, torch.Tensor)
+                else state[key] == value
+            )
+        state["nonfinite_skipped"] = 1
+    assert not torch.equal(other.detach(), other_before), "the finite group still steps"
+    assert optimizer.state_dict()["state"][0]["nonfinite_skipped"] == 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tensor_lr_gives_each_row_its_own_learning_rate(name: str) -> None:
+    """One step with lr of shape [N, 1] equals N separate runs with scalar learning rates."""
+    lrs = torch.tensor([[0.001], [0.01], [0.1]], dtype=torch.float64)
+    start = torch.tensor([[1.0, -2.0], [0.5, 0.25], [-1.5, 3.0]], dtype=torch.float64)
+    batched = start.clone().requires_grad_()
+    rows = [start[i].clone().requires_grad_() for i in range(3)]
+    ours = optimlab.create(name, [batched], lr=lrs)
+    singles = [optimlab.create(name, [row], lr=float(lr)) for row, lr in zip(rows, lrs)]
+
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        return (x.pow(4) / 4 + x.sin() * x).sum()
+
+    for _ in range(30):
+        batched.grad = None
+        loss(batched).backward()
+        ours.step()
+        for row, optimizer in zip(rows, singles):
+            row.grad = None
+            loss(row).backward()
+            optimizer.step()
+    assert max_relative_error([batched], [torch.stack([r.detach() for r in rows])]) <= 1e-12

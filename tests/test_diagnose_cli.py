@@ -1,0 +1,100 @@
+"""`optimlab diagnose` and `optimlab lr-find` through `main(argv)`, and `run_diagnosis`."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+import torch
+
+from optimlab.cli import main
+from optimlab.diagnose import run_diagnosis
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small models gain nothing from intra-op threads, and under ``pytest -n 2`` on two cores
+    the workers' spinning threads slow each other down many times over."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_lr_find_prints_a_json_suggestion(capsys, tmp_path):
+    plot = tmp_path / "curve.png"
+    code = main(["lr-find", "--problem", "digits-logreg", "--optimizer", "adam", "--json",
+                 "--plot", str(plot)])  # fmt: skip
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert math.isfinite(result["suggestion"]) and result["suggestion"] > 0
+    assert result["rule"] in ("valley", "steepest", "fallback")
+    assert len(result["lrs"]) == result["iterations"] <= 100
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_diagnose_writes_a_self_contained_page_and_json(capsys, tmp_path):
+    out = tmp_path / "diag"
+    code = main(["diagnose", "--problem", "deep-mlp:depth=4:width=16:activation=sigmoid",
+                 "--optimizer", "sgd:lr=0.1", "--out", str(out), "--json"])  # fmt: skip
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"lr", "gradflow", "hessian", "landscape", "meta"}
+    for key in ("lambda_max", "lambda_min", "trace", "condition_number", "mode"):
+        assert key in result["hessian"]
+    assert result["hessian"]["mode"] == "eval"
+    for key in ("vanishing", "exploding", "layers", "advice"):
+        assert key in result["gradflow"]
+    assert len(result["gradflow"]["layers"]) == 5
+    assert result["lr"]["suggestion"] > 0
+    assert len(result["landscape"]["slice_2d"]["losses"]) == 21
+    assert json.loads((out / "diagnosis.json").read_text()) == result
+    page = (out / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == 6
+    # self-contained: no external resource of any kind
+    assert not re.search(r"""(src|href)=["'](https?:)?//""", page)
+    for section in ('id="lr"', 'id="gradflow"', 'id="hessian"', 'id="landscape"'):
+        assert section in page
+
+
+def test_run_diagnosis_skips_checks_that_do_not_apply():
+    result = run_diagnosis("quadratic-deep", "sgd", "gradflow,hessian")
+    assert "no Linear or Conv layer" in result["gradflow"]["skipped"]
+    assert result["hessian"]["lambda_max"] == pytest.approx(53.13, rel=0.01)
+    assert result["meta"]["checks"] == ["gradflow", "hessian"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["diagnose", "--problem", "nope"], ["--problem", "unknown problem 'nope'", "digits-mlp"]),
+        (["diagnose", "--problem", "digits-mlp", "--checks", "lr,speed"],
+         ["--checks", "'speed'", "valid: lr, gradflow, hessian, landscape"]),
+        (["diagnose", "--problem", "digits-mlp", "--optimizer", "adam,sgd"],
+         ["--optimizer", "names 2 optimizers"]),
+        (["diagnose", "--problem", "digits-mlp", "--optimizer", "adam:lr=-1"],
+         ["--optimizer", "lr=-1"]),
+        (["diagnose", "--problem", "digits-mlp", "--optimizer", "adamw"],
+         ["--optimizer", "unknown optimizer 'adamw'", "adam"]),
+        (["diagnose", "--problem", "deep-mlp:depth=0"], ["--problem", "depth"]),
+        (["lr-find", "--problem", "digits-mlp", "--optimizer", "sgd:speed=2"],
+         ["--optimizer", "unknown option 'speed'"]),
+        (["lr-find", "--problem", "digits-mlp", "--optimizer", "sgd", "--plot", "x.svg"],
+         ["--plot", "x.svg", ".png"]),
+    ],
+)  # fmt: skip
+def test_bad_input_exits_2_with_a_message(argv, words, capsys):
+    assert main(argv) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    for word in words:
+        assert word in error
+
+
+def test_run_diagnosis_bad_arguments_raise_value_error():
+    with pytest.raises(ValueError, match="valid: lr, gradflow, hessian, landscape"):
+        run_diagnosis("digits-mlp", "adam", "curvature")
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        run_diagnosis("digits-mlp", "lion", "lr")
