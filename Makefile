@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # The constraints file pins torch to the CPU build on this machine's disk (never a CUDA build).
 PIP := $(PY) -m pip install --quiet --constraint constraints.txt
 
-.PHONY: test demo lint format install clean
+.PHONY: test fuzz demo lint format install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	KERAS_BACKEND=torch $(PY) -m pytest -q -n 2 --durations=15
+
+# The property tests with fresh random examples, FUZZ_RUNS times (each run draws new ones).
+FUZZ_RUNS ?= 20
+fuzz: $(STAMP)
+	for run in $$(seq $(FUZZ_RUNS)); do \
+		HYPOTHESIS_PROFILE=explore KERAS_BACKEND=torch \
+			$(PY) -m pytest -q -n 2 -p no:cacheprovider -m hypothesis tests || exit 1; \
+	done
 
 demo: $(STAMP)
 	$(VENV)/bin/optimlab compare --suite quick --out results/demo

@@ -13,7 +13,16 @@ from __future__ import annotations
 
 import os
 
+from hypothesis import settings
+
 os.environ.setdefault("KERAS_BACKEND", "torch")
+
+# `make test` (and so CI) draws the same hypothesis examples every run: a red CI then means a
+# change broke something, never that this run drew an unlucky example.  `make fuzz` explores new
+# random examples, many more of them; what it finds becomes an `@example` in the test.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 #: the ``record_property`` name under which a parity test stores (algorithm, dtype, error)
 PARITY_PROPERTY = "keras_parity_error"

@@ -502,3 +502,31 @@ def test_cache_becoming_unwritable_before_the_save_falls_back(monkeypatch) -> No
 
 def test_kernels_are_cached_on_disk() -> None:
     assert all(is_cached(spec.kernel) for spec in KERNELS.values())
+
+
+LERP_CASES = [
+    ("adam", {"betas": (0.1, 0.999)}, "exp_avg"),
+    ("adamax", {"betas": (0.1, 0.999)}, "exp_avg"),
+    ("nadam", {"betas": (0.1, 0.999)}, "exp_avg"),
+    ("rmsprop", {"alpha": 0.1, "centered": True}, "grad_avg"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize(("name", "options", "average"), LERP_CASES)
+def test_lerp_with_a_weight_above_one_half_rounds_as_torch(name, options, average, dtype) -> None:
+    """torch's lerp takes ``end - (end - start)(1 - w)`` for w >= 1/2, with 1 - w computed from the
+    weight as rounded to the dtype: 1 - fl(1 - 0.1) is not 0.1.  The running average it updates
+    must then equal the reference's bit for bit."""
+    generator = torch.Generator().manual_seed(1)
+    initial = torch.randn(1000, generator=generator, dtype=dtype)
+    grads = [torch.randn(1000, generator=generator, dtype=dtype) for _ in range(5)]
+    averages = {}
+    for impl in ("fused", "reference"):
+        param = initial.clone().requires_grad_()
+        optimizer = optimlab.create(name, [param], lr=1e-3, impl=impl, **options)
+        for grad in grads:
+            param.grad = grad.clone()
+            optimizer.step()
+        averages[impl] = optimizer.state[param][average]
+    assert torch.equal(averages["fused"], averages["reference"])

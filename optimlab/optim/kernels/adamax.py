@@ -21,7 +21,7 @@ from optimlab.optim.kernels.spec import (
     per_tensor_rows,
 )
 
-W1, W1_MINUS_ONE, BETA2, EPS, STEP_SIZE, BIAS_CORRECTION = 2, 3, 4, 5, 6, 7
+W1, ONE, BETA2, EPS, STEP_SIZE, BIAS_CORRECTION = 2, 3, 4, 5, 6, 7
 KERAS = 3
 
 
@@ -34,7 +34,7 @@ def _adamax(param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
         u = state[1, offsets[t] + lo : offsets[t] + hi]
         maximize, l2, decoupled = flags[0], flags[1], flags[2]
         wd, decay, eps = coef[t, WD], coef[t, DECAY], coef[t, EPS]
-        w1, w1_minus_one, beta2 = coef[t, W1], coef[t, W1_MINUS_ONE], coef[t, BETA2]
+        w1, w1_minus_one, beta2 = coef[t, W1], coef[t, W1] - coef[t, ONE], coef[t, BETA2]
         step_size, bias_correction = coef[t, STEP_SIZE], coef[t, BIAS_CORRECTION]
         if flags[KERAS]:
             # m += (g - m)(1 - b1);  u = max(b2 u, |g|);  p -= m lr / ((u + eps) bc1)
@@ -67,7 +67,7 @@ def _coefficients(group: dict[str, Any], scalars: dict[str, np.ndarray]) -> Any:
         return (
             *common_coefficients(group),
             1 - beta1,
-            -beta1,
+            1.0,  # torch's lerp takes 1 - weight in the dtype: w - 1, not -beta1
             beta2,
             eps,
             step_size,

@@ -24,7 +24,7 @@ from optimlab.optim.kernels.spec import (
     per_tensor_rows,
 )
 
-W1, W1_MINUS_ONE, BETA2, W2, EPS, LR, BIAS_CORRECTION2 = 2, 3, 4, 5, 6, 7, 8
+W1, ONE, BETA2, W2, EPS, LR, BIAS_CORRECTION2 = 2, 3, 4, 5, 6, 7, 8
 GRAD_SCALE, AVG_SCALE, MU_NEXT, ONE_MINUS_PRODUCT_NEXT, ONE_MINUS_MU, ONE_MINUS_PRODUCT = (
     9,
     10,
@@ -47,7 +47,7 @@ def _nadam(param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
         wd, decay, eps, lr = coef[t, WD], coef[t, DECAY], coef[t, EPS], coef[t, LR]
         w1, w1_minus_one, beta2, w2 = (
             coef[t, W1],
-            coef[t, W1_MINUS_ONE],
+            coef[t, W1] - coef[t, ONE],
             coef[t, BETA2],
             coef[t, W2],
         )
@@ -104,7 +104,7 @@ def _coefficients(group: dict[str, Any], scalars: dict[str, np.ndarray]) -> Any:
         return (
             *common_coefficients(group),
             1 - beta1,
-            -beta1,
+            1.0,  # torch's lerp takes 1 - weight in the dtype: w - 1, not -beta1
             beta2,
             1 - beta2,
             eps,

@@ -22,14 +22,14 @@ from optimlab.optim.kernels.spec import (
     common_flags,
 )
 
-LR, ALPHA, ONE_MINUS_ALPHA, ALPHA_MINUS_ONE, EPS, MOMENTUM, ZERO = 2, 3, 4, 5, 6, 7, 8
+LR, ALPHA, ONE_MINUS_ALPHA, ONE, EPS, MOMENTUM, ZERO = 2, 3, 4, 5, 6, 7, 8
 KERAS, CENTERED, HAS_MOMENTUM = 3, 4, 5
 
 
 @numba.njit(inline="always")
 def _loop(p, g, v, b, a, n, k, maximize, l2, decoupled, keras, centered, has_momentum):
     wd, decay, lr, eps, mu = k[WD], k[DECAY], k[LR], k[EPS], k[MOMENTUM]
-    alpha, w, w_minus_one, zero = k[ALPHA], k[ONE_MINUS_ALPHA], k[ALPHA_MINUS_ONE], k[ZERO]
+    alpha, w, w_minus_one, zero = k[ALPHA], k[ONE_MINUS_ALPHA], k[ONE_MINUS_ALPHA] - k[ONE], k[ZERO]
     minus_lr = -lr
     for j in range(n):
         pj, gj = decayed_gradient(p[j], g[j], maximize, l2, decoupled, wd, decay)
@@ -121,7 +121,7 @@ def _coefficients(group: dict[str, Any], scalars: dict[str, np.ndarray]) -> Any:
         group["lr"],
         alpha,
         1 - alpha,
-        -alpha,
+        1.0,  # torch's lerp takes 1 - weight in the dtype: w - 1, not -alpha
         group["eps"],
         group["momentum"],
         0.0,
