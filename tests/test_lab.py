@@ -14,7 +14,7 @@ from optimlab.lab import store as store_module
 from optimlab.lab.protocol import Comparison, Contender, best_lr, contenders, lr_grid
 from optimlab.lab.schedules import make_schedule, parse_schedule
 from optimlab.lab.store import ResultStore, StoredTrial, StoreError
-from optimlab.lab.summary import ensemble_accuracy, performance_profile, steps_to
+from optimlab.lab.summary import ensemble_accuracy, performance_profile, steps_to, target_loss
 from optimlab.lab.train import eval_steps, train
 from optimlab.lab.trial import TrialResult, TrialSpec
 from optimlab.problems import get_problem
@@ -216,6 +216,18 @@ def test_steps_to_target_and_performance_profile() -> None:
     assert profile["a"][at[1.0]] == 0.5 and profile["a"][at[3.0]] == 1.0
     assert profile["b"][at[1.9]] == 0.5 and profile["b"][at[2.0]] == 1.0
     assert profile["c"][at[3.4]] == 0.0 and profile["c"][at[3.5]] == 0.5 and profile["c"][-1] == 0.5
+
+
+def test_target_is_more_and_wild_share_of_the_best_reduction() -> None:
+    # starts 10 and 12 (mean 11), best point 1: target = 1 + tol * (11 - 1)
+    a = {"step": [0, 10, 20], "mean": [10.0, 4.0, 1.0], "std": [0] * 3}
+    b = {"step": [0, 10, 20], "mean": [12.0, 1.9, 1.5], "std": [0] * 3}
+    assert target_loss([a, b], 0.1) == pytest.approx(2.0)
+    assert target_loss([a, b], 0.01) == pytest.approx(1.1)
+    # the loose target rewards b's fast start, the tight one a's better end
+    assert (steps_to(a, 2.0), steps_to(b, 2.0)) == (20, 10)
+    assert (steps_to(a, 1.1), steps_to(b, 1.1)) == (20, None)
+    assert target_loss([{"step": [], "mean": [], "std": []}], 0.1) is None
 
 
 def test_ensemble_averages_probabilities() -> None:

@@ -173,6 +173,11 @@ def test_a_diverging_trial_is_pruned_early_and_stored_as_diverged(optuna, tmp_pa
     # without pruning the same run goes on until its loss overflows, several steps later
     unpruned = train(pruned.spec)
     assert unpruned.status == "diverged" and unpruned.metrics["diverged_at"] > step
+    # the pruned run is the unpruned one cut short: the same curve up to the pruning step
+    assert pruned.result.metrics["pruned"] is True and "pruned" not in unpruned.metrics
+    cut, full = pruned.result.metrics["curve"], unpruned.metrics["curve"]
+    assert cut["step"][-1] == step
+    assert cut == {k: v[: len(cut["step"])] for k, v in full.items()}
     # and a run that does not diverge gives train()'s own numbers, told to Optuna as its value
     kept = stored[fine.user_attrs["key"]]
     reference = train(kept.spec)

@@ -66,6 +66,23 @@ def test_summary_schema(report: Path) -> None:
     assert scores == sorted(scores, reverse=True)
     # the winner of each problem (by steps to target) has ρ(1) > 0
     assert max(row["solved_within_best"] for row in ranking) > 0
+    # Moré & Wild at three tolerances, ranked by 1e-2: a tighter target is a lower loss,
+    # reached no sooner, and the ranking's score is the 1e-2 profile's
+    assert summary["target_tolerance"] == 0.01
+    assert set(summary["performance_profiles"]) == {"0.1", "0.01", "0.001"}
+    assert summary["performance_profiles"]["0.01"] == summary["performance_profile"]
+    for problem, info in summary["problem_info"].items():
+        targets = info["target_train_losses"]
+        assert targets["0.1"] > targets["0.01"] > targets["0.001"]
+        assert info["target_train_loss"] == targets["0.01"]
+        for entry in summary["problems"][problem].values():
+            steps = entry["steps_to_targets"]
+            assert entry["steps_to_target"] == steps["0.01"]
+            for looser, tighter in (("0.1", "0.01"), ("0.01", "0.001")):
+                if steps[tighter] is not None:
+                    assert steps[looser] is not None and steps[looser] <= steps[tighter]
+    for row in ranking:
+        assert row["profile_scores"]["0.01"] == row["profile_score"]
 
 
 def test_report_content(report: Path) -> None:
@@ -82,6 +99,8 @@ def test_report_content(report: Path) -> None:
     for _, payload in images:
         assert base64.b64decode(payload).lstrip().startswith((b"<?xml", b"<svg"))
     assert "What ran" in html and "learning-rate grid" in html
+    assert "profile score (tol 0.01)" in html
+    assert "score at tol 0.1" in html and "score at tol 0.001" in html
 
 
 def test_report_is_self_contained(report: Path) -> None:

@@ -183,7 +183,9 @@ def build_comparison(
 
 
 def ranking_table(summary: dict) -> Table:
-    table = Table(title="overall ranking (performance profile, τ from 1 to 4)")
+    tolerance = summary.get("target_tolerance")
+    target = f", target tol {tolerance:g}" if tolerance is not None else ""
+    table = Table(title=f"overall ranking (performance profile, τ from 1 to 4{target})")
     problems = list(summary["problems"])
     table.add_column("rank", justify="right")
     table.add_column("optimizer")

@@ -12,6 +12,10 @@ Metrics of an ``ok`` trial (losses are data losses on the full split, in eval mo
 ``stopped_early``, ``seconds_per_step`` (training steps only), ``seconds`` (all, wall clock), ``cpu_seconds``
 (all, this process's CPU time), and ``curve``
 (``step``, ``train_loss``, ``val_loss``, ``val_accuracy`` at each evaluation, step 0 included).
+
+A caller may end a run early through ``stop_if(step, curve)``, asked after each evaluation: a
+returned reason ends the run with status ``diverged``, that reason and ``pruned: true`` (how a
+tuner prunes a diverging trial, `optimlab.lab.pruning`); None lets it go on.
 """
 
 from __future__ import annotations
@@ -69,18 +73,22 @@ def eval_steps(steps: int, evals: int) -> set[int]:
     return points
 
 
+#: ``stop_if(step, curve)``: a reason to end the run now, or None
+StopIf = Callable[[int, dict[str, list[Any]]], str | None]
+
+
 def train(
-    spec: TrialSpec, problem: Problem | None = None, on_eval: Callable[[int], None] | None = None
+    spec: TrialSpec, problem: Problem | None = None, stop_if: StopIf | None = None
 ) -> TrialResult:
     """Run `spec` and return its result; exceptions become status ``failed``."""
     try:
-        return _train(spec, problem or get_problem(spec.problem), on_eval)
+        return _train(spec, problem or get_problem(spec.problem), stop_if)
     except Exception as error:  # a failed trial is a result, not a crash of the comparison
         last = traceback.format_exception_only(type(error), error)[-1].strip()
         return TrialResult("failed", {}, reason=last)
 
 
-def _train(spec: TrialSpec, problem: Problem, on_eval: Callable[[int], None] | None) -> TrialResult:
+def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialResult:
     started, cpu_started = time.perf_counter(), time.process_time()
     model = problem.build_model(spec.seed)
     model.train()
@@ -102,14 +110,15 @@ def _train(spec: TrialSpec, problem: Problem, on_eval: Callable[[int], None] | N
         curve["train_loss"].append(train_loss)
         curve["val_loss"].append(val_loss)
         curve["val_accuracy"].append(val_accuracy)
-        if on_eval is not None:
-            on_eval(step)
         return val_loss
 
     record(0)
     train_seconds, step, stopped_early, diverged_at = 0.0, 0, False, None
+    pruned = stop_if(0, curve) if stop_if is not None else None
+    if pruned is not None:
+        diverged_at = 0
     order, position = torch.randperm(n, generator=generator), 0
-    while step < spec.steps:
+    while step < spec.steps and pruned is None:
         tick = time.perf_counter()
         if position + batch > n:  # a new epoch: reshuffle, drop the incomplete last batch
             order, position = torch.randperm(n, generator=generator), 0
@@ -135,6 +144,10 @@ def _train(spec: TrialSpec, problem: Problem, on_eval: Callable[[int], None] | N
             if not math.isfinite(val_loss) or not math.isfinite(curve["train_loss"][-1]):
                 diverged_at = step
                 break
+            pruned = stop_if(step, curve) if stop_if is not None else None
+            if pruned is not None:
+                diverged_at = step
+                break
             schedule.on_eval(val_loss)
             if val_loss < best_val:
                 best_val, since_best = val_loss, 0
@@ -157,9 +170,10 @@ def _train(spec: TrialSpec, problem: Problem, on_eval: Callable[[int], None] | N
         metrics["diverged_at"] = diverged_at
         metrics["seconds"] = time.perf_counter() - started
         metrics["cpu_seconds"] = time.process_time() - cpu_started
-        return TrialResult(
-            "diverged", jsonable(metrics), reason=f"non-finite loss at step {diverged_at}"
-        )
+        if pruned is not None:
+            metrics["pruned"] = True
+        reason = pruned or f"non-finite loss at step {diverged_at}"
+        return TrialResult("diverged", jsonable(metrics), reason=reason)
     if best_state is not None:
         model.load_state_dict(best_state)
     predictions = None

@@ -60,7 +60,11 @@ def pm_pct(mean: Any, std: Any) -> str:
 def figures(summary: dict[str, Any]) -> dict[str, Any]:
     labels = summary["run"]["optimizers"]
     return {
-        "profile": data_uri(plots.performance_profile(summary["performance_profile"], labels)),
+        "profile": data_uri(
+            plots.performance_profile(
+                summary["performance_profile"], labels, summary.get("target_tolerance")
+            )
+        ),
         "curves": {
             problem: data_uri(plots.loss_curves(summary["curves"][problem], labels, problem))
             for problem in summary["problems"]
@@ -82,6 +86,7 @@ def render_html(summary: dict[str, Any]) -> str:
         problems=summary["problems"],
         problem_info=summary["problem_info"],
         per_problem_ranking=summary["per_problem_ranking"],
+        target_tolerance=summary.get("target_tolerance"),
         figures=figures(summary),
         fmt=fmt,
         pct=pct,

@@ -104,7 +104,9 @@ def lr_sensitivity(entries: dict[str, Any], labels: list[str], title: str) -> st
     return to_svg(figure)
 
 
-def performance_profile(profile: dict[str, Any], labels: list[str]) -> str:
+def performance_profile(
+    profile: dict[str, Any], labels: list[str], tolerance: float | None = None
+) -> str:
     """ρ(τ): share of problems solved within τ× the fastest optimizer's steps."""
     figure = Figure(figsize=(6.4, 3.8))
     axes = figure.add_subplot()
@@ -116,7 +118,8 @@ def performance_profile(profile: dict[str, Any], labels: list[str]) -> str:
     axes.set_ylim(-0.03, 1.03)
     axes.set_xlabel("τ (steps to target ÷ best optimizer's steps)")
     axes.set_ylabel("share of problems")
-    axes.set_title("performance profile", fontsize=10)
+    title = "performance profile" + (f" (target tol {tolerance:g})" if tolerance else "")
+    axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, ncol=2, loc="lower right")
     return to_svg(figure)
