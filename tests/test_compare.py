@@ -309,12 +309,15 @@ def test_suites_are_what_the_issue_asks() -> None:
     quick = build_comparison("quick", None, None, None, "constant", None)
     labels = [quick.resolved[spec][1] for spec, _ in quick.problems]
     assert {"quadratic-deep", "digits-mlp", "mnist1d-mlp"} <= set(labels)
-    deep = next(spec for spec, _ in quick.problems if spec.startswith("deep-mlp"))
-    assert "depth=10" in quick.resolved[deep][0] and "activation=sigmoid" in quick.resolved[deep][0]
+    # the vanishing-gradient pair: the same 10-layer net with sigmoid, and with ReLU + He init
+    deep = [quick.resolved[spec][0] for spec, _ in quick.problems if spec.startswith("deep-mlp")]
+    assert len(deep) == 2 and all("depth=10" in spec for spec in deep)
+    assert "activation=sigmoid" in deep[0]
+    assert "activation=relu" in deep[1] and "init=he" in deep[1]
     assert [c.name for c in quick.optimizers] == list_optimizers()
     assert len(quick.grid) == 8 and quick.seeds == 3
     full = build_comparison("full", None, None, None, "constant", None)
-    assert len(full.grid) == 36 and full.seeds == 10 and len(full.problems) == 6
+    assert len(full.grid) == 36 and full.seeds == 10 and len(full.problems) == 7
 
 
 @pytest.mark.slow

@@ -51,7 +51,10 @@ SUITES: dict[str, Suite] = {
             ("quadratic-deep", 200),
             ("digits-mlp", 200),
             ("mnist1d-mlp", 400),
+            # the vanishing-gradient pair: the same 10-layer net, stuck with sigmoid, trained
+            # with the chapter's fix (ReLU and He initialization)
             ("deep-mlp:depth=10:activation=sigmoid", 200),
+            ("deep-mlp:depth=10:activation=relu:init=he", 200),
         ),
         grid_points=8,
         lr_range=(1e-4, 10.0),
@@ -68,6 +71,7 @@ SUITES: dict[str, Suite] = {
             ("mnist1d-mlp", 6000),
             ("mnist1d-cnn", 6000),
             ("deep-mlp:depth=10:activation=sigmoid", 3000),
+            ("deep-mlp:depth=10:activation=relu:init=he", 3000),
         ),
         grid_points=36,
         lr_range=(1e-5, 100.0),
