@@ -241,7 +241,7 @@ def command(
         "local",
         "--executor",
         help="Where trials run: local (process pool) or ray (Ray tasks; pip install "
-        "'optimlab[ray]').",
+        "'optimlab\\[ray]').",
     ),
     ray_address: str | None = typer.Option(
         None,
@@ -255,7 +255,7 @@ def command(
     tuner: str = typer.Option(
         "grid",
         "--tuner",
-        help="grid (the log learning-rate grid) or optuna (TPE; pip install 'optimlab[optuna]').",
+        help="grid (the log learning-rate grid) or optuna (TPE; pip install 'optimlab\\[optuna]').",
     ),
     trials: int | None = typer.Option(
         None,
