@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from optimlab.problems import Problem, get_problem, list_problems
+from optimlab.problems import Problem, get_problem, list_problems, registry
 from optimlab.problems.models import DropConnectLinear
 from optimlab.problems.registry import shift_and_noise
 
@@ -241,6 +241,28 @@ def test_user_problem(tmp_path) -> None:
         get_problem(f"{path}:not_a_problem")
     with pytest.raises(ValueError, match="rejected options"):
         get_problem(f"{path}:make:colour=red")
+
+
+def test_a_problem_file_is_read_once_and_its_text_travels_to_workers(tmp_path) -> None:
+    """The executors hand the text of the files the command read to their workers: a worker
+    (a Ray node) where the file does not exist, or differs, builds the command's problem."""
+    path = tmp_path / "mine.py"
+    path.write_text(USER_FILE)
+    here = get_problem(f"{path}:make:n=32")
+    sources = registry.export_sources()
+    assert sources[str(path.resolve())] == USER_FILE
+    # edited on disk after the command read it: the command's version stays
+    path.write_text(USER_FILE.replace("noise=0.1", "noise=5.0"))
+    assert torch.equal(get_problem(f"{path}:make:n=32").train[1], here.train[1])
+    # a worker without the file: the text it was handed stands in for it
+    elsewhere = tmp_path / "node" / "mine.py"  # never written
+    registry.import_sources({str(elsewhere.resolve()): USER_FILE})
+    there = get_problem(f"{elsewhere}:make:n=32")
+    assert torch.equal(there.train[0], here.train[0]) and torch.equal(there.train[1], here.train[1])
+    broken = tmp_path / "broken.py"
+    broken.write_text("def make(:\n")
+    with pytest.raises(ValueError, match="is not valid Python"):
+        get_problem(f"{broken}:make")
 
 
 def test_problem_validates_its_fields() -> None:

@@ -19,7 +19,8 @@ import pytest
 from optimlab.cli import main
 from optimlab.lab.protocol import Comparison, contenders, lr_grid, run_comparison
 from optimlab.lab.store import ResultStore
-from tests.test_compare import TINY_COMPARISON, TINY_TRIALS
+from optimlab.lab.train import train
+from tests.test_compare import TINY_COMPARISON, TINY_TRIALS, USER_FILE
 
 TINY = TINY_COMPARISON
 #: wall-clock measurements, the only metrics allowed to differ between two runs
@@ -178,6 +179,28 @@ def test_same_numbers_as_the_local_executor_each_stored_on_arrival_and_resumable
     rerun = run_comparison(tiny(), on_ray, 2, executor=RayExecutor(on_ray, 2))
     assert rerun == {"run": 5, "reused": TINY_TRIALS - 5, "total": TINY_TRIALS}
     assert_same_trials(local.directory, on_ray.directory)
+
+
+def test_a_problem_file_travels_with_the_trials(ray_owner, tmp_path: Path) -> None:
+    """A Ray node needs no copy of ``--problem path.py:factory``: the file is gone before any
+    trial starts, and Ray's worker processes build the problem from the text the driver read."""
+    from optimlab.lab.ray_executor import RayExecutor
+
+    path = tmp_path / "mine.py"
+    path.write_text(USER_FILE)
+    comparison = Comparison(
+        [(f"{path}:make:n=100", 20)], contenders("adam"), lr_grid(2, 1e-3, 1e-1), seeds=1
+    )
+    comparison.resolve()  # the driver reads the file, as the command does before any trial
+    path.unlink()
+    store = ResultStore(tmp_path / "out")
+    run_comparison(comparison, store, 2, executor=RayExecutor(store, 2))
+    trials = list(store.iter())
+    assert len(trials) == 2 and all(t.result.status == "ok" for t in trials), trials
+    for trial in trials:  # the problem the driver read: the same numbers as a run in-process
+        here = train(trial.spec)
+        numbers = {k: v for k, v in trial.result.metrics.items() if k not in TIMING}
+        assert numbers == {k: v for k, v in here.metrics.items() if k not in TIMING}
 
 
 def test_a_dying_worker_is_retried_then_the_trial_is_stored_as_failed(

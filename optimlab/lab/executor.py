@@ -28,7 +28,7 @@ import torch
 from optimlab.lab.store import ResultStore
 from optimlab.lab.train import train
 from optimlab.lab.trial import TrialResult, TrialSpec
-from optimlab.problems import Problem, data, get_problem
+from optimlab.problems import Problem, data, get_problem, registry
 
 _WORKER_STORE: ResultStore | None = None
 
@@ -73,11 +73,12 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def _init_worker(cache: dict[str, Any], directory: str) -> None:
+def _init_worker(cache: dict[str, Any], sources: dict[str, str], directory: str) -> None:
     global _WORKER_STORE
     _die_with_parent()
     single_threaded()
     data.import_cache(cache)
+    registry.import_sources(sources)
     _WORKER_STORE = ResultStore(directory)
 
 
@@ -204,7 +205,11 @@ class Executor(BaseExecutor):
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(data.export_cache(), str(self.store.directory)),
+                initargs=(
+                    data.export_cache(),
+                    registry.export_sources(),
+                    str(self.store.directory),
+                ),
             )
         return self._pool
 

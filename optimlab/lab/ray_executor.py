@@ -10,7 +10,8 @@ executor or the local process pool without knowing which.
   running on `close`.
 - **What a task does**: one trial, with one torch and one numba thread (``num_cpus=1`` per
   task). The data sets this process generated (MNIST-1D) are put in Ray's object store once and
-  handed to every task, so no worker regenerates them. The task *returns* the
+  handed to every task, so no worker regenerates them; so is the text of every problem file
+  (``--problem path.py:factory``) the command read, so no node needs the file. The task *returns* the
   `optimlab.lab.trial.TrialResult`: workers need not share this machine's filesystem.
 - **Storage**: this process (the driver) writes each result into the SQLite store the moment
   it arrives, so a killed comparison keeps everything that arrived and resumes as a local run.
@@ -34,7 +35,7 @@ from typing import Any
 from optimlab.lab.executor import BaseExecutor, run_trial, single_threaded
 from optimlab.lab.store import ResultStore
 from optimlab.lab.trial import TrialResult, TrialSpec
-from optimlab.problems import data
+from optimlab.problems import data, registry
 
 INSTALL_HINT = "pip install 'optimlab[ray]'"
 DEFAULT_RETRIES = 2
@@ -53,11 +54,15 @@ def import_ray() -> Any:
     return ray
 
 
-def ray_trial(spec: TrialSpec, cache: dict[str, Any], prune: bool) -> TrialResult:
+def ray_trial(
+    spec: TrialSpec, cache: dict[str, Any], sources: dict[str, str], prune: bool
+) -> TrialResult:
     """The Ray task: one trial in a Ray worker process (Ray reuses the process for the next).
-    `cache` arrives from the object store (zero-copy arrays); handing it over costs microseconds."""
+    `cache` (the generated data sets) and `sources` (the problem files the command read) arrive
+    from the object store; handing them over costs microseconds."""
     single_threaded()
     data.import_cache(cache)
+    registry.import_sources(sources)
     return run_trial(spec, prune)
 
 
@@ -111,6 +116,7 @@ class RayExecutor(BaseExecutor):
         self._owns_ray = False
         self._remote: Any = None
         self._cache_ref: Any = None
+        self._sources_ref: Any = None
         self._refs: dict[Any, TrialSpec] = {}
         self._slots = self.workers
 
@@ -134,6 +140,7 @@ class RayExecutor(BaseExecutor):
                 )
             self._owns_ray = True
         self._cache_ref = ray.put(data.export_cache())
+        self._sources_ref = ray.put(registry.export_sources())
         self._remote = ray.remote(ray_trial).options(num_cpus=1, max_retries=self.retries)
         self._slots = max(1, math.floor(ray.cluster_resources().get("CPU", self.workers)))
 
@@ -161,7 +168,7 @@ class RayExecutor(BaseExecutor):
     # -- trials -------------------------------------------------------------------------------
     def _start(self, spec: TrialSpec, prune: bool) -> None:
         self.start()
-        self._refs[self._remote.remote(spec, self._cache_ref, prune)] = spec
+        self._refs[self._remote.remote(spec, self._cache_ref, self._sources_ref, prune)] = spec
 
     def _finish(self) -> tuple[TrialSpec, TrialResult]:
         ray = self._ray

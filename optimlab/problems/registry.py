@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import math
 import re
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -467,17 +467,38 @@ def get_problem(spec: str) -> Problem:
     return problem
 
 
+#: The source text of every problem file this process loaded, by absolute path. The executors
+#: hand it to their workers (`export_sources` / `import_sources`), so a worker runs the code the
+#: command read, even on a Ray node where the file does not exist or differs.
+_SOURCES: dict[str, str] = {}
+
+
+def export_sources() -> dict[str, str]:
+    """The problem files' source texts this process loaded, to pass to `import_sources`."""
+    return dict(_SOURCES)
+
+
+def import_sources(sources: dict[str, str]) -> None:
+    """Use problem files read by another process (see `export_sources`) in place of the disk."""
+    _SOURCES.update(sources)
+
+
 def load_user_problem(path: str, factory: str, rest: str | None = None) -> Problem:
     """Import `path` and call ``factory(**options)``; it must return a `Problem`.
 
     The problem's name becomes ``"<absolute path>:<factory>"`` so that worker processes and
-    resumed runs find the same file.
+    resumed runs find the same file. The file is read once per process; its text travels to the
+    executors' workers with the trials (one self-contained file: what it imports must be
+    installed wherever the trials run).
     """
     _, options = parse_item("user" + (":" + rest if rest else ""))
     file = Path(path).expanduser().resolve()
-    if not file.is_file():
-        raise ValueError(f"problem file {path!r} does not exist (from spec {path}:{factory})")
-    module = _import_file(str(file))
+    key = str(file)
+    if key not in _SOURCES:
+        if not file.is_file():
+            raise ValueError(f"problem file {path!r} does not exist (from spec {path}:{factory})")
+        _SOURCES[key] = file.read_text(encoding="utf-8")
+    module = _import_source(key, _SOURCES[key])
     function = getattr(module, factory, None)
     if not callable(function):
         found = [n for n in dir(module) if callable(getattr(module, n)) and not n.startswith("_")]
@@ -503,11 +524,14 @@ def load_user_problem(path: str, factory: str, rest: str | None = None) -> Probl
 
 
 @functools.cache
-def _import_file(path: str) -> Any:
+def _import_source(path: str, source: str) -> Any:
+    """The module of a problem file's text, as importing `path` would make it."""
     digest = hashlib.sha1(path.encode()).hexdigest()[:12]
-    module_spec = importlib.util.spec_from_file_location(f"optimlab_user_problem_{digest}", path)
-    if module_spec is None or module_spec.loader is None:
-        raise ValueError(f"problem file {path!r} cannot be imported as a Python module")
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = types.ModuleType(f"optimlab_user_problem_{digest}")
+    module.__file__ = path
+    try:
+        code = compile(source, path, "exec")
+    except SyntaxError as error:
+        raise ValueError(f"problem file {path!r} is not valid Python: {error}") from error
+    exec(code, module.__dict__)  # running the user's own problem file is the point
     return module
