@@ -9,6 +9,7 @@ loss, five shapes (one spanning several parallel chunks) in two parameter groups
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -20,6 +21,7 @@ from numba.core import caching
 
 import optimlab
 from optimlab.optim.kernels import KERNELS, grads_all_finite
+from optimlab.optim.kernels import compile as compile_module
 from optimlab.optim.kernels.compile import is_cached, jit_kernel
 from optimlab.optim.kernels.dispatch import PARALLEL_FROM
 from optimlab.optim.kernels.layout import CHUNK
@@ -523,6 +525,22 @@ def test_cache_becoming_unwritable_before_the_save_falls_back(monkeypatch) -> No
 
 def test_kernels_are_cached_on_disk() -> None:
     assert all(is_cached(spec.kernel) for spec in KERNELS.values())
+
+
+def test_a_change_to_any_kernel_source_gets_a_new_cache_entry(tmp_path) -> None:
+    """numba checks only a kernel's own file before reusing its cached machine code; a change to
+    a helper the kernels inline (common.py) must not run stale code."""
+    package = Path(compile_module.__file__).parent
+    assert compile_module.sources_digest(package) == compile_module.SOURCES_DIGEST
+    for source in package.glob("*.py"):
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    assert compile_module.sources_digest(tmp_path) == compile_module.SOURCES_DIGEST
+    common = tmp_path / "common.py"
+    common.write_text(common.read_text() + "\n# changed\n")
+    assert compile_module.sources_digest(tmp_path) != compile_module.SOURCES_DIGEST
+    for spec in KERNELS.values():  # the digest names every kernel's cache entry
+        index = spec.kernel.dispatcher._cache._cache_file._index_name
+        assert compile_module.SOURCES_DIGEST in index, index
 
 
 LERP_CASES = [

@@ -31,13 +31,13 @@ KERAS, AMSGRAD = 3, 4
 @numba.njit(inline="always")
 def _torch_loop(p, g, m, v, vmax, n, k, maximize, l2, decoupled, amsgrad):
     wd, decay, eps = k[WD], k[DECAY], k[EPS]
-    w1, w1_minus_one, beta2, w2 = k[W1], k[W1] - k[ONE], k[BETA2], k[W2]
+    w1, one, beta2, w2 = k[W1], k[ONE], k[BETA2], k[W2]
     step_size, root_bc2 = k[STEP_SIZE], k[ROOT_BC2]
     # m = lerp(m, g, 1 - b1);  v = b2 v + (1 - b2) g^2
     # p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
     for j in range(n):
         pj, gj = decayed_gradient(p[j], g[j], maximize, l2, decoupled, wd, decay)
-        mj = lerp(m[j], gj, w1, w1_minus_one)
+        mj = lerp(m[j], gj, w1, one)
         vj = fma(w2 * gj, gj, v[j] * beta2)
         m[j] = mj
         v[j] = vj
@@ -112,7 +112,7 @@ def _coefficients(group: dict[str, Any], scalars: dict[str, np.ndarray]) -> Any:
         return (
             *common_coefficients(group),
             1 - beta1,
-            1.0,  # torch's lerp takes 1 - weight in the dtype: w - 1, not -beta1
+            1.0,  # lerp's one (see common.lerp)
             beta2,
             1 - beta2,
             eps,

@@ -34,7 +34,7 @@ def _adamax(param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
         u = state[1, offsets[t] + lo : offsets[t] + hi]
         maximize, l2, decoupled = flags[0], flags[1], flags[2]
         wd, decay, eps = coef[t, WD], coef[t, DECAY], coef[t, EPS]
-        w1, w1_minus_one, beta2 = coef[t, W1], coef[t, W1] - coef[t, ONE], coef[t, BETA2]
+        w1, one, beta2 = coef[t, W1], coef[t, ONE], coef[t, BETA2]
         step_size, bias_correction = coef[t, STEP_SIZE], coef[t, BIAS_CORRECTION]
         if flags[KERAS]:
             # m += (g - m)(1 - b1);  u = max(b2 u, |g|);  p -= m lr / ((u + eps) bc1)
@@ -49,7 +49,7 @@ def _adamax(param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
             # m = lerp(m, g, 1 - b1);  u = max(b2 u, |g| + eps);  p -= lr / bc1 * m / u
             for j in range(hi - lo):
                 pj, gj = decayed_gradient(p[j], g[j], maximize, l2, decoupled, wd, decay)
-                mj = lerp(m[j], gj, w1, w1_minus_one)
+                mj = lerp(m[j], gj, w1, one)
                 uj = maximum(u[j] * beta2, np.abs(gj) + eps)
                 m[j] = mj
                 u[j] = uj
@@ -67,7 +67,7 @@ def _coefficients(group: dict[str, Any], scalars: dict[str, np.ndarray]) -> Any:
         return (
             *common_coefficients(group),
             1 - beta1,
-            1.0,  # torch's lerp takes 1 - weight in the dtype: w - 1, not -beta1
+            1.0,  # lerp's one (see common.lerp)
             beta2,
             eps,
             step_size,

@@ -37,11 +37,16 @@ def decayed_gradient(p, g, maximize, l2, decoupled, wd, decay):
 
 
 @numba.njit(inline="always")
-def lerp(start, end, weight, weight_minus_one):
-    """torch.lerp's vectorized formula: the form that keeps the small factor small."""
+def lerp(start, end, weight, one):
+    """torch.lerp's vectorized formula: the form that keeps the small factor small.
+
+    For weight >= 1/2 torch computes ``end - (end - start)(1 - weight)`` with 1 - weight taken
+    from the weight as rounded to the dtype (fl(1 - 0.1) - 1 is not -0.1). `one` is 1 in that
+    dtype: a literal 1 would promote float32 arithmetic to float64.
+    """
     if weight < 0.5:
         return fma(weight, end - start, start)
-    return fma(weight_minus_one, end - start, end)
+    return fma(weight - one, end - start, end)
 
 
 @numba.njit(inline="always")

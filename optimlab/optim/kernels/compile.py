@@ -3,7 +3,8 @@
 Every kernel is compiled by :func:`jit_kernel` with ``parallel=True`` (a ``prange`` over chunks of
 the group's elements), ``fastmath=False`` (IEEE results, so a kernel rounds like the reference)
 and ``cache=True``: the machine code is stored next to the source (numba's ``__pycache__``) or in
-numba's user-wide cache, so only the first process ever pays the compilation.  Where no cache
+numba's user-wide cache, so only the first process ever pays the compilation (the cache name
+carries a digest of the whole kernels package: see `SOURCES_DIGEST`).  Where no cache
 directory is writable numba refuses ``cache=True``; the kernel is then compiled in memory, once
 per process, without a word.
 
@@ -15,7 +16,9 @@ array and views each one as an array with :func:`pointer_view`.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numba
@@ -28,6 +31,20 @@ from numba.extending import intrinsic
 KERNEL_OPTIONS: dict[str, Any] = {"parallel": True, "fastmath": False, "nogil": True}
 
 
+def sources_digest(directory: Path) -> str:
+    """A digest of every ``.py`` file in `directory` (names and contents, in name order)."""
+    digest = hashlib.sha1()
+    for path in sorted(directory.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+#: numba keys a cached kernel on its own source file only, so a change to a helper it inlines
+#: (``common.py``, this file) would reuse stale machine code. The digest of the whole kernels
+#: package goes into each kernel's cache name instead: any change there compiles anew.
+SOURCES_DIGEST = sources_digest(Path(__file__).parent)
+
+
 def jit_kernel(py_func: Callable[..., Any], **options: Any) -> Any:
     """Compile `py_func` with numba, cached on disk when a cache directory is writable.
 
@@ -37,6 +54,8 @@ def jit_kernel(py_func: Callable[..., Any], **options: Any) -> Any:
     compiles again in memory).
     """
     options = {**KERNEL_OPTIONS, **options}
+    if not py_func.__qualname__.endswith(SOURCES_DIGEST):
+        py_func.__qualname__ = f"{py_func.__qualname__}_{SOURCES_DIGEST}"
     try:
         dispatcher = numba.njit(cache=True, **options)(py_func)
     except RuntimeError:  # "cannot cache function ...: no locator available"

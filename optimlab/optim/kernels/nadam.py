@@ -45,9 +45,9 @@ def _nadam(param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
         v = state[1, offsets[t] + lo : offsets[t] + hi]
         maximize, l2, decoupled = flags[0], flags[1], flags[2]
         wd, decay, eps, lr = coef[t, WD], coef[t, DECAY], coef[t, EPS], coef[t, LR]
-        w1, w1_minus_one, beta2, w2 = (
+        w1, one, beta2, w2 = (
             coef[t, W1],
-            coef[t, W1] - coef[t, ONE],
+            coef[t, ONE],
             coef[t, BETA2],
             coef[t, W2],
         )
@@ -73,7 +73,7 @@ def _nadam(param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
             # p -= lr (1 - mu) / (1 - Pi) g / r;  p -= lr mu' / (1 - Pi') m / r
             for j in range(hi - lo):
                 pj, gj = decayed_gradient(p[j], g[j], maximize, l2, decoupled, wd, decay)
-                mj = lerp(m[j], gj, w1, w1_minus_one)
+                mj = lerp(m[j], gj, w1, one)
                 vj = fma(w2 * gj, gj, v[j] * beta2)
                 m[j] = mj
                 v[j] = vj
@@ -104,7 +104,7 @@ def _coefficients(group: dict[str, Any], scalars: dict[str, np.ndarray]) -> Any:
         return (
             *common_coefficients(group),
             1 - beta1,
-            1.0,  # torch's lerp takes 1 - weight in the dtype: w - 1, not -beta1
+            1.0,  # lerp's one (see common.lerp)
             beta2,
             1 - beta2,
             eps,

@@ -29,7 +29,7 @@ KERAS, CENTERED, HAS_MOMENTUM = 3, 4, 5
 @numba.njit(inline="always")
 def _loop(p, g, v, b, a, n, k, maximize, l2, decoupled, keras, centered, has_momentum):
     wd, decay, lr, eps, mu = k[WD], k[DECAY], k[LR], k[EPS], k[MOMENTUM]
-    alpha, w, w_minus_one, zero = k[ALPHA], k[ONE_MINUS_ALPHA], k[ONE_MINUS_ALPHA] - k[ONE], k[ZERO]
+    alpha, w, one, zero = k[ALPHA], k[ONE_MINUS_ALPHA], k[ONE], k[ZERO]
     minus_lr = -lr
     for j in range(n):
         pj, gj = decayed_gradient(p[j], g[j], maximize, l2, decoupled, wd, decay)
@@ -57,7 +57,7 @@ def _loop(p, g, v, b, a, n, k, maximize, l2, decoupled, keras, centered, has_mom
             vj = fma(w * gj, gj, v[j] * alpha)
             v[j] = vj
             if centered:
-                aj = lerp(a[j], gj, w, w_minus_one)
+                aj = lerp(a[j], gj, w, one)
                 a[j] = aj
                 root = np.sqrt(clamp_min_zero(fma(-aj, aj, vj), zero)) + eps
             else:
@@ -121,7 +121,7 @@ def _coefficients(group: dict[str, Any], scalars: dict[str, np.ndarray]) -> Any:
         group["lr"],
         alpha,
         1 - alpha,
-        1.0,  # torch's lerp takes 1 - weight in the dtype: w - 1, not -alpha
+        1.0,  # lerp's one (see common.lerp)
         group["eps"],
         group["momentum"],
         0.0,
