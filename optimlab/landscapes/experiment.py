@@ -11,116 +11,41 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from optimlab.landscapes import metrics as metrics_module
 from optimlab.landscapes.functions import Landscape, Point, get_function
+from optimlab.landscapes.results import LandscapeResult, Run
 from optimlab.landscapes.runner import Batch, Config, Progress, run_batch
 from optimlab.landscapes.tuning import TuningResult, choose, lr_grid
-from optimlab.optim.registry import get_info
+from optimlab.optim.registry import get_info, list_optimizers
 from optimlab.spec import parse_optimizer_spec
 
-DEFAULT_OPTIMIZERS = "sgd,momentum,nag,adagrad,rmsprop,adadelta,adam,adamax,nadam"
 DEFAULT_STEPS = 200
+
+
+def default_optimizers() -> str:
+    """Every built-in optimizer, in registry order, as a spec string (the registry is the only
+    list)."""
+    return ",".join(list_optimizers())
 
 OptimizerSpec = str | Sequence[tuple[str, dict[str, Any]]]
 
 
-@dataclass
-class Run:
-    """One trajectory: its optimizer configuration, start, path, losses and metrics.
-
-    ``path`` holds the points up to divergence (all ``steps + 1`` when it did not diverge), the
-    start first; ``losses`` the true f at each.
-    """
-
-    optimizer: str
-    label: str
-    hyperparameters: dict[str, Any]
-    start: Point
-    seed: int
-    path: np.ndarray
-    losses: np.ndarray
-    metrics: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        """The issue's schema: optimizer, hyperparameters, path as [x, y, loss] rows, metrics."""
-        return {
-            "optimizer": self.optimizer,
-            "label": self.label,
-            "hyperparameters": _plain(self.hyperparameters),
-            "start": list(self.start),
-            "seed": self.seed,
-            "path": [[float(x), float(y), float(f)] for (x, y), f in zip(self.path, self.losses)],
-            "metrics": self.metrics,
-        }
-
-
-@dataclass
-class LandscapeResult:
-    """The runs of one experiment (the chosen learning rate of each configuration) and, when
-    tuned, the score of every grid point."""
-
-    landscape: Landscape
-    steps: int
-    noise: float
-    runs: list[Run]
-    tuning: dict[str, TuningResult] = field(default_factory=dict)
-    batch: Batch | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        land = self.landscape
-        return {
-            "function": land.name,
-            "function_options": _plain(land.options),
-            "formula": land.formula,
-            "box": list(land.box),
-            "minima": [
-                {"label": m.label, "point": list(m.point), "value": m.value, "kind": m.kind}
-                for m in land.minima
-            ],
-            "steps": self.steps,
-            "noise": self.noise,
-            "runs": [run.to_json() for run in self.runs],
-            "tuning": {
-                label: {
-                    "lrs": list(t.lrs),
-                    "scores": [_finite(s) for s in t.scores],
-                    "chosen": t.chosen,
-                }
-                for label, t in self.tuning.items()
-            },
-        }
-
-    def figures(self) -> dict[str, Any]:
-        """The contour plot with trajectories and the loss curves, as matplotlib figures."""
-        from optimlab.landscapes import plots
-
-        return {"landscape": plots.contour_figure(self), "loss": plots.loss_figure(self)}
-
-
-def _finite(value: float) -> float | None:
-    return value if np.isfinite(value) else None
-
-
 def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
+        return "/".join(str(_plain(v)) for v in value)
     if isinstance(value, np.generic):
         return value.item()
     return value
 
 
-def _label(name: str, options: dict[str, Any], ambiguous: bool) -> str:
-    if not ambiguous or not options:
-        return name
-    shown = ", ".join(f"{k}={_plain(v)}" for k, v in options.items())
-    return f"{name} ({shown})"
+def spec_label(name: str, options: dict[str, Any]) -> str:
+    """A configuration's label in the spec syntax it was given in: ``sgd:lr=0.1:momentum=0.5``,
+    so two runs of one optimizer always read differently."""
+    return ":".join([name, *(f"{k}={_plain(v)}" for k, v in options.items())])
 
 
 def _check_lr(name: str, lr: Any) -> float:
@@ -136,8 +61,7 @@ def build_configs(
     parsed = parse_optimizer_spec(optimizers) if isinstance(optimizers, str) else optimizers
     parsed = [(name, dict(options)) for name, options in parsed]
     if not parsed:
-        raise ValueError("no optimizers given; valid names: " + DEFAULT_OPTIMIZERS)
-    names = [name for name, _ in parsed]
+        raise ValueError("no optimizers given; valid names: " + ", ".join(list_optimizers()))
     grid = tuple(grid) if grid is not None else lr_grid()
     configs = []
     for name, options in parsed:
@@ -150,22 +74,29 @@ def build_configs(
         else:
             convention = options.get("convention", "torch")
             lrs = (float(info.cls.default_hyperparameters(convention)["lr"]),)
-        label = _label(name, options, names.count(name) > 1)
-        configs.append(Config(name, hyperparameters, lrs, label))
+        label = spec_label(name, options)
+        configs.append(Config(name, hyperparameters, lrs, label, "lr" in options))
     labels = [c.label for c in configs]
     for index, config in enumerate(configs):
         if labels.count(config.label) > 1:  # the same spec twice: number them
             configs[index] = Config(
-                config.name, config.hyperparameters, config.lrs, f"{config.label} #{index + 1}"
+                config.name,
+                config.hyperparameters,
+                config.lrs,
+                f"{config.label} #{index + 1}",
+                config.given_lr,
             )
     return configs
 
 
 def collect_runs(batch: Batch, values: dict[str, Any], rows: Sequence[int]) -> list[Run]:
+    lengths = metrics_module.path_lengths(batch)
     runs = []
     for row in rows:
         config = batch.configs[batch.row_config[row]]
-        end = batch.diverged_at[row] if batch.diverged_at[row] >= 0 else batch.steps + 1
+        end = lengths[row]
+        given = len(config.lrs) == 1 and config.given_lr
+        source = "given" if given else "tuned" if len(config.lrs) > 1 else "default"
         runs.append(
             Run(
                 optimizer=config.name,
@@ -176,6 +107,7 @@ def collect_runs(batch: Batch, values: dict[str, Any], rows: Sequence[int]) -> l
                 path=batch.positions[row, :end],
                 losses=batch.losses[row, :end],
                 metrics=metrics_module.row_metrics(batch, values, row),
+                lr_source=source,
             )
         )
     return runs
@@ -183,7 +115,7 @@ def collect_runs(batch: Batch, values: dict[str, Any], rows: Sequence[int]) -> l
 
 def run_landscape(
     function: str | Landscape,
-    optimizers: OptimizerSpec = DEFAULT_OPTIMIZERS,
+    optimizers: OptimizerSpec | None = None,
     *,
     steps: int = DEFAULT_STEPS,
     starts: Sequence[Point] | None = None,
@@ -197,10 +129,12 @@ def run_landscape(
     """Run each optimizer configuration from each start (and noise seed) on `function`.
 
     `function` is a name (see :func:`list_functions`) or a :class:`Landscape`; `optimizers` a
-    spec string or (name, options) pairs.  Returns the runs of the chosen learning rates, with
+    spec string or (name, options) pairs (default: every optimizer of the registry).  Returns the runs of the chosen learning rates, with
     the full batch (every grid row) kept in ``result.batch``.
     """
     landscape = get_function(function) if isinstance(function, str) else function
+    if optimizers is None:
+        optimizers = default_optimizers()
     configs = build_configs(optimizers, tune=tune, grid=grid)
     starts = list(starts) if starts is not None else [landscape.default_start]
     batch = run_batch(
@@ -219,4 +153,12 @@ def run_landscape(
     return LandscapeResult(landscape, batch.steps, batch.noise, runs, tuning, batch)
 
 
-__all__ = ["DEFAULT_OPTIMIZERS", "LandscapeResult", "Run", "build_configs", "run_landscape"]
+__all__ = [
+    "DEFAULT_STEPS",
+    "LandscapeResult",
+    "Run",
+    "build_configs",
+    "default_optimizers",
+    "run_landscape",
+    "spec_label",
+]

@@ -6,7 +6,11 @@ For a row with points θ_0 … θ_T and losses f(θ_t):
 * ``distance_to_min`` — ‖θ_T − m‖ for the nearest global minimum m; None without one.
 * ``steps_to_eps`` — the first t with f(θ_t) − f* ≤ ε (f* the global minimum value); None if it
   never gets there (or the surface is unbounded below).
-* ``diverged`` / ``diverged_step`` — the point became non-finite or left the box enlarged 10×.
+* ``diverged`` / ``diverged_step`` — the point or the loss became non-finite, or the loss grew past
+  the runner's bound (see :mod:`~optimlab.landscapes.runner`).
+* ``left_step`` — the first step outside the plotting box (finite, maybe still descending: no
+  failure); ``stopped_step`` — the step a row was stopped far outside it, still descending.
+* ``status`` — "diverged", "left" (finite, ends outside the plotting box) or "inside".
 * ``zigzag`` — the share of steps that reverse direction along the highest-curvature axis v (the
   Hessian's top eigenvector at the global minimum, or at the saddle point): among consecutive
   steps whose components d_t = (θ_{t+1} − θ_t)·v are both non-negligible, the fraction with
@@ -89,11 +93,21 @@ def nearest_minimum(landscape: Landscape, points: np.ndarray) -> list[Any]:
     return [candidates[j] if distances[i, j] <= radius else None for i, j in enumerate(nearest)]
 
 
+def path_lengths(batch: Batch) -> np.ndarray:
+    """How many leading points of each row were simulated: up to (not including) the step it
+    diverged at, up to and including the step it was stopped at, else all."""
+    return np.where(
+        batch.diverged_at >= 0,
+        batch.diverged_at,
+        np.where(batch.stopped_at >= 0, batch.stopped_at + 1, batch.steps + 1),
+    )
+
+
 def compute(batch: Batch, eps: float = DEFAULT_EPS) -> dict[str, np.ndarray | list]:
     """Every metric for every row, as arrays (NaN / -1 / None where undefined)."""
     landscape = batch.landscape
     diverged = batch.diverged_at >= 0
-    valid = np.where(diverged, batch.diverged_at, batch.steps + 1)
+    valid = path_lengths(batch)
     points = final_points(batch)
     final = np.where(diverged, np.nan, batch.losses[:, -1])
     distance = np.where(diverged, np.nan, distance_to_min(landscape, points))
@@ -102,7 +116,15 @@ def compute(batch: Batch, eps: float = DEFAULT_EPS) -> dict[str, np.ndarray | li
     reached = np.where(diverged & (reached >= batch.diverged_at), -1, reached)
     minimum = nearest_minimum(landscape, points)
     minimum = [None if d else m for m, d in zip(minimum, diverged)]
+    xmin, xmax, ymin, ymax = landscape.box
+    outside = (
+        (points[:, 0] < xmin) | (points[:, 0] > xmax) | (points[:, 1] < ymin) | (points[:, 1] > ymax)
+    )
+    status = np.where(diverged, "diverged", np.where(outside, "left", "inside"))
     return {
+        "status": status,
+        "left_step": batch.left_at,
+        "stopped_step": batch.stopped_at,
         "final_loss": final,
         "distance_to_min": distance,
         "steps_to_eps": reached,
@@ -125,15 +147,18 @@ def row_metrics(batch: Batch, metrics: dict[str, Any], row: int) -> dict[str, An
     index = metrics["minimum"][row]
     minimum = batch.landscape.minima[index] if index is not None else None
     return {
+        "status": str(metrics["status"][row]),
         "final_loss": number(metrics["final_loss"][row]),
         "distance_to_min": number(metrics["distance_to_min"][row]),
         "steps_to_eps": count(metrics["steps_to_eps"][row]),
         "diverged": bool(metrics["diverged"][row]),
         "diverged_step": count(metrics["diverged_step"][row]),
+        "left_step": count(metrics["left_step"][row]),
+        "stopped_step": count(metrics["stopped_step"][row]),
         "zigzag": number(metrics["zigzag"][row]),
         "minimum": minimum.label if minimum else None,
         "minimum_kind": minimum.kind if minimum else None,
     }
 
 
-__all__ = ["DEFAULT_EPS", "compute", "row_metrics"]
+__all__ = ["DEFAULT_EPS", "compute", "path_lengths", "row_metrics"]

@@ -13,17 +13,55 @@ import os
 from pathlib import Path
 from typing import Any
 
-from optimlab.landscapes.experiment import LandscapeResult
+from optimlab.landscapes.results import LandscapeResult, json_safe
 
 FILES = ("trajectories.json", "landscape.png", "landscape.svg", "loss.png", "landscape.gif")
 
 
 def write_json(data: dict[str, Any], path: str | os.PathLike) -> None:
-    """JSON written atomically; non-finite numbers are not valid JSON and must be None already."""
+    """JSON written atomically; non-finite numbers (not valid JSON) are written as null."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(json.dumps(data, allow_nan=False), encoding="utf-8")
+    temporary.write_text(json.dumps(json_safe(data), allow_nan=False), encoding="utf-8")
     os.replace(temporary, path)
+
+
+def prepare_directory(directory: str | os.PathLike) -> Path:
+    """Make sure the results can be written into `directory` before anything is computed.
+
+    Creates it (and its parents) and writes and removes a probe file, so that every way of failing
+    — a file in the way, a path under a file, a read-only or virtual file system (``/proc``) — is
+    found at once.  Raises ValueError naming the path and why.  (Probing by writing, not by
+    ``os.access``, because root passes every access check yet cannot write into ``/proc``.)
+    """
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"invalid output directory {str(path)!r}: it exists and is a file")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(
+                    f"invalid output directory {str(path)!r}: {str(parent)!r} is a file, "
+                    "not a directory"
+                )
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".optimlab-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ValueError(f"invalid output directory {str(path)!r}: cannot write there ({reason})")
+    return path
+
+
+def default_directory(result_or_landscape: Any) -> str:
+    """``landscape-NAME`` plus the function's options (``landscape-quadratic-condition=100-angle=30``)
+    so runs on differently-built surfaces never share a folder."""
+    land = getattr(result_or_landscape, "landscape", result_or_landscape)
+    options = "".join(f"-{k}={v:g}" for k, v in land.options.items())
+    return f"landscape-{land.name}{options}"
 
 
 def write_outputs(
@@ -44,8 +82,8 @@ def write_outputs(
     plots.save_figure(contour, paths["landscape.png"], dpi=110)
     plots.save_figure(contour, paths["landscape.svg"])
     plots.save_figure(plots.loss_figure(result), paths["loss.png"], dpi=100)
-    plots.save_animation(result, paths["landscape.gif"])
+    plots.save_animation(result, paths["landscape.gif"], title=title)
     return paths
 
 
-__all__ = ["FILES", "write_json", "write_outputs"]
+__all__ = ["FILES", "default_directory", "prepare_directory", "write_json", "write_outputs"]

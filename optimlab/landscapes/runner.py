@@ -12,9 +12,19 @@ decays unless the optimizer's own options say so.  Gradient noise (to mimic mini
 seed, so rows with the same seed see the same noise whatever the optimizer or learning rate
 (common random numbers make comparisons sharper).
 
-A row diverges when its point becomes non-finite or leaves the plotting box enlarged 10× about its
-centre.  It is then frozen at its last good point: its gradient is masked to zero and its point is
-held, so it can poison nothing, and the step at which it diverged is recorded.
+Two different ways of going away are told apart (both recorded):
+
+* **diverged** — the point or its loss becomes non-finite, or the loss grows past
+  ``f(θ_0) + GROWTH·s`` with s = max(1, f(θ_0) − f*) (s = max(1, |f(θ_0)|) on surfaces unbounded
+  below) and ``GROWTH = 1e6``.  The row is frozen at its last good point: its gradient is routed
+  to zero and its point held, so it can poison nothing; ``diverged_at`` records the step.
+* **left the plotted region** — the point is outside the plotting box (``left_at``: the first
+  step).  That is no failure: an escape from a saddle leaves the box while still descending.  A
+  row that gets further than the box enlarged 10× about its centre with its loss not above its
+  start value is stopped there (``stopped_at``), since nothing further can be drawn, and it
+  would only overflow in the end on a surface unbounded below.
+
+A start must lie within that 10× region and have a finite loss (else ValueError naming the box).
 """
 
 from __future__ import annotations
@@ -30,9 +40,11 @@ import torch
 from optimlab.landscapes.functions import Landscape, Point
 from optimlab.optim.registry import create, get_info
 
-#: how far outside the plotting box (in multiples of its half-size, about its centre) counts as
-#: diverged
+#: how far outside the plotting box (in multiples of its half-size, about its centre) a descending
+#: row is stopped, and a start is refused
 DIVERGENCE_FACTOR = 10.0
+#: a loss grown past f(θ_0) + GROWTH·max(1, f(θ_0) − f*) counts as diverged
+GROWTH = 1e6
 MAX_STEPS = 1_000_000
 
 Progress = Callable[[int, int], None]
@@ -50,6 +62,8 @@ class Config:
     hyperparameters: dict[str, Any]
     lrs: tuple[float, ...]
     label: str
+    #: whether the spec gave the lr (else it is the optimizer's default, or tuned on a grid)
+    given_lr: bool = True
 
 
 @dataclass
@@ -58,7 +72,9 @@ class Batch:
 
     ``positions[i, t]`` is row i's point after t steps (``t = 0`` is the start) and
     ``losses[i, t]`` the true (noise-free) f there.  A diverged row keeps its last good point from
-    ``diverged_at[i]`` on; ``diverged_at[i] = -1`` when it never diverged.
+    ``diverged_at[i]`` on; a row stopped far outside the box keeps the point of ``stopped_at[i]``
+    after it; ``left_at[i]`` is the first step outside the plotting box.  Each is -1 when it
+    never happened.
     """
 
     landscape: Landscape
@@ -74,6 +90,8 @@ class Batch:
     positions: np.ndarray
     losses: np.ndarray
     diverged_at: np.ndarray
+    stopped_at: np.ndarray
+    left_at: np.ndarray
 
     @property
     def rows(self) -> int:
@@ -102,6 +120,46 @@ def check_start(start: Any) -> Point:
             f"invalid start={start!r}; a start point must be two finite numbers, e.g. (-7, 2)"
         )
     return x, y
+
+
+def box_text(box: tuple[float, float, float, float]) -> str:
+    xmin, xmax, ymin, ymax = box
+    return f"[{xmin:g}, {xmax:g}]×[{ymin:g}, {ymax:g}]"
+
+
+def far_box(landscape: Landscape) -> tuple[float, float, float, float]:
+    """The plotting box enlarged DIVERGENCE_FACTOR× about its centre."""
+    xmin, xmax, ymin, ymax = landscape.box
+    cx, cy = (xmin + xmax) / 2, (ymin + ymax) / 2
+    hx, hy = DIVERGENCE_FACTOR * (xmax - xmin) / 2, DIVERGENCE_FACTOR * (ymax - ymin) / 2
+    return cx - hx, cx + hx, cy - hy, cy + hy
+
+
+def inside(box: tuple[float, float, float, float], point: Point) -> bool:
+    xmin, xmax, ymin, ymax = box
+    return xmin <= point[0] <= xmax and ymin <= point[1] <= ymax
+
+
+def check_start_on(landscape: Landscape, start: Any) -> Point:
+    """A start of `landscape`: two finite numbers, within the box enlarged 10×, finite loss.
+
+    ValueError names the plotting box otherwise.  (A start outside the plotting box but within
+    the 10× region is allowed: the pictures widen to show it; the CLI warns.)
+    """
+    point = check_start(start)
+    far = far_box(landscape)
+    if not inside(far, point):
+        raise ValueError(
+            f"invalid start={point!r} for {landscape.name}: outside {box_text(far)}, the plotting "
+            f"box {box_text(landscape.box)} enlarged {DIVERGENCE_FACTOR:g}× (a run from there "
+            "shows nothing of the surface); choose a start within it"
+        )
+    if not math.isfinite(landscape.value(*point)):
+        raise ValueError(
+            f"invalid start={point!r} for {landscape.name}: f is not finite there (overflow); "
+            f"choose a start within the plotting box {box_text(landscape.box)}"
+        )
+    return point
 
 
 def check_noise(noise: Any) -> float:
@@ -135,7 +193,7 @@ def run_batch(
     """
     steps = check_steps(steps)
     noise = check_noise(noise)
-    starts = [check_start(s) for s in starts]
+    starts = [check_start_on(landscape, s) for s in starts]
     seeds = [int(s) for s in seeds]
     if not configs or not starts or not seeds:
         raise ValueError("run_batch needs at least one configuration, one start and one seed")
@@ -165,8 +223,11 @@ def run_batch(
     rows = len(row_seed_np)
 
     xmin, xmax, ymin, ymax = landscape.box
-    center = torch.tensor([(xmin + xmax) / 2, (ymin + ymax) / 2], dtype=dtype)
-    limit = DIVERGENCE_FACTOR * torch.tensor([(xmax - xmin) / 2, (ymax - ymin) / 2], dtype=dtype)
+    lower = torch.tensor([xmin, ymin], dtype=dtype)
+    upper = torch.tensor([xmax, ymax], dtype=dtype)
+    fxmin, fxmax, fymin, fymax = far_box(landscape)
+    far_lower = torch.tensor([fxmin, fymin], dtype=dtype)
+    far_upper = torch.tensor([fxmax, fymax], dtype=dtype)
     if noise > 0:
         table = noise * _noise_table(seeds, steps)
         row_noise_index = torch.from_numpy(row_seed_np)
@@ -175,24 +236,47 @@ def run_batch(
     losses = torch.empty(steps + 1, rows, dtype=dtype)
     frozen = torch.zeros(rows, dtype=torch.bool)
     diverged_at = torch.full((rows,), -1, dtype=torch.long)
-    any_frozen = False
+    stopped_at = torch.full((rows,), -1, dtype=torch.long)
+    left_at = torch.full((rows,), -1, dtype=torch.long)
+    bound = None
     for t in range(steps + 1):
         x = torch.cat(params)
         if t > 0:
             with torch.no_grad():
-                bad = ~torch.isfinite(x).all(dim=1) | ((x - center).abs() > limit).any(dim=1)
-                newly = bad & ~frozen
+                newly = ~torch.isfinite(x).all(dim=1) & ~frozen
             if bool(newly.any()):
                 diverged_at[newly] = t
                 frozen |= newly
-                any_frozen = True
-            if any_frozen:
-                # Hold frozen rows at their last good point; torch.where routes a zero gradient
-                # to them, so their NaN or huge values never reach a finite row.
+            if bool(frozen.any()):
+                # Hold frozen rows at their last point; torch.where routes a zero gradient to
+                # them, so their NaN or huge values never reach a finite row.
                 x = torch.where(frozen[:, None], positions[t - 1], x)
         values = landscape.fn(x)
-        positions[t] = x.detach()
+        if t == 0:
+            start_loss = values.detach()
+            floor = landscape.min_value
+            scale = (start_loss - floor) if math.isfinite(floor) else start_loss.abs()
+            bound = start_loss + GROWTH * scale.clamp(min=1.0)
+        else:
+            with torch.no_grad():
+                grown = (~torch.isfinite(values) | (values > bound)) & ~frozen
+            if bool(grown.any()):  # rare: once per diverging row, so a second evaluation is cheap
+                diverged_at[grown] = t
+                frozen |= grown
+                x = torch.where(frozen[:, None], positions[t - 1], x)
+                values = landscape.fn(x)
+        with torch.no_grad():
+            point = x.detach()
+            out = ((point < lower) | (point > upper)).any(dim=1) & ~frozen & (left_at < 0)
+            left_at[out] = t
+            far = ((point < far_lower) | (point > far_upper)).any(dim=1) & ~frozen
+            stop = far & (values.detach() <= start_loss)
+            if bool(stop.any()):
+                stopped_at[stop] = t
+        positions[t] = point
         losses[t] = values.detach()
+        if bool(stop.any()):
+            frozen |= stop  # held from the next step on, at the point just recorded
         if t == steps:
             break
         loss = values.sum()
@@ -219,7 +303,19 @@ def run_batch(
         positions=positions.permute(1, 0, 2).numpy().copy(),
         losses=losses.T.numpy().copy(),
         diverged_at=diverged_at.numpy(),
+        stopped_at=stopped_at.numpy(),
+        left_at=left_at.numpy(),
     )
 
 
-__all__ = ["DIVERGENCE_FACTOR", "MAX_STEPS", "Batch", "Config", "run_batch"]
+__all__ = [
+    "DIVERGENCE_FACTOR",
+    "GROWTH",
+    "MAX_STEPS",
+    "Batch",
+    "Config",
+    "box_text",
+    "check_start_on",
+    "far_box",
+    "run_batch",
+]

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from optimlab.landscapes.experiment import LandscapeResult, Run, run_landscape
+from optimlab.landscapes.experiment import run_landscape
+from optimlab.landscapes.results import LandscapeResult, Run
 from optimlab.landscapes.functions import Point, get_function
 
 Check = tuple[str, bool]
@@ -55,7 +56,13 @@ def _by_label(result: LandscapeResult) -> dict[str, list[Run]]:
 
 
 def _one(result: LandscapeResult) -> dict[str, Run]:
-    return {label: runs[0] for label, runs in _by_label(result).items()}
+    """The first run of each label, also under its optimizer's name when that is unambiguous."""
+    found = {label: runs[0] for label, runs in _by_label(result).items()}
+    names = [run.optimizer for run in found.values()]
+    for run in list(found.values()):
+        if names.count(run.optimizer) == 1:
+            found.setdefault(run.optimizer, run)
+    return found
 
 
 def _dist(run: Run) -> float:
@@ -91,7 +98,13 @@ def _saddle(result: LandscapeResult) -> list[Check]:
     r = _one(result)
     escape = {k: _escape_step(v) for k, v in r.items()}
     near_sgd = int((np.linalg.norm(r["sgd"].path, axis=1) < 0.5).sum())
+    momentum = r["momentum"].metrics
     return [
+        (f"Momentum escapes (|y| > 1 at step {escape['momentum']}, before SGD's "
+         f"{escape['sgd']}) and is not called diverged: it left the plot at step "
+         f"{momentum['left_step']}, still descending (status {momentum['status']})",
+         escape["momentum"] < escape["sgd"] and momentum["status"] == "left"
+         and not momentum["diverged"]),
         (f"SGD lingers near the saddle: {near_sgd} steps within 0.5 of it (≥ 30)", near_sgd >= 30),
         (f"SGD escapes (|y| > 1) at step {escape['sgd']}, ≥ 3× later than Adam "
          f"({escape['adam']}) and RMSProp ({escape['rmsprop']})",
@@ -111,7 +124,7 @@ def _local_minimum(result: LandscapeResult) -> list[Check]:
 
 def _lr_too_small(result: LandscapeResult) -> list[Check]:
     r = _one(result)
-    tiny, good = r["sgd (lr=0.0001)"], r["sgd (lr=0.1)"]
+    tiny, good = r["sgd:lr=0.0001"], r["sgd:lr=0.1"]
     share = _dist(tiny) / _start_distance(tiny)
     return [
         (f"lr 1e-4 is still {share:.0%} of the way from the minimum after {result.steps} steps "
@@ -135,7 +148,7 @@ def _lr_too_large(result: LandscapeResult) -> list[Check]:
              f"({'above' if expected else 'below'} the limit 2/λmax = {limit:.3g})",
              diverged == expected)
         )  # fmt: skip
-    zz = r["sgd (lr=0.19)"].metrics["zigzag"]
+    zz = r["sgd:lr=0.19"].metrics["zigzag"]
     checks.append(
         (f"just below the limit it converges while zigzagging: {zz:.2f} ≥ 0.9", zz >= 0.9)
     )
@@ -185,7 +198,7 @@ def noise_ball(lr: float, sigma: float, curvature: float = 1.0) -> float:
 def _noise(result: LandscapeResult) -> list[Check]:
     by = _by_label(result)
     checks = []
-    for label in ("sgd (lr=0.1)", "sgd (lr=0.01)"):
+    for label in ("sgd:lr=0.1", "sgd:lr=0.01"):
         runs = by[label]
         lr = runs[0].hyperparameters["lr"]
         tail = float(np.mean([run.losses[-NOISE_TAIL:].mean() for run in runs]))
