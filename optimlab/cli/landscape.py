@@ -1,12 +1,16 @@
 """`optimlab landscape`: the optimizers on 2D loss surfaces, in pictures and numbers.
 
     optimlab landscape FUNCTION [--optimizers SPEC] [--steps N] [--start=X,Y] [--noise S] [--tune]
-                                [--out DIR]
+                                [--theory] [--out DIR]
     optimlab landscape --scenario NAME [--out DIR]
     optimlab landscape --list
 
 FUNCTION may carry options in the spec syntax (``quadratic:condition=100:angle=45``).  Writes
 DIR/trajectories.json, landscape.png, landscape.svg, loss.png and landscape.gif and prints a table.
+
+Nothing heavy is imported at module level (torch, numpy, matplotlib, optimlab.landscapes): `--help`
+must stay fast, so the option help texts are plain literals (a test keeps them equal to the
+registries) and the command imports what it needs when it runs.
 """
 
 from __future__ import annotations
@@ -14,19 +18,26 @@ from __future__ import annotations
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from optimlab.landscapes.experiment import DEFAULT_OPTIMIZERS, DEFAULT_STEPS, LandscapeResult
-from optimlab.landscapes.functions import get_function, list_functions
-from optimlab.landscapes.output import write_outputs
-from optimlab.landscapes.runner import MAX_STEPS
-from optimlab.landscapes.scenarios import SCENARIOS, get_scenario, run_scenario
-from optimlab.landscapes.tuning import GRID_HIGH, GRID_LOW, GRID_POINTS
-from optimlab.spec import parse_optimizer_spec, parse_spec
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from optimlab.landscapes.results import LandscapeResult
+
+#: the help texts' lists, kept equal to list_functions() / list_scenarios() by a test
+FUNCTIONS_HELP = (
+    "ravine, quadratic, saddle, monkey-saddle, rosenbrock, beale, himmelblau, goldstein-price, "
+    "rastrigin, ackley, double-well"
+)
+SCENARIOS_HELP = (
+    "ravine, saddle, local-minimum, lr-too-small, lr-too-large, adagrad-stall, "
+    "momentum-overshoot, optimal-momentum, noise"
+)
+MAX_STEPS = 1_000_000  # = optimlab.landscapes.runner.MAX_STEPS (a test checks)
 
 
 def _parse_start(text: str) -> tuple[float, float]:
@@ -44,6 +55,9 @@ def _parse_start(text: str) -> tuple[float, float]:
 
 
 def _parse_function(text: str) -> Any:
+    from optimlab.landscapes.functions import get_function, list_functions
+    from optimlab.spec import parse_spec
+
     try:
         ((name, options),) = parse_spec(text)
         return get_function(name, **options)
@@ -52,6 +66,15 @@ def _parse_function(text: str) -> Any:
         if "valid" not in message:
             message += f"; valid functions: {', '.join(list_functions())}"
         raise typer.BadParameter(message, param_hint="'FUNCTION'") from None
+
+
+def _prepare_out(out: str) -> Path:
+    from optimlab.landscapes.output import prepare_directory
+
+    try:
+        return prepare_directory(out)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="'--out'") from None
 
 
 def _number(value: float | None, fmt: str = ".3g") -> str:
@@ -65,10 +88,12 @@ def _mean(values: list[Any]) -> float | None:
 
 def results_table(result: LandscapeResult, title: str) -> Table:
     """One row per configuration and start (averaged over noise seeds when there are several)."""
+    from rich.table import Table
+
     table = Table(title=title)
     several_starts = len({run.start for run in result.runs}) > 1
     columns = ("optimizer", "lr", "start", "final loss", "distance", "steps to ε",
-               "diverged", "zigzag", "ends in")  # fmt: skip
+               "status", "zigzag", "ends in")  # fmt: skip
     if not several_starts:
         columns = tuple(c for c in columns if c != "start")
     for column in columns:
@@ -79,7 +104,6 @@ def results_table(result: LandscapeResult, title: str) -> Table:
     for (label, start), runs in groups.items():
         metrics = [run.metrics for run in runs]
         n = len(runs)
-        diverged = sum(m["diverged"] for m in metrics)
         ends = Counter(m["minimum"] or "—" for m in metrics).most_common(1)[0][0]
         steps = [m["steps_to_eps"] for m in metrics]
         cells = [
@@ -89,8 +113,7 @@ def results_table(result: LandscapeResult, title: str) -> Table:
             _number(_mean([m["final_loss"] for m in metrics]), ".2e"),
             _number(_mean([m["distance_to_min"] for m in metrics]), ".2e"),
             _number(_mean(steps), ".0f") if all(s is not None for s in steps) else "—",
-            (f"step {metrics[0]['diverged_step']}" if n == 1 and diverged else
-             f"{diverged}/{n}" if n > 1 else "no"),
+            _status(metrics),
             _number(_mean([m["zigzag"] for m in metrics]), ".2f"),
             ends,
         ]  # fmt: skip
@@ -100,7 +123,54 @@ def results_table(result: LandscapeResult, title: str) -> Table:
     return table
 
 
+def _status(metrics: list[dict[str, Any]]) -> str:
+    """ "diverged at step 73", "left the plot at step 30", "inside" — or counts over seeds."""
+    if len(metrics) > 1:
+        counts = Counter(m["status"] for m in metrics)
+        return ", ".join(f"{n}/{len(metrics)} {status}" for status, n in counts.items())
+    m = metrics[0]
+    if m["status"] == "diverged":
+        return f"diverged at step {m['diverged_step']}"
+    if m["status"] == "left":
+        return f"left the plot at step {m['left_step']}"
+    return "inside"
+
+
+def theory_table(result: LandscapeResult) -> Table:
+    """Predicted (closed form) vs achieved contraction per step, and steps to shrink 1e6×."""
+    from rich.table import Table
+
+    theory = result.theory or {}
+    table = Table(
+        title=(
+            f"theory: λmin={theory['lambda_min']:.4g}, λmax={theory['lambda_max']:.4g}, "
+            f"κ={theory['condition']:.4g}; GD best lr 2/(λmin+λmax)={theory['gd_lr']:.4g}, "
+            f"stability limit 2/λmax={theory['stability_limit']:.4g}; heavy ball "
+            f"α*={theory['heavy_ball_lr']:.4g}, β*={theory['heavy_ball_momentum']:.4g}"
+        )
+    )
+    for column in ("optimizer", "role", "contraction (theory)", "contraction (achieved)",
+                   "steps to 1e-6 (theory)", "steps to 1e-6 (achieved)"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("optimizer", "role") else "right")
+    for row in theory["runs"]:
+        predicted = row["predicted_steps_to_1e-6"]
+        table.add_row(
+            row["label"],
+            row["role"],
+            _number(row["predicted_rate"], ".4f"),
+            _number(row["achieved_rate"], ".4f"),
+            "—" if predicted is None else "∞" if math.isinf(predicted) else f"{predicted:.0f}",
+            _number(row["steps_to_1e-6"], "d"),
+        )
+    return table
+
+
 def _list(console: Console) -> int:
+    from rich.table import Table
+
+    from optimlab.landscapes.functions import get_function, list_functions
+    from optimlab.landscapes.scenarios import SCENARIOS
+
     functions = Table(title="functions")
     for column in ("name", "f(x, y)", "box", "minima"):
         functions.add_column(column)
@@ -119,6 +189,8 @@ def _list(console: Console) -> int:
 
 
 def _write(console: Console, result: LandscapeResult, out: Path, **kwargs: Any) -> None:
+    from optimlab.landscapes.output import write_outputs
+
     paths = write_outputs(result, out, **kwargs)
     console.print(f"wrote {', '.join(str(p) for p in paths.values())}")
 
@@ -126,15 +198,16 @@ def _write(console: Console, result: LandscapeResult, out: Path, **kwargs: Any) 
 def command(
     function: str | None = typer.Argument(
         None,
-        help=f"The surface: {', '.join(list_functions())} (quadratic:condition=K:angle=DEG).",
+        help="The surface: " + FUNCTIONS_HELP + " (quadratic:condition=K:angle=DEG).",
         show_default=False,
     ),
-    optimizers: str = typer.Option(
-        DEFAULT_OPTIMIZERS,
+    optimizers: str | None = typer.Option(
+        None,
         "--optimizers",
-        help="name[:key=value...] items, comma-separated, e.g. sgd:lr=0.95,momentum:lr=0.1.",
+        help="name[:key=value...] items, comma-separated, e.g. sgd:lr=0.95,momentum:lr=0.1. "
+        "Default: every optimizer (optimlab list).",
     ),
-    steps: int = typer.Option(DEFAULT_STEPS, "--steps", help=f"Steps, 1…{MAX_STEPS}."),
+    steps: int = typer.Option(200, "--steps", help="Steps, 1…1000000."),
     start: str | None = typer.Option(
         None, "--start", help="Start point X,Y (write --start=-7,2). Default: the function's."
     ),
@@ -142,52 +215,42 @@ def command(
     tune: bool = typer.Option(
         False,
         "--tune",
-        help=f"Tune lr of items without one on a {GRID_POINTS}-point log grid "
-        f"{GRID_LOW:g}…{GRID_HIGH:g}, by final loss (else the optimizer's default lr).",
+        metavar="",
+        help="Tune lr of items without one on a 36-point log grid 1e-05…100, by final loss "
+        "(else the optimizer's default lr).",
+    ),
+    theory: bool = typer.Option(
+        False,
+        "--theory",
+        metavar="",
+        help="Quadratic surfaces (ravine, quadratic): also run gradient descent at its best lr "
+        "2/(λmin+λmax) and heavy-ball momentum at its optimal (α*, β*), and print predicted vs "
+        "achieved contraction per step.",
     ),
     out: str | None = typer.Option(
-        None, "--out", help="Output directory (default ./landscape-NAME)."
+        None,
+        "--out",
+        help="Output directory (default ./landscape-NAME, with the function's options, e.g. "
+        "landscape-quadratic-condition=100-angle=30). Checked before the run.",
     ),
     scenario: str | None = typer.Option(
-        None, "--scenario", help=f"Run a named scenario: {', '.join(SCENARIOS)}."
+        None, "--scenario", help="Run a named scenario: " + SCENARIOS_HELP + "."
     ),
-    list_: bool = typer.Option(False, "--list", help="List the functions and scenarios."),
+    list_: bool = typer.Option(
+        False, "--list", metavar="", help="List the functions and scenarios."
+    ),
 ) -> int:
     """Watch the optimizers move on a 2D loss surface (or run a named scenario)."""
+    from rich.console import Console
+
     console = Console()
     if list_:
         return _list(console)
     if scenario is not None:
-        if function is not None:
-            raise typer.BadParameter(
-                "give a FUNCTION or --scenario, not both", param_hint="'--scenario'"
-            )
-        try:
-            get_scenario(scenario)
-        except ValueError as error:
-            raise typer.BadParameter(str(error), param_hint="'--scenario'") from None
-        outcome = run_scenario(scenario)
-        spec = outcome.scenario
-        console.print(f"[bold]{spec.title}[/bold]")
-        for line in spec.explanation:
-            console.print(f"  {line}")
-        console.print(results_table(outcome.result, f"scenario {spec.name}"))
-        for claim, ok in outcome.checks:
-            console.print(f"  {'[green]✓[/green]' if ok else '[red]✗[/red]'} {claim}")
-        extra = {
-            "scenario": {
-                "name": spec.name,
-                "title": spec.title,
-                "explanation": list(spec.explanation),
-                "checks": [{"claim": claim, "holds": ok} for claim, ok in outcome.checks],
-            }
-        }
-        _write(console, outcome.result, Path(out or f"landscape-{spec.name}"),
-               title=spec.title, extra=extra)  # fmt: skip
-        return 0
+        return _scenario(console, function, scenario, out)
     if function is None:
         raise typer.BadParameter(
-            f"give a FUNCTION ({', '.join(list_functions())}), --scenario NAME or --list",
+            f"give a FUNCTION ({FUNCTIONS_HELP}), --scenario NAME or --list",
             param_hint="'FUNCTION'",
         )
     landscape = _parse_function(function)
@@ -195,21 +258,76 @@ def command(
         raise typer.BadParameter(f"{steps} is not in 1…{MAX_STEPS}", param_hint="'--steps'")
     if not (math.isfinite(noise) and noise >= 0):
         raise typer.BadParameter(f"{noise} is not a finite number ≥ 0", param_hint="'--noise'")
+    from optimlab.landscapes.experiment import default_optimizers, run_landscape
+    from optimlab.landscapes.output import default_directory
+    from optimlab.landscapes.runner import box_text, check_start_on, inside
+    from optimlab.spec import parse_optimizer_spec
+
     starts = [_parse_start(start)] if start is not None else [landscape.default_start]
     try:
-        parsed = parse_optimizer_spec(optimizers)
+        starts = [check_start_on(landscape, s) for s in starts]
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="'--start'") from None
+    if theory and not landscape.is_quadratic:
+        raise typer.BadParameter(
+            f"--theory needs a quadratic surface (ravine, quadratic); {landscape.name!r} is not",
+            param_hint="'--theory'",
+        )
+    try:
+        parsed = parse_optimizer_spec(optimizers or default_optimizers())
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="'--optimizers'") from None
-    from optimlab.landscapes.experiment import run_landscape
-
+    directory = _prepare_out(out or default_directory(landscape))
+    for point in starts:
+        if not inside(landscape.box, point):
+            console.print(
+                f"[yellow]warning:[/yellow] the start {point} lies outside the plotting box "
+                f"{box_text(landscape.box)}; the pictures widen to show it"
+            )
     try:
         result = run_landscape(
-            landscape, parsed, steps=steps, starts=starts, noise=noise, tune=tune
+            landscape, parsed, steps=steps, starts=starts, noise=noise, tune=tune, theory=theory
         )
     except (ValueError, TypeError) as error:  # a bad hyperparameter value, e.g. lr=-1
         raise typer.BadParameter(str(error), param_hint="'--optimizers'") from None
-    how = f"lr tuned on a {GRID_POINTS}-point log grid" if tune else "lr as given or default"
+    how = "lr tuned on a 36-point log grid" if tune else "lr as given or default"
     title = f"{landscape.title} from {starts[0]}, {steps} steps, noise σ={noise:g}; {how}"
     console.print(results_table(result, title))
-    _write(console, result, Path(out or f"landscape-{landscape.name}"))
+    if result.theory is not None:
+        console.print(theory_table(result))
+    _write(console, result, directory)
+    return 0
+
+
+def _scenario(console: Console, function: str | None, name: str, out: str | None) -> int:
+    from optimlab.landscapes.scenarios import get_scenario, run_scenario
+
+    if function is not None:
+        raise typer.BadParameter(
+            "give a FUNCTION or --scenario, not both", param_hint="'--scenario'"
+        )
+    try:
+        get_scenario(name)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="'--scenario'") from None
+    directory = _prepare_out(out or f"landscape-{name}")
+    outcome = run_scenario(name)
+    spec = outcome.scenario
+    console.print(f"[bold]{spec.title}[/bold]")
+    for line in spec.explanation:
+        console.print(f"  {line}")
+    console.print(results_table(outcome.result, f"scenario {spec.name}"))
+    if outcome.result.theory is not None:
+        console.print(theory_table(outcome.result))
+    for claim, ok in outcome.checks:
+        console.print(f"  {'[green]✓[/green]' if ok else '[red]✗[/red]'} {claim}")
+    extra = {
+        "scenario": {
+            "name": spec.name,
+            "title": spec.title,
+            "explanation": list(spec.explanation),
+            "checks": [{"claim": claim, "holds": ok} for claim, ok in outcome.checks],
+        }
+    }
+    _write(console, outcome.result, directory, title=spec.title, extra=extra)
     return 0

@@ -19,6 +19,7 @@ from optimlab.landscapes import metrics as metrics_module
 from optimlab.landscapes.functions import Landscape, Point, get_function
 from optimlab.landscapes.results import LandscapeResult, Run
 from optimlab.landscapes.runner import Batch, Config, Progress, run_batch
+from optimlab.landscapes.theory import THEORY_ROLES, quadratic_theory, report
 from optimlab.landscapes.tuning import TuningResult, choose, lr_grid
 from optimlab.optim.registry import get_info, list_optimizers
 from optimlab.spec import parse_optimizer_spec
@@ -31,6 +32,7 @@ def default_optimizers() -> str:
     list)."""
     return ",".join(list_optimizers())
 
+
 OptimizerSpec = str | Sequence[tuple[str, dict[str, Any]]]
 
 
@@ -38,14 +40,19 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
         return "/".join(str(_plain(v)) for v in value)
     if isinstance(value, np.generic):
-        return value.item()
-    return value
+        value = value.item()
+    return _short(value)
 
 
 def spec_label(name: str, options: dict[str, Any]) -> str:
     """A configuration's label in the spec syntax it was given in: ``sgd:lr=0.1:momentum=0.5``,
     so two runs of one optimizer always read differently."""
     return ":".join([name, *(f"{k}={_plain(v)}" for k, v in options.items())])
+
+
+def _short(value: Any) -> Any:
+    """Floats in labels with 4 significant digits (a computed lr 0.9523809523809523 → 0.9524)."""
+    return float(f"{value:.4g}") if isinstance(value, float) else value
 
 
 def _check_lr(name: str, lr: Any) -> float:
@@ -125,16 +132,34 @@ def run_landscape(
     grid: Sequence[float] | None = None,
     eps: float = metrics_module.DEFAULT_EPS,
     progress: Progress | None = None,
+    theory: bool = False,
 ) -> LandscapeResult:
     """Run each optimizer configuration from each start (and noise seed) on `function`.
 
     `function` is a name (see :func:`list_functions`) or a :class:`Landscape`; `optimizers` a
     spec string or (name, options) pairs (default: every optimizer of the registry).  Returns the runs of the chosen learning rates, with
     the full batch (every grid row) kept in ``result.batch``.
+
+    With ``theory=True`` (quadratic surfaces only), gradient descent at its best rate and heavy-ball
+    momentum at its optimal (α*, β*) run beside the given optimizers, and ``result.theory`` holds
+    the closed forms with each run's predicted and achieved contraction per step (see
+    :mod:`optimlab.landscapes.theory`).
     """
     landscape = get_function(function) if isinstance(function, str) else function
     if optimizers is None:
         optimizers = default_optimizers()
+    closed_forms = quadratic_theory(landscape) if theory else None
+    roles: dict[str, str] = {}
+    if closed_forms is not None:
+        if isinstance(optimizers, str):
+            parsed = parse_optimizer_spec(optimizers) if optimizers.strip() else []
+        else:
+            parsed = optimizers
+        extra = closed_forms.specs()
+        roles = {
+            spec_label(name, options): role for (name, options), role in zip(extra, THEORY_ROLES)
+        }
+        optimizers = [*[(name, dict(options)) for name, options in parsed], *extra]
     configs = build_configs(optimizers, tune=tune, grid=grid)
     starts = list(starts) if starts is not None else [landscape.default_start]
     batch = run_batch(
@@ -150,7 +175,10 @@ def run_landscape(
             rows = rows[batch.row_lr[rows] == tuning[config.label].chosen]
         chosen_rows.extend(rows.tolist())
     runs = collect_runs(batch, values, chosen_rows)
-    return LandscapeResult(landscape, batch.steps, batch.noise, runs, tuning, batch)
+    result = LandscapeResult(landscape, batch.steps, batch.noise, runs, tuning, batch)
+    if closed_forms is not None:
+        result.theory = report(closed_forms, runs, roles, landscape.reference_point)
+    return result
 
 
 __all__ = [

@@ -69,6 +69,9 @@ class Landscape:
     minima: tuple[Minimum, ...]
     #: the options the function was built with (quadratic's condition number and angle)
     options: dict[str, Any] = field(default_factory=dict)
+    #: f is a quadratic form (constant Hessian): the closed forms of
+    #: :mod:`~optimlab.landscapes.theory` apply
+    is_quadratic: bool = False
 
     def __call__(self, xy: torch.Tensor) -> torch.Tensor:
         return self.fn(xy)
@@ -220,6 +223,7 @@ def quadratic(condition: float = 10.0, angle: float = 30.0) -> Landscape:
         (-4.0, 3.0),
         (_minimum("minimum", (0.0, 0.0), fn),),
         {"condition": condition, "angle": angle},
+        is_quadratic=True,
     )
 
 
@@ -270,7 +274,9 @@ def _fixed_landscape(
     minima: list[tuple[str, Point, str]],
 ) -> Landscape:
     found = tuple(_minimum(label, point, fn, kind) for label, point, kind in minima)
-    return Landscape(name, title, formula, fn, tuple(map(float, box)), start, found)
+    box4 = tuple(map(float, box))
+    quadratic_form = name == "ravine"  # x²/20 + y²: Hessian diag(0.1, 2) everywhere
+    return Landscape(name, title, formula, fn, box4, start, found, is_quadratic=quadratic_form)
 
 
 _FIXED = _build_fixed()

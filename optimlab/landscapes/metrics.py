@@ -118,7 +118,10 @@ def compute(batch: Batch, eps: float = DEFAULT_EPS) -> dict[str, np.ndarray | li
     minimum = [None if d else m for m, d in zip(minimum, diverged)]
     xmin, xmax, ymin, ymax = landscape.box
     outside = (
-        (points[:, 0] < xmin) | (points[:, 0] > xmax) | (points[:, 1] < ymin) | (points[:, 1] > ymax)
+        (points[:, 0] < xmin)
+        | (points[:, 0] > xmax)
+        | (points[:, 1] < ymin)
+        | (points[:, 1] > ymax)
     )
     status = np.where(diverged, "diverged", np.where(outside, "left", "inside"))
     return {

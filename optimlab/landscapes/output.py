@@ -52,7 +52,9 @@ def prepare_directory(directory: str | os.PathLike) -> Path:
         probe.unlink()
     except OSError as error:
         reason = error.strerror or type(error).__name__
-        raise ValueError(f"invalid output directory {str(path)!r}: cannot write there ({reason})")
+        raise ValueError(
+            f"invalid output directory {str(path)!r}: cannot write there ({reason})"
+        ) from None
     return path
 
 

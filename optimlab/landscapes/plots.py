@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from optimlab.landscapes.functions import Landscape
-from optimlab.landscapes.results import LandscapeResult, Run
+from optimlab.landscapes.results import LandscapeResult
 
 GRID = 240
 #: the smallest loss gap shown on log axes (exact zeros would vanish from the plot)

@@ -74,7 +74,9 @@ class Run:
                 "lr_source": self.lr_source,
                 "start": list(self.start),
                 "seed": self.seed,
-                "path": [[float(x), float(y), float(f)] for (x, y), f in zip(self.path, self.losses)],
+                "path": [
+                    [float(x), float(y), float(f)] for (x, y), f in zip(self.path, self.losses)
+                ],
                 "metrics": self.metrics,
             }
         )

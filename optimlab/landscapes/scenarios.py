@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from optimlab.landscapes.experiment import run_landscape
-from optimlab.landscapes.results import LandscapeResult, Run
 from optimlab.landscapes.functions import Point, get_function
+from optimlab.landscapes.results import LandscapeResult, Run
+from optimlab.landscapes.theory import THEORY_ROLES
 
 Check = tuple[str, bool]
 
@@ -35,6 +36,9 @@ class Scenario:
     function_options: dict[str, Any] = field(default_factory=dict)
     noise: float = 0.0
     seeds: tuple[int, ...] = (0,)
+    #: run gradient descent and heavy ball at their closed-form optimal settings beside the
+    #: optimizers (quadratic surfaces), and report predicted vs achieved rates
+    theory: bool = False
 
 
 @dataclass
@@ -183,6 +187,37 @@ def _momentum_overshoot(result: LandscapeResult) -> list[Check]:
     ]  # fmt: skip
 
 
+#: measured rates must be within this relative distance of the closed forms
+RATE_TOLERANCE = 0.05
+
+
+def _optimal_momentum(result: LandscapeResult) -> list[Check]:
+    theory = result.theory
+    assert theory is not None, "the optimal-momentum scenario runs with theory=True"
+    rows = {row["role"]: row for row in theory["runs"]}
+    gd, hb = rows[THEORY_ROLES[0]], rows[THEORY_ROLES[1]]
+    kappa = theory["condition"]
+    checks = []
+    for name, row, formula, rate in (
+        ("gradient descent at 2/(λmin+λmax)", gd, "(κ−1)/(κ+1)", theory["gd_rate"]),
+        ("heavy ball at (α*, β*)", hb, "(√κ−1)/(√κ+1)", theory["heavy_ball_rate"]),
+    ):
+        achieved = row["achieved_rate"]
+        close = achieved is not None and abs(achieved - rate) <= RATE_TOLERANCE * rate
+        checks.append(
+            (f"{name}: contraction {achieved:.4f} per step vs {formula} = {rate:.4f} "
+             f"(κ = {kappa:g}; within {RATE_TOLERANCE:.0%})", close)
+        )  # fmt: skip
+    n_gd, n_hb = gd["steps_to_1e-6"], hb["steps_to_1e-6"]
+    checks.append(
+        (f"to shrink the distance 1e6×: gradient descent {n_gd} steps (formula "
+         f"{gd['predicted_steps_to_1e-6']:.0f}), heavy ball {n_hb} (formula "
+         f"{hb['predicted_steps_to_1e-6']:.0f}); ≥ 3× fewer",
+         n_gd is not None and n_hb is not None and 3 * n_hb <= n_gd)
+    )  # fmt: skip
+    return checks
+
+
 NOISE_TAIL = 200
 
 
@@ -317,6 +352,22 @@ SCENARIOS: dict[str, Scenario] = {
             _momentum_overshoot,
         ),
         Scenario(
+            "optimal-momentum",
+            "The theory beside the practice: gradient descent and heavy ball at their best",
+            (
+                "On the ravine (λ = 0.1 and 2, κ = 20) gradient descent at η = 2/(λmin+λmax) "
+                "shrinks the error by (κ−1)/(κ+1) = 0.905 per step: ≈138 steps per 1e-6.",
+                "Heavy-ball momentum at α* = (2/(√λmin+√λmax))², β* = ((√κ−1)/(√κ+1))² "
+                "shrinks it by (√κ−1)/(√κ+1) = 0.634: ≈30 steps.",
+            ),
+            "ravine",
+            "",
+            ((-7.0, 2.0),),
+            200,
+            _optimal_momentum,
+            theory=True,
+        ),
+        Scenario(
             "noise",
             "Gradient noise: constant-lr SGD hovers in a noise ball",
             (
@@ -362,6 +413,7 @@ def run_scenario(name: str) -> ScenarioOutcome:
         starts=scenario.starts,
         noise=scenario.noise,
         seeds=scenario.seeds,
+        theory=scenario.theory,
     )
     return ScenarioOutcome(scenario, result, scenario.checks(result))
 
