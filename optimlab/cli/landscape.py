@@ -68,13 +68,37 @@ def _parse_function(text: str) -> Any:
         raise typer.BadParameter(message, param_hint="'FUNCTION'") from None
 
 
-def _prepare_out(out: str) -> Path:
-    from optimlab.landscapes.output import prepare_directory
+def check_out(out: str) -> Path:
+    """Fail fast, before any import or computation, if results could not be written to `out`.
 
+    Finds the nearest existing ancestor: `out` itself must be a directory if it exists, no
+    ancestor may be a file, and the nearest existing directory must take a file (a probe is
+    written and removed: ``os.access`` would lie to root, who still cannot write into
+    ``/proc``).  Nothing is created; exit 2 names the path and why.
+    """
+    import os
+    import tempfile
+
+    path = Path(out)
+
+    def fail(why: str) -> typer.BadParameter:
+        return typer.BadParameter(f"cannot write to {out!r}: {why}", param_hint="'--out'")
+
+    if path.exists() and not path.is_dir():
+        raise fail("it exists and is a file, not a directory")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise fail(f"{str(existing)!r} is a file, not a directory")
     try:
-        return prepare_directory(out)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="'--out'") from None
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise fail(f"{str(existing)!r} is not writable ({error.strerror or error})") from None
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise fail(f"{str(existing)!r} is not writable")
+    return path
 
 
 def _number(value: float | None, fmt: str = ".3g") -> str:
@@ -97,7 +121,11 @@ def results_table(result: LandscapeResult, title: str) -> Table:
     if not several_starts:
         columns = tuple(c for c in columns if c != "start")
     for column in columns:
-        table.add_column(column, justify="left" if column in ("optimizer", "ends in") else "right")
+        table.add_column(
+            column,
+            justify="left" if column in ("optimizer", "ends in") else "right",
+            overflow="fold",
+        )
     groups: dict[tuple[str, tuple[float, float]], list] = {}
     for run in result.runs:
         groups.setdefault((run.label, run.start), []).append(run)
@@ -151,7 +179,9 @@ def theory_table(result: LandscapeResult) -> Table:
     )
     for column in ("optimizer", "role", "contraction (theory)", "contraction (achieved)",
                    "steps to 1e-6 (theory)", "steps to 1e-6 (achieved)"):  # fmt: skip
-        table.add_column(column, justify="left" if column in ("optimizer", "role") else "right")
+        table.add_column(
+            column, justify="left" if column in ("optimizer", "role") else "right", overflow="fold"
+        )
     for row in theory["runs"]:
         predicted = row["predicted_steps_to_1e-6"]
         table.add_row(
@@ -253,6 +283,8 @@ def command(
             f"give a FUNCTION ({FUNCTIONS_HELP}), --scenario NAME or --list",
             param_hint="'FUNCTION'",
         )
+    if out is not None:
+        check_out(out)
     landscape = _parse_function(function)
     if not 1 <= steps <= MAX_STEPS:
         raise typer.BadParameter(f"{steps} is not in 1…{MAX_STEPS}", param_hint="'--steps'")
@@ -277,7 +309,7 @@ def command(
         parsed = parse_optimizer_spec(optimizers or default_optimizers())
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="'--optimizers'") from None
-    directory = _prepare_out(out or default_directory(landscape))
+    directory = check_out(out or default_directory(landscape))
     for point in starts:
         if not inside(landscape.box, point):
             console.print(
@@ -300,6 +332,8 @@ def command(
 
 
 def _scenario(console: Console, function: str | None, name: str, out: str | None) -> int:
+    if out is not None:
+        check_out(out)
     from optimlab.landscapes.scenarios import get_scenario, run_scenario
 
     if function is not None:
@@ -310,7 +344,7 @@ def _scenario(console: Console, function: str | None, name: str, out: str | None
         get_scenario(name)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="'--scenario'") from None
-    directory = _prepare_out(out or f"landscape-{name}")
+    directory = check_out(out or f"landscape-{name}")
     outcome = run_scenario(name)
     spec = outcome.scenario
     console.print(f"[bold]{spec.title}[/bold]")

@@ -26,38 +26,6 @@ def write_json(data: dict[str, Any], path: str | os.PathLike) -> None:
     os.replace(temporary, path)
 
 
-def prepare_directory(directory: str | os.PathLike) -> Path:
-    """Make sure the results can be written into `directory` before anything is computed.
-
-    Creates it (and its parents) and writes and removes a probe file, so that every way of failing
-    — a file in the way, a path under a file, a read-only or virtual file system (``/proc``) — is
-    found at once.  Raises ValueError naming the path and why.  (Probing by writing, not by
-    ``os.access``, because root passes every access check yet cannot write into ``/proc``.)
-    """
-    path = Path(directory)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"invalid output directory {str(path)!r}: it exists and is a file")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(
-                    f"invalid output directory {str(path)!r}: {str(parent)!r} is a file, "
-                    "not a directory"
-                )
-            break
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".optimlab-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise ValueError(
-            f"invalid output directory {str(path)!r}: cannot write there ({reason})"
-        ) from None
-    return path
-
-
 def default_directory(result_or_landscape: Any) -> str:
     """``landscape-NAME`` plus the function's options (``landscape-quadratic-condition=100-angle=30``)
     so runs on differently-built surfaces never share a folder."""
@@ -88,4 +56,4 @@ def write_outputs(
     return paths
 
 
-__all__ = ["FILES", "default_directory", "prepare_directory", "write_json", "write_outputs"]
+__all__ = ["FILES", "default_directory", "write_json", "write_outputs"]

@@ -61,6 +61,7 @@ def colours(result: LandscapeResult) -> dict[str, str]:
 def _legends(result: LandscapeResult) -> dict[str, str]:
     """Each label's legend text: the spec, the lr when the spec did not give it, the status."""
     texts = {}
+    theory = {row["label"]: row for row in (result.theory or {}).get("runs", [])}
     for label in dict.fromkeys(run.label for run in result.runs):
         runs = [run for run in result.runs if run.label == label]
         text = runs[0].legend
@@ -69,6 +70,14 @@ def _legends(result: LandscapeResult) -> dict[str, str]:
             text += " — diverged"
         elif all(s == "left" for s in statuses):
             text += " — left the plot"
+        row = theory.get(label)
+        if row and row["achieved_rate"] is not None:
+            role = row["role"].removeprefix("theory: ")
+            predicted = row["predicted_rate"]
+            rate = f"ρ {row['achieved_rate']:.3f}/step"
+            if predicted is not None:
+                rate += f" (theory {predicted:.3f})"
+            text += f"\n   {role}: {rate}" if row["role"] != "yours" else f"\n   {rate}"
         texts[label] = text
     return texts
 

@@ -246,7 +246,7 @@ def run_batch(
                 newly = ~torch.isfinite(x).all(dim=1) & ~frozen
             if bool(newly.any()):
                 diverged_at[newly] = t
-                frozen |= newly
+                frozen = frozen | newly
             if bool(frozen.any()):
                 # Hold frozen rows at their last point; torch.where routes a zero gradient to
                 # them, so their NaN or huge values never reach a finite row.
@@ -262,7 +262,7 @@ def run_batch(
                 grown = (~torch.isfinite(values) | (values > bound)) & ~frozen
             if bool(grown.any()):  # rare: once per diverging row, so a second evaluation is cheap
                 diverged_at[grown] = t
-                frozen |= grown
+                frozen = frozen | grown
                 x = torch.where(frozen[:, None], positions[t - 1], x)
                 values = landscape.fn(x)
         with torch.no_grad():
@@ -276,7 +276,7 @@ def run_batch(
         positions[t] = point
         losses[t] = values.detach()
         if bool(stop.any()):
-            frozen |= stop  # held from the next step on, at the point just recorded
+            frozen = frozen | stop  # held from the next step on, at the point just recorded
         if t == steps:
             break
         loss = values.sum()
