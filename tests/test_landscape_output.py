@@ -44,9 +44,12 @@ def test_files_and_json_schema(result, tmp_path: Path) -> None:
 
 
 def test_figures_from_python_have_a_legend_per_optimizer(result) -> None:
-    figures = result.figures()
+    from optimlab.landscapes.plots import figures as make_figures
+
+    figures = make_figures(result)
     contour, loss = figures["landscape"], figures["loss"]
     legend = [t.get_text() for t in contour.axes[0].get_legend().get_texts()]
-    assert legend[:3] == ["sgd (lr=0.95)", "adam", "sgd (lr=1.2) — diverged"]
-    assert {"start", "end", "global minimum", "diverged"} <= set(legend)
+    assert legend[:3] == ["sgd:lr=0.95", "adam:lr=0.3", "sgd:lr=1.2 — diverged"]
+    assert {"start", "end", "global minimum"} <= set(legend)
+    assert "diverged (loss non-finite or grown 1e6×)" in legend
     assert loss.axes[0].get_yscale() == "log"

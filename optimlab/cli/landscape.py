@@ -120,11 +120,17 @@ def results_table(result: LandscapeResult, title: str) -> Table:
                "status", "zigzag", "ends in")  # fmt: skip
     if not several_starts:
         columns = tuple(c for c in columns if c != "start")
+    longest = max(len(run.label) for run in result.runs) + 3
     for column in columns:
+        # Long labels fold (at 16 characters at the narrowest); numbers never do: a cut or
+        # folded number reads wrong.
+        text = column in ("optimizer", "ends in")
         table.add_column(
             column,
-            justify="left" if column in ("optimizer", "ends in") else "right",
+            justify="left" if text else "right",
             overflow="fold",
+            no_wrap=not text,
+            min_width=min(longest, 16) if column == "optimizer" else None,
         )
     groups: dict[tuple[str, tuple[float, float]], list] = {}
     for run in result.runs:
@@ -164,6 +170,12 @@ def _status(metrics: list[dict[str, Any]]) -> str:
     return "inside"
 
 
+ROLES = {
+    "theory: gradient descent at 2/(λmin+λmax)": "GD at 2/(λmin+λmax)",
+    "theory: heavy ball at (α*, β*)": "heavy ball (α*, β*)",
+}
+
+
 def theory_table(result: LandscapeResult) -> Table:
     """Predicted (closed form) vs achieved contraction per step, and steps to shrink 1e6×."""
     from rich.table import Table
@@ -177,16 +189,24 @@ def theory_table(result: LandscapeResult) -> Table:
             f"α*={theory['heavy_ball_lr']:.4g}, β*={theory['heavy_ball_momentum']:.4g}"
         )
     )
-    for column in ("optimizer", "role", "contraction (theory)", "contraction (achieved)",
-                   "steps to 1e-6 (theory)", "steps to 1e-6 (achieved)"):  # fmt: skip
+    for column in ("optimizer", "role", "ρ theory", "ρ achieved", "steps theory",
+                   "steps achieved"):  # fmt: skip
+        text = column in ("optimizer", "role")
         table.add_column(
-            column, justify="left" if column in ("optimizer", "role") else "right", overflow="fold"
+            column,
+            justify="left" if text else "right",
+            overflow="fold",
+            no_wrap=not text,
+            min_width=16 if column == "optimizer" else None,
         )
+    table.caption = (
+        "ρ: contraction of the distance to the minimum per step; steps: to shrink it 1e6×"
+    )
     for row in theory["runs"]:
         predicted = row["predicted_steps_to_1e-6"]
         table.add_row(
             row["label"],
-            row["role"],
+            ROLES.get(row["role"], row["role"]),
             _number(row["predicted_rate"], ".4f"),
             _number(row["achieved_rate"], ".4f"),
             "—" if predicted is None else "∞" if math.isinf(predicted) else f"{predicted:.0f}",
