@@ -83,12 +83,15 @@ def _legends(result: LandscapeResult) -> dict[str, str]:
 
 
 def view_box(result: LandscapeResult) -> Box:
-    """The plotting box widened to hold every finite trajectory point, at most VIEW_LIMIT
-    half-sizes about the box's centre (beyond that, trajectories are clipped with edge arrows)."""
+    """The plotting box widened to hold every point of the runs that did not diverge, at most
+    VIEW_LIMIT half-sizes about the box's centre (beyond that, trajectories are clipped with edge
+    arrows).  Diverged runs do not widen it: their way out is the lesson, not their whereabouts."""
     xmin, xmax, ymin, ymax = result.landscape.box
     cx, cy = (xmin + xmax) / 2, (ymin + ymax) / 2
     hx, hy = (xmax - xmin) / 2, (ymax - ymin) / 2
-    points = [run.path for run in result.runs if len(run.path)]
+    points = [
+        run.path for run in result.runs if len(run.path) and run.metrics["status"] != "diverged"
+    ]
     if not points:
         return xmin, xmax, ymin, ymax
     every = np.concatenate(points)
@@ -201,7 +204,7 @@ def _legend_handles(result: LandscapeResult, palette: dict[str, str]) -> list[Li
     statuses = {run.metrics["status"] for run in result.runs}
     if "diverged" in statuses:
         handles.append(Line2D([], [], color="red", marker="x", linestyle="--",
-                              label="diverged (loss non-finite or grown 1e6×)"))  # fmt: skip
+                              label="diverged (f non-finite or ×1e6)"))  # fmt: skip
     if any(_exits(result)):
         handles.append(Line2D([], [], color="0.2", marker=">", linestyle="none",
                               label="left the plot here (finite)"))  # fmt: skip
@@ -211,6 +214,27 @@ def _legend_handles(result: LandscapeResult, palette: dict[str, str]) -> list[Li
         handles.append(Line2D([], [], color="gold", marker=marker, markersize=size * 0.7,
                               markeredgecolor="black", linestyle="none", label=name[kind]))  # fmt: skip
     return handles
+
+
+#: legends with lines longer than this go below the plot, so the plot keeps its width
+LEGEND_SIDE_CHARS = 36
+
+
+def place_legend(
+    figure: Figure, axes: Any, handles: list[Line2D], fontsize: int, columns: int = 2
+) -> None:
+    """The legend right of the plot, or below it (in two columns, the figure grown to fit) when
+    its lines are too long to share the width."""
+    longest = max((len(line) for h in handles for line in h.get_label().split("\n")), default=0)
+    if longest <= LEGEND_SIDE_CHARS:
+        axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                    fontsize=fontsize, frameon=False)  # fmt: skip
+        return
+    lines = sum(len(h.get_label().split("\n")) for h in handles)
+    width, height = figure.get_size_inches()
+    figure.set_size_inches(width, height + 0.2 * lines / columns)
+    axes.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=columns,
+                fontsize=fontsize, frameon=False)  # fmt: skip
 
 
 def _exits(result: LandscapeResult) -> list[tuple[np.ndarray, np.ndarray] | None]:
@@ -274,8 +298,7 @@ def contour_figure(result: LandscapeResult, title: str | None = None) -> Figure:
         else:
             axes.plot(x[-1], y[-1], marker="s", color=colour, markeredgecolor="black",
                       markersize=6, zorder=6, alpha=max(alpha[run.label], 0.5))  # fmt: skip
-    axes.legend(handles=_legend_handles(result, palette), loc="upper left",
-                bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)  # fmt: skip
+    place_legend(figure, axes, _legend_handles(result, palette), fontsize=9)
     axes.set_title(_title(result, title), fontsize=10)
     figure.tight_layout()
     return figure
@@ -309,8 +332,7 @@ def loss_figure(result: LandscapeResult, title: str | None = None) -> Figure:
     axes.grid(True, which="major", alpha=0.3)
     texts = _legends(result)
     handles = [Line2D([], [], color=c, label=texts[lbl]) for lbl, c in palette.items()]
-    axes.legend(handles=handles, fontsize=9, frameon=False, loc="upper left",
-                bbox_to_anchor=(1.01, 1.0))  # fmt: skip
+    place_legend(figure, axes, handles, fontsize=9)
     axes.set_title(_title(result, title, ": loss against step"), fontsize=10)
     figure.tight_layout()
     return figure
@@ -347,8 +369,7 @@ def save_animation(
     texts = _legends(result)
     handles = [Line2D([], [], color=c, linewidth=2.5, label=texts[lbl])
                for lbl, c in palette.items()]  # fmt: skip
-    axes.legend(handles=handles, fontsize=10, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                frameon=False)  # fmt: skip
+    place_legend(figure, axes, handles, fontsize=10, columns=1)
     axes.set_title(_title(result, title), fontsize=10)
     figure.tight_layout()
     canvas = figure.canvas
