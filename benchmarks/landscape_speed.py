@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from optimlab.landscapes.experiment import DEFAULT_OPTIMIZERS, run_landscape
+from optimlab.landscapes.experiment import default_optimizers, run_landscape
 from optimlab.landscapes.functions import get_function
 from optimlab.landscapes.tuning import lr_grid
 
@@ -43,7 +43,9 @@ TORCH = {
 
 def batched() -> tuple[float, int]:
     start = time.perf_counter()
-    result = run_landscape("rosenbrock", DEFAULT_OPTIMIZERS, steps=STEPS, starts=STARTS, tune=True)
+    result = run_landscape(
+        "rosenbrock", default_optimizers(), steps=STEPS, starts=STARTS, tune=True
+    )
     elapsed = time.perf_counter() - start
     assert result.batch is not None
     return elapsed, result.batch.rows

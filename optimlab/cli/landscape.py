@@ -110,28 +110,36 @@ def _mean(values: list[Any]) -> float | None:
     return sum(found) / len(found) if found else None
 
 
-def results_table(result: LandscapeResult, title: str) -> Table:
-    """One row per configuration and start (averaged over noise seeds when there are several)."""
+def _table(title: str) -> Table:
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=title)
+    return Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+
+
+def _add_column(table: Table, header: str, text: bool) -> None:
+    """Text columns wrap (labels fold); numbers never do: a cut or folded number reads wrong,
+    so their headers are short or on two lines and the table fits 80 columns."""
+    table.add_column(
+        header,
+        justify="left" if text else "right",
+        overflow="fold",
+        no_wrap=not text,
+        min_width=8 if text else None,
+    )
+
+
+def results_table(result: LandscapeResult, title: str) -> Table:
+    """One row per configuration and start (averaged over noise seeds when there are several)."""
+
+    table = _table(title)
     several_starts = len({run.start for run in result.runs}) > 1
-    columns = ("optimizer", "lr", "start", "final loss", "distance", "steps to ε",
-               "status", "zigzag", "ends in")  # fmt: skip
+    columns = ("optimizer", "lr", "start", "final\nloss", "distance", "steps\nto ε",
+               "status (step)", "zigzag", "ends in")  # fmt: skip
     if not several_starts:
         columns = tuple(c for c in columns if c != "start")
-    longest = max(len(run.label) for run in result.runs) + 3
     for column in columns:
-        # Long labels fold (at 16 characters at the narrowest); numbers never do: a cut or
-        # folded number reads wrong.
-        text = column in ("optimizer", "ends in")
-        table.add_column(
-            column,
-            justify="left" if text else "right",
-            overflow="fold",
-            no_wrap=not text,
-            min_width=min(longest, 16) if column == "optimizer" else None,
-        )
+        _add_column(table, column, text=column in ("optimizer", "status (step)", "ends in"))
     groups: dict[tuple[str, tuple[float, float]], list] = {}
     for run in result.runs:
         groups.setdefault((run.label, run.start), []).append(run)
@@ -164,9 +172,9 @@ def _status(metrics: list[dict[str, Any]]) -> str:
         return ", ".join(f"{n}/{len(metrics)} {status}" for status, n in counts.items())
     m = metrics[0]
     if m["status"] == "diverged":
-        return f"diverged at step {m['diverged_step']}"
+        return f"diverged ({m['diverged_step']})"
     if m["status"] == "left":
-        return f"left the plot at step {m['left_step']}"
+        return f"left the plot ({m['left_step']})"
     return "inside"
 
 
@@ -178,27 +186,17 @@ ROLES = {
 
 def theory_table(result: LandscapeResult) -> Table:
     """Predicted (closed form) vs achieved contraction per step, and steps to shrink 1e6×."""
-    from rich.table import Table
 
     theory = result.theory or {}
-    table = Table(
-        title=(
-            f"theory: λmin={theory['lambda_min']:.4g}, λmax={theory['lambda_max']:.4g}, "
-            f"κ={theory['condition']:.4g}; GD best lr 2/(λmin+λmax)={theory['gd_lr']:.4g}, "
-            f"stability limit 2/λmax={theory['stability_limit']:.4g}; heavy ball "
-            f"α*={theory['heavy_ball_lr']:.4g}, β*={theory['heavy_ball_momentum']:.4g}"
-        )
+    table = _table(
+        f"theory: λmin={theory['lambda_min']:.4g}, λmax={theory['lambda_max']:.4g}, "
+        f"κ={theory['condition']:.4g}; GD best lr 2/(λmin+λmax)={theory['gd_lr']:.4g}, "
+        f"stability limit 2/λmax={theory['stability_limit']:.4g}; heavy ball "
+        f"α*={theory['heavy_ball_lr']:.4g}, β*={theory['heavy_ball_momentum']:.4g}"
     )
-    for column in ("optimizer", "role", "ρ theory", "ρ achieved", "steps theory",
-                   "steps achieved"):  # fmt: skip
-        text = column in ("optimizer", "role")
-        table.add_column(
-            column,
-            justify="left" if text else "right",
-            overflow="fold",
-            no_wrap=not text,
-            min_width=16 if column == "optimizer" else None,
-        )
+    for column in ("optimizer", "role", "ρ\ntheory", "ρ\nachieved", "steps\ntheory",
+                   "steps\nachieved"):  # fmt: skip
+        _add_column(table, column, text=column in ("optimizer", "role"))
     table.caption = (
         "ρ: contraction of the distance to the minimum per step; steps: to shrink it 1e6×"
     )
