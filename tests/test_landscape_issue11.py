@@ -310,3 +310,10 @@ def test_the_default_set_is_the_registry(monkeypatch: pytest.MonkeyPatch) -> Non
     # the lab reads the registry, not a copy of its names
     monkeypatch.setattr("optimlab.landscapes.experiment.list_optimizers", lambda: ["adam", "sgd"])
     assert [run.optimizer for run in run_landscape("ravine", steps=2).runs] == ["adam", "sgd"]
+
+
+def test_python_api_refuses_far_starts_and_theory_off_quadratics() -> None:
+    with pytest.raises(ValueError, match=r"plotting box \[-10, 10\]×\[-5, 5\] enlarged 10×"):
+        run_landscape("ravine", "sgd", steps=2, starts=[(500, 0)])
+    with pytest.raises(ValueError, match="needs a quadratic surface"):
+        run_landscape("rosenbrock", "sgd", steps=2, theory=True)
