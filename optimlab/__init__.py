@@ -3,26 +3,21 @@
 The nine classic optimizers as drop-in ``torch.optim.Optimizer`` classes, verified against
 torch.optim and Keras 3, plus tools to watch them on loss surfaces, compare them fairly on real
 training problems, and diagnose slow or stuck training.
+
+``import optimlab`` is cheap: the optimizers (and with them torch) are imported the first time
+one of the names below is touched (PEP 562 module ``__getattr__``), so that ``optimlab --help``
+and ``optimlab --version`` answer without loading torch.
 """
 
-from optimlab.optim import (
-    NAG,
-    SGD,
-    Adadelta,
-    Adagrad,
-    Adam,
-    Adamax,
-    Momentum,
-    NAdam,
-    Optimizer,
-    RMSprop,
-    create,
-    list_optimizers,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
+#: the public names that live in `optimlab.optim` and are loaded on first use
+_FROM_OPTIM = (
     "NAG",
     "SGD",
     "Adadelta",
@@ -33,7 +28,36 @@ __all__ = [
     "NAdam",
     "Optimizer",
     "RMSprop",
-    "__version__",
     "create",
     "list_optimizers",
-]
+)
+
+__all__ = [*_FROM_OPTIM, "__version__"]
+
+if TYPE_CHECKING:  # for type checkers and IDEs; never executed
+    from optimlab.optim import (
+        NAG,
+        SGD,
+        Adadelta,
+        Adagrad,
+        Adam,
+        Adamax,
+        Momentum,
+        NAdam,
+        Optimizer,
+        RMSprop,
+        create,
+        list_optimizers,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_OPTIM:
+        value = getattr(importlib.import_module("optimlab.optim"), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'optimlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
