@@ -431,11 +431,19 @@ def advise(
             recommend("batchnorm", "Batch normalization bounds the scale of the pre-activations.")
     if result.dead_relu:
         he = "" if arch.init == "he" else ", and He init with zero biases"
-        recommend(
-            "leaky_relu",
-            f"Many ReLU units are dead (zero for every example): use Leaky ReLU or a smaller "
-            f"learning rate{he}, so units start in their active range.",
-        )
+        if "LeakyReLU" in arch.activations:
+            in_place.append("Leaky ReLU")
+            recommend(
+                "smaller_lr",
+                f"Many ReLU units are dead (zero for every example): use Leaky ReLU in their "
+                f"place too, or a smaller learning rate{he}.",
+            )
+        else:
+            recommend(
+                "leaky_relu",
+                f"Many ReLU units are dead (zero for every example): use Leaky ReLU or a "
+                f"smaller learning rate{he}, so units start in their active range.",
+            )
         if he and "he_init" not in fixes:
             fixes.append("he_init")
         elif not he:
