@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-#: the public names that live in `optimlab.optim` and are loaded on first use
-_FROM_OPTIM = (
+__all__ = [
     "NAG",
     "SGD",
     "Adadelta",
@@ -28,11 +27,13 @@ _FROM_OPTIM = (
     "NAdam",
     "Optimizer",
     "RMSprop",
+    "__version__",
     "create",
     "list_optimizers",
-)
+]
 
-__all__ = [*_FROM_OPTIM, "__version__"]
+#: the public names that live in `optimlab.optim`, loaded on first use
+_FROM_OPTIM = frozenset(__all__) - {"__version__"}
 
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from optimlab.optim import (

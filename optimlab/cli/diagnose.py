@@ -51,9 +51,7 @@ def check_output_file(path: str, hint: str) -> None:
             f"{path!r}: directory {str(parent)!r} does not exist", param_hint=hint
         )
     if not parent.is_dir():
-        raise typer.BadParameter(
-            f"{path!r}: {str(parent)!r} is not a directory", param_hint=hint
-        )
+        raise typer.BadParameter(f"{path!r}: {str(parent)!r} is not a directory", param_hint=hint)
     _probe_writable(parent, path, hint)
 
 

@@ -458,11 +458,7 @@ def advise(
     if in_place and (result.vanishing or result.exploding or result.dead_relu):
         advice.append(
             f"Already in place, so not the fix: {', '.join(in_place)}."
-            + (
-                " The remaining levers are the depth and the learning rate."
-                if not fixes
-                else ""
-            )
+            + (" The remaining levers are the depth and the learning rate." if not fixes else "")
         )
     if not advice:
         kind = "the ReLU units" if any(isinstance(m, nn.ReLU) for m in model.modules()) else (

@@ -428,9 +428,7 @@ def curve_verdict(lrs: Sequence[float], losses: Sequence[float]) -> CurveVerdict
     )
 
 
-def suggest_lr(
-    lrs: Sequence[float], losses: Sequence[float], rule: str = "valley"
-) -> LRSuggestion:
+def suggest_lr(lrs: Sequence[float], losses: Sequence[float], rule: str = "valley") -> LRSuggestion:
     """Suggest a learning rate from a range-test curve of raw minibatch losses (`LRSuggestion`).
 
     1. The curve is cut at its first non-finite loss and made robust (`robust_curve`); only the
