@@ -9,10 +9,9 @@ one of the names below is touched (PEP 562 module ``__getattr__``), so that ``op
 and ``optimlab --version`` answer without loading torch.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 __version__ = "0.1.0"
 
@@ -35,7 +34,7 @@ __all__ = [
 #: the public names that live in `optimlab.optim`, loaded on first use
 _FROM_OPTIM = frozenset(__all__) - {"__version__"}
 
-if TYPE_CHECKING:  # for type checkers and IDEs; never executed
+if _TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from optimlab.optim import (
         NAG,
         SGD,
@@ -52,13 +51,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     )
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     if name in _FROM_OPTIM:
-        value = getattr(importlib.import_module("optimlab.optim"), name)
+        value = getattr(_importlib.import_module("optimlab.optim"), name)
         globals()[name] = value  # later lookups skip this function
         return value
     raise AttributeError(f"module 'optimlab' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    # The public names (loaded or not) and the submodules imported so far; not the helpers.
+    return sorted({*__all__, *(n for n in globals() if not n.startswith("_"))})

@@ -87,6 +87,7 @@ def test_lazy_names_are_the_real_ones_and_dir_is_honest():
         if name != "__version__":
             assert getattr(optimlab, name) is getattr(optim, name)
     assert set(optimlab.__all__) <= set(dir(optimlab))
+    assert not {"importlib", "Any", "TYPE_CHECKING", "annotations"} & set(dir(optimlab))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         optimlab.nope  # noqa: B018
 
