@@ -422,7 +422,7 @@ def curve_verdict(lrs: Sequence[float], losses: Sequence[float]) -> CurveVerdict
         )
     return CurveVerdict(
         "reliable",
-        f"reliable — the loss fell {drop:.0%} with noise {noise:.1%} of the fall",
+        f"reliable — the loss fell {drop:.1%} with noise {noise:.1%} of the fall",
         drop,
         noise,
     )
