@@ -154,3 +154,14 @@ def test_diagnose_table_wraps_at_narrow_widths_and_never_cuts_numbers(capsys, tm
     result = json.loads((tmp_path / "diagnosis.json").read_text())
     joined = " ".join(out.replace("│", " ").split())
     assert f"{result['gradflow']['shrink_factor']:.3g}" in joined
+
+
+def test_top_level_help_lists_every_command_with_a_whole_summary(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    commands = out.split("Commands:")[1].splitlines()[1:]
+    assert [line.split()[0] for line in commands if line.strip()] == [
+        "list", "demo", "compare", "export", "landscape", "diagnose", "lr-find",
+    ]  # fmt: skip
+    assert "..." not in out and max(len(line) for line in out.splitlines()) <= 80
