@@ -49,7 +49,8 @@ def test_diagnose_writes_a_self_contained_page_and_json(capsys, tmp_path):
     for key in ("vanishing", "exploding", "layers", "advice"):
         assert key in result["gradflow"]
     assert len(result["gradflow"]["layers"]) == 5
-    assert result["lr"]["suggestion"] > 0
+    # A 4-layer sigmoid net's loss barely moves in the range test: flat, no number.
+    assert result["lr"]["verdict"] == "flat" and result["lr"]["suggestion"] is None
     assert len(result["landscape"]["slice_2d"]["losses"]) == 21
     assert json.loads((out / "diagnosis.json").read_text()) == result
     page = (out / "index.html").read_text()
