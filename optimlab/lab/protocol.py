@@ -27,7 +27,7 @@ from optimlab.lab.trial import TrialResult, TrialSpec
 from optimlab.lab.tuner import GridTuning, OptunaTuner, OptunaTuning
 from optimlab.optim.registry import get_info, list_optimizers
 from optimlab.problems import get_problem
-from optimlab.spec import parse_optimizer_spec
+from optimlab.spec import parse_optimizer_items
 
 
 @dataclass(frozen=True)
@@ -91,28 +91,64 @@ def lr_grid(points: int, low: float, high: float) -> list[float]:
 
 @dataclass(frozen=True)
 class Contender:
-    """One optimizer entry of the comparison: its label (the spec item as given), registry name,
-    and fixed hyperparameters. A fixed ``lr`` turns tuning off for it."""
+    """One optimizer entry of the comparison: its label (the spec item as given), registry name
+    (or the custom optimizer's label), and fixed hyperparameters. A fixed ``lr`` turns tuning
+    off for it. `custom`: the user's optimizer class (``mine.py:MyOpt``, ``torch.optim:AdamW``),
+    None for a built-in."""
 
     label: str
     name: str
     options: dict[str, Any]
+    custom: Any = None
 
     @property
-    def default_lr(self) -> float:
+    def default_lr(self) -> float | None:
+        """The class's default learning rate (None: a custom class without one)."""
+        if self.custom is not None:
+            lr = self.custom.default_lr()
+            return None if lr is None else float(lr)
         convention = self.options.get("convention", "torch")
         return float(get_info(self.name).cls.default_hyperparameters(convention)["lr"])
 
+    def check(self) -> None:
+        """Build the optimizer once on a dummy parameter, so the class's own validation rejects a
+        bad value now (ValueError naming the optimizer, option, value and allowed range), not
+        in a trial. A custom class is also stepped once."""
+        import torch
+
+        if self.custom is not None:
+            from optimlab.lab.custom_optimizers import check_custom
+
+            check_custom(self.custom, self.options)
+            return
+        options = {"lr": 1e-3, **self.options} if "lr" not in self.options else self.options
+        try:
+            get_info(self.name).cls([torch.zeros(1, requires_grad=True)], **options)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{self.label}: {error}") from None
+        if "lr" not in self.options:
+            try:
+                self.default_lr  # noqa: B018 - a bad convention fails here too
+            except (KeyError, ValueError) as error:
+                raise ValueError(f"{self.label}: {error}") from None
+
 
 def contenders(spec: str | None) -> list[Contender]:
-    """Parse ``--optimizers`` (None: all nine with their defaults); labels must be unique."""
+    """Parse ``--optimizers`` (None: all nine with their defaults) and build each optimizer once
+    on a dummy parameter (`Contender.check`); labels must be unique. ValueError if not."""
     if spec is None:
         return [Contender(name, name, {}) for name in list_optimizers()]
-    items = parse_optimizer_spec(spec)
+    items = parse_optimizer_items(spec)
     labels = [part.strip() for part in spec.split(",") if part.strip()]
     if len(set(labels)) != len(labels):
         raise ValueError(f"optimizer spec {spec!r} lists an entry twice; each must be unique")
-    return [Contender(label, name, options) for label, (name, options) in zip(labels, items)]
+    entries = [
+        Contender(label, name, options, custom)
+        for label, (name, options, custom) in zip(labels, items)
+    ]
+    for entry in entries:
+        entry.check()
+    return entries
 
 
 @dataclass
@@ -176,6 +212,7 @@ class Comparison:
             steps=steps,
             evals=self.evals,
             problem_label=label,
+            custom=c.custom,
         )
 
     def _tuned(self, c: Contender) -> bool:
@@ -207,6 +244,9 @@ class Comparison:
         return [self.spec(problem, steps, c, hyperparameters, s) for s in range(self.seeds)]
 
     def default_trials(self, problem: str, steps: int, c: Contender) -> list[TrialSpec]:
+        """The untuned defaults (none for a custom class without a default ``lr``)."""
+        if c.default_lr is None:
+            return []
         seeds = self.default_seeds or self.seeds
         hyperparameters = {**c.options, "lr": c.default_lr}
         return [self.spec(problem, steps, c, hyperparameters, s) for s in range(seeds)]

@@ -151,6 +151,8 @@ def parse_search(text: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def _defaults(c: Contender) -> dict[str, Any]:
+    if c.custom is not None:  # a user's class: only its learning rate is searched
+        return {"lr": c.default_lr or 1e-3}
     return get_info(c.name).cls.default_hyperparameters(c.options.get("convention", "torch"))
 
 
