@@ -97,7 +97,9 @@ def split_custom_item(item: str) -> tuple[str, str, dict[str, Any]] | None:
     return source.strip(), attribute.strip(), options
 
 
-def parse_optimizer_items(spec: str, allow_custom: bool = True) -> list[tuple[str, dict[str, Any], Any]]:
+def parse_optimizer_items(
+    spec: str, allow_custom: bool = True
+) -> list[tuple[str, dict[str, Any], Any]]:
     """Parse and check an optimizer spec into ``(name, options, custom)`` per item: `custom`
     is None for a built-in name and a `optimlab.lab.custom_optimizers.CustomOptimizer` (its
     `label` as the name) for ``path/to/file.py:Class`` or ``package.module:Class``.

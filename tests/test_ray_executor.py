@@ -24,7 +24,7 @@ from tests.test_compare import TINY_COMPARISON, TINY_TRIALS, USER_FILE
 
 TINY = TINY_COMPARISON
 #: wall-clock measurements, the only metrics allowed to differ between two runs
-TIMING = {"seconds", "cpu_seconds", "seconds_per_step"}
+TIMING = {"seconds", "cpu_seconds", "seconds_per_step", "warmup_seconds", "curve_seconds"}
 
 CRASHING_PROBLEM = '''
 import os

@@ -106,7 +106,8 @@ def mean_curve(
     """Mean and std over the ok seeds of a curve, at each evaluation step that every seed
     reached (early stopping and divergence cut curves short). `seconds`: also the mean
     training seconds at each step (when the trials recorded them)."""
-    curves = [t.result.metrics["curve"] for t in trials if t.result.status == "ok"]
+    ok = [t for t in trials if t.result.status == "ok"]
+    curves = [t.result.metrics["curve"] for t in ok]
     if not curves:
         return {"step": [], "mean": [], "std": []}
     length = min(len(c["step"]) for c in curves)
@@ -116,8 +117,9 @@ def mean_curve(
         "mean": [float(v) for v in np.nanmean(values, axis=0)],
         "std": [float(v) for v in np.nanstd(values, axis=0)],
     }
-    if seconds and all("seconds" in c for c in curves):
-        out["seconds"] = [float(v) for v in np.mean([c["seconds"][:length] for c in curves], 0)]
+    timings = [t.result.metrics.get("curve_seconds") for t in ok]
+    if seconds and all(t is not None and len(t) >= length for t in timings):
+        out["seconds"] = [float(v) for v in np.mean([t[:length] for t in timings], axis=0)]
     return out
 
 
@@ -231,9 +233,7 @@ def summarize(
         if any(problems[p]["optimizers"][label]["rank"] is not None for p in problems)
     ]
     profiles = {
-        tol: performance_profile(
-            {p: steps_tables[tol][p] for p in learned_problems}, ranked_labels
-        )
+        tol: performance_profile({p: steps_tables[tol][p] for p in learned_problems}, ranked_labels)
         for tol in TARGET_TOLERANCES
     }
     profile = profiles[RANKING_TOLERANCE]

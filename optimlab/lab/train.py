@@ -12,9 +12,9 @@ Metrics of an ``ok`` trial (losses are data losses on the full split, in eval mo
 ``stopped_early``, ``seconds_per_step`` (training steps after the first), ``warmup_seconds``
 (the first step: a numba kernel's compile or cache load, lazy initialization — kept apart so
 it does not inflate the per-step time), ``seconds`` (all, wall clock), ``cpu_seconds`` (all,
-this process's CPU time), and ``curve`` (``step``, ``train_loss``, ``val_loss``,
-``val_accuracy`` and ``seconds`` — training wall clock so far, evaluations excluded — at each
-evaluation, step 0 included).
+this process's CPU time), ``curve`` (``step``, ``train_loss``, ``val_loss``, ``val_accuracy``
+at each evaluation, step 0 included) and ``curve_seconds`` (the training wall clock so far at
+each of those evaluations, evaluations themselves excluded).
 
 A caller may end a run early through ``stop_if(step, curve)``, asked after each evaluation: a
 returned reason ends the run with status ``diverged``, that reason and ``pruned: true`` (how a
@@ -112,8 +112,8 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
         "train_loss": [],
         "val_loss": [],
         "val_accuracy": [],
-        "seconds": [],
     }
+    curve_seconds: list[float] = []
     best_val, best_state, since_best = math.inf, None, 0
 
     def record(step: int) -> float:
@@ -123,7 +123,7 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
         curve["train_loss"].append(train_loss)
         curve["val_loss"].append(val_loss)
         curve["val_accuracy"].append(val_accuracy)
-        curve["seconds"].append(train_seconds)
+        curve_seconds.append(train_seconds)
         return val_loss
 
     train_seconds, warmup_seconds, step, stopped_early, diverged_at = 0.0, 0.0, 0, False, None
@@ -183,6 +183,7 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
         ),
         "warmup_seconds": warmup_seconds,
         "curve": curve,
+        "curve_seconds": curve_seconds,
         "best_val_loss": best_val,
         "stopped_early": stopped_early,
     }
