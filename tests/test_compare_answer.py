@@ -1,0 +1,275 @@
+"""`optimlab compare`'s answer (issue 10): bad values rejected before training, failed trials never
+ranked, ties within noise, problems nobody learned left out, progress a log file can read,
+Ctrl-C that says how to resume, `optimlab demo` through the CLI, the planner without an executor."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from optimlab.cli import main
+from optimlab.lab.protocol import Comparison, Planner, contenders, lr_grid
+from optimlab.lab.significance import (
+    bootstrap_p,
+    chance_accuracy,
+    holm,
+    learned,
+    tied_ranks,
+    welch_p,
+)
+from optimlab.lab.store import ResultStore
+from optimlab.lab.summary import problem_recommendation
+from optimlab.lab.trial import TrialResult
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- 1. every bad value exits 2 before any training --------------------------------------------
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("adam:lr=-1", "Adam: invalid lr=-1; lr must be in [0, inf)"),
+        ("adam:betas=0.9/1.5", "Adam: invalid betas[1]=1.5; betas[1] must be in [0, 1)"),
+        ("adam:eps=0", "Adam: invalid eps=0; eps must be in (0, inf)"),
+        ("sgd:nesterov=true", "SGD: nesterov=True requires momentum > 0"),
+        ("adam:lr=nan", "Adam: invalid lr=nan"),
+        ("adam:lr=abc", "Adam: invalid lr='abc'; lr must be a real number"),
+        ("adam:convention=pytorch", "invalid convention='pytorch'; convention must be one of"),
+        ("adam:lr=0.1:lr=0.2", "option 'lr' given twice in spec item 'adam:lr=0.1:lr=0.2'"),
+        ("sgd,adam:weight_decay=-1", "Adam: invalid weight_decay=-1"),
+    ],
+)
+def test_bad_optimizer_value_exits_2_before_training(spec, message, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code = main(["compare", "--optimizers", spec, "--problems", "digits-mlp", "--out", str(out)])
+    captured = capsys.readouterr()
+    error = " ".join(captured.err.split())
+    assert code == 2, captured
+    assert "Invalid value for --optimizers" in error and message in error
+    assert "Traceback" not in captured.err + captured.out
+    assert not (out / "results.sqlite").exists()  # nothing trained, nothing stored
+
+
+FAILING_PROBLEM = """
+import torch
+from optimlab.problems import Problem
+
+def make():
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+    y = x.sum(1, keepdim=True)
+    def broken_model(seed):
+        raise RuntimeError("this model cannot be built")
+    return Problem(
+        name="broken", options={}, train=(x, y), val=(x, y), test=(x, y),
+        build_model=broken_model, loss_fn=torch.nn.functional.mse_loss, batch_size=16,
+        task="regression",
+    )
+"""
+
+
+def test_an_optimizer_whose_trials_all_fail_is_failed_and_unranked(tmp_path, capsys) -> None:
+    path = tmp_path / "broken.py"
+    path.write_text(FAILING_PROBLEM)
+    args = ["compare", "--problems", f"{path}:make", "--optimizers", "adam"]
+    args += ["--steps", "5", "--grid-points", "2", "--seeds", "2", "--workers", "1"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 0
+    output = capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    (entries,) = summary["problems"].values()
+    assert entries["adam"]["status"] == "failed"  # never "diverged"
+    assert "this model cannot be built" in entries["adam"]["reason"]
+    assert entries["adam"]["rank"] is None and summary["ranking"] == []
+    assert summary["unranked"][0]["optimizer"] == "adam"
+    assert "failed on every problem" in summary["unranked"][0]["reason"]
+    assert "no ranking" in summary["recommendations"]["overall"]
+    assert "this model cannot be built" in " ".join(output.split())
+
+
+# --- 3. honest statistics against hand-made numbers --------------------------------------------
+def student_t_two_sided_p(t: float, df: float) -> float:
+    """2·∫_|t|^∞ of Student's t density, by the trapezoid rule (independent of scipy)."""
+    x = np.linspace(abs(t), 400.0, 2_000_001)
+    norm = math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))
+    density = norm * (1 + x**2 / df) ** (-(df + 1) / 2)
+    return float(2 * np.sum((density[1:] + density[:-1]) / 2 * np.diff(x)))
+
+
+def test_welch_matches_the_hand_computed_statistic() -> None:
+    a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0, 8.0, 10.0]
+    va, vb = 5 / 3 / 4, 10 / 5  # sample variances over n
+    t = (2.5 - 6.0) / math.sqrt(va + vb)  # -2.2514
+    df = (va + vb) ** 2 / (va**2 / 3 + vb**2 / 4)  # Welch–Satterthwaite: 5.52
+    assert welch_p(a, b) == pytest.approx(student_t_two_sided_p(t, df), abs=1e-4)
+    assert welch_p([1.0], [5.0, 6.0]) == 1.0  # one seed: nothing can be claimed
+    assert welch_p([1.0, 1.0], [2.0, 2.0]) == 0.0 and welch_p([1.0, 1.0], [1.0, 1.0]) == 1.0
+
+
+def test_bootstrap_fallback_separates_and_overlaps() -> None:
+    apart = bootstrap_p(np.array([1.0, 1.1, 0.9, 1.05]), np.array([3.0, 3.1, 2.9, 3.05]))
+    together = bootstrap_p(np.array([1.0, 1.1, 0.9, 1.05]), np.array([1.02, 0.95, 1.08, 1.0]))
+    assert apart < 0.01 and together > 0.5
+
+
+def test_holm_step_down() -> None:
+    # α = 0.05, m = 4: thresholds 0.0125, 0.0167, 0.025, 0.05 for the sorted p-values
+    assert holm([0.01, 0.04, 0.015, 0.2]) == [True, False, True, False]
+    assert holm([0.02, 0.001]) == [True, True]  # 0.001 <= 0.025, then 0.02 <= 0.05
+    assert holm([0.03, 0.001]) == [True, True] and holm([0.03, 0.026]) == [False, False]
+    assert holm([0.3, 0.001, 0.024]) == [False, True, True]
+
+
+def test_ties_where_seeds_overlap_ranks_where_they_do_not() -> None:
+    values = {
+        "adam": [0.980, 0.975, 0.983],
+        "nadam": [0.978, 0.981, 0.976],  # overlaps adam: tied
+        "rmsprop": [0.979, 0.977, 0.982],  # overlaps both: tied
+        "sgd": [0.90, 0.91, 0.905],  # clearly worse than the three
+        "adagrad": [0.60, 0.61, 0.605],  # clearly worse than everyone
+    }
+    ranks = tied_ranks(values, higher_is_better=True)
+    assert ranks == {"adam": 1, "nadam": 1, "rmsprop": 1, "sgd": 4, "adagrad": 5}
+    losses = {"a": [1.0, 1.1, 0.9], "b": [5.0, 5.2, 4.9], "c": [1.05, 0.95, 1.0]}
+    assert tied_ranks(losses, higher_is_better=False) == {"a": 1, "c": 1, "b": 3}
+
+
+def test_a_problem_nobody_learned_is_reported_and_left_out() -> None:
+    targets = np.array([0] * 103 + list(range(1, 10)) * 99)
+    chance = chance_accuracy(targets)
+    assert chance == pytest.approx(103 / (103 + 9 * 99))
+    assert not learned(best_accuracy=0.103, chance=chance)  # the 10-layer sigmoid net
+    assert learned(best_accuracy=0.95, chance=chance)
+    assert not learned(best_loss=2.29, start_loss=2.30) and learned(best_loss=0.5, start_loss=2.3)
+    info = {
+        "task": "classification",
+        "learned": False,
+        "learned_reason": "best test accuracy 10.3 %, chance 10.3 %",
+        "optimizers": {},
+    }
+    line = problem_recommendation("deep-mlp:depth=10:activation=sigmoid", info)
+    assert line.startswith("deep-mlp:depth=10:activation=sigmoid: no optimizer learned")
+
+
+def test_recommendation_names_rate_result_and_ties() -> None:
+    entry = {
+        "rank": 1,
+        "values": [0.98, 0.977, 0.983],
+        "best_lr": 0.0719,
+        "test_accuracy_mean": 0.980,
+        "test_accuracy_std": 0.003,
+        "tied_with": ["nadam", "rmsprop"],
+    }
+    info = {"task": "classification", "learned": True, "optimizers": {"adam": entry}}
+    assert problem_recommendation("digits-mlp", info) == (
+        "digits-mlp: adam at lr 0.0719 — test accuracy 98.0 ± 0.3 %, tied with nadam and "
+        "rmsprop (difference within noise)"
+    )
+
+
+# --- 8. the plan, without an executor ---------------------------------------------------------
+def test_planner_plans_grid_defaults_and_seed_reruns_without_an_executor(tmp_path) -> None:
+    comparison = Comparison(
+        [("quadratic-deep", 10)], contenders("sgd,adam"), lr_grid(3, 3e-3, 0.3), seeds=3
+    )
+    comparison.default_seeds = 1
+    store: dict = {}
+
+    def results(keys):
+        return {k: store[k] for k in keys if k in store}
+
+    planner = Planner(comparison, set(), results)
+    jobs = planner.start()
+    # per optimizer: 1 default + 3 grid points; 2 seed reruns each estimated up front
+    assert len(jobs) == 2 * (1 + 3) and planner.total == 2 * (1 + 3 + 2)
+    assert planner.approximate
+    grid_keys = {s.key for s, _ in jobs if s.seed == 0 and s.lr in comparison.grid}
+    # finish sgd's grid: the best (lowest val loss) point gets its seeds 1 and 2, not seed 0 again
+    from optimlab.lab.store import StoredTrial
+
+    later = []
+    for spec, _ in jobs:
+        loss = {0.003: 3.0, 0.03: 1.0, 0.3: 2.0}.get(spec.lr, 5.0)
+        result = TrialResult("ok", {"final_val_loss": loss})
+        store[spec.key] = StoredTrial(spec, result, 0.0, 0)
+        later += planner.finished(spec, result)
+    assert len(grid_keys) == 6
+    assert sorted((s.optimizer, s.lr, s.seed) for s, _ in later) == [
+        ("adam", 0.03, 1),
+        ("adam", 0.03, 2),
+        ("sgd", 0.03, 1),
+        ("sgd", 0.03, 2),
+    ]
+    assert not planner.approximate and planner.total == 12 == len(planner.planned)
+    # a resumed planner reuses everything stored and hands out only what is missing
+    resumed = Planner(comparison, set(store), results)
+    again = resumed.start()
+    assert sorted(s.key for s, _ in again) == sorted(s.key for s, _ in later)
+    assert resumed.reused == 8 and resumed.total == 12
+
+
+# --- 6. progress a log file can read, Ctrl-C, demo ----------------------------------------------
+def test_piped_run_prints_progress_lines_whose_first_total_is_what_is_stored(
+    tmp_path, capsys
+) -> None:
+    args = ["compare", "--problems", "quadratic-deep,digits-logreg", "--optimizers", "sgd,adam"]
+    args += ["--steps", "10", "--grid-points", "3", "--seeds", "3", "--workers", "1"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("compare:")]
+    assert len(lines) >= 2
+    first = re.match(r"compare: (\d+)/(≈?)(\d+) trials", lines[0])
+    assert first and first[2] == "≈"  # seed reruns estimated before tuning is done
+    last = re.match(r"compare: (\d+)/(\d+) trials .*ETA", lines[-1])
+    assert last and last[1] == last[2]
+    stored = ResultStore(tmp_path).count()
+    assert int(first[3]) == stored == int(last[2])
+    assert "last: " in lines[-1]
+
+
+def test_demo_runs_through_the_cli_with_shrunk_budgets(tmp_path, capsys) -> None:
+    # demo used to pass typer's OptionInfo objects to compare: "unknown executor <...OptionInfo>"
+    args = ["demo", "--steps", "4", "--grid-points", "1", "--seeds", "1", "--workers", "1"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["run"]["suite"] == "quick" and len(summary["run"]["optimizers"]) == 9
+    assert "deep-mlp:depth=10:activation=sigmoid" in summary["problems"]  # full labels
+    assert "overall:" in capsys.readouterr().out
+
+
+def test_ctrl_c_says_what_is_stored_and_how_to_resume(tmp_path) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "optimlab.cli", "compare", "--problems", "digits-mlp"]
+    command += ["--optimizers", "sgd,adam", "--steps", "300", "--grid-points", "6"]
+    command += ["--seeds", "1", "--workers", "1", "--out", str(out), "--fresh"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    assert process.stderr is not None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # wait until at least one trial is stored
+        line = process.stderr.readline()
+        if re.match(r"compare: [1-9]\d*/", line):
+            break
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    assert process.wait(timeout=120) == 130
+    stored = ResultStore(out).count()
+    assert f"interrupted: {stored} trials are stored" in rest
+    resume = rest.strip().splitlines()[-1].strip()
+    assert resume.startswith("optimlab compare ") and "--fresh" not in resume
+    assert "Traceback" not in rest
+    # the printed command resumes: it reuses every stored trial
+    argv = shlex.split(resume)[1:]
+    finished = subprocess.run(
+        [sys.executable, "-m", "optimlab.cli", *argv], capture_output=True, text=True, env=env
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert re.search(rf"\d+ trials run, {stored} reused", " ".join(finished.stdout.split()))
