@@ -78,23 +78,14 @@ def split_custom_item(item: str) -> tuple[str, str, dict[str, Any]] | None:
     """``"mine.py:MyOpt:lr=0.1"`` -> ``("mine.py", "MyOpt", {"lr": 0.1})`` and
     ``"torch.optim:AdamW"`` -> ``("torch.optim", "AdamW", {})``; None for a built-in name.
 
-    An item is custom when its first part looks like a file (``x.py``) or a dotted module
-    (``torch.optim``) and its second part names the class or factory (no ``=``)."""
-    try:
-        from optimlab.lab.custom_optimizers import looks_custom
-    except ImportError:  # the loader module is not there: built-in names only
-        return None
+    An item is custom when its first part looks like a file (``x.py``, ``dir/x.py``) or a
+    dotted module (``torch.optim``); see `optimlab.lab.custom_optimizers`."""
+    from optimlab.lab.custom_optimizers import looks_custom
+    from optimlab.lab.custom_optimizers import split_custom_item as split
 
-    source, _, rest = item.strip().partition(":")
-    if not looks_custom(source.strip()):
+    if not looks_custom(item.strip().partition(":")[0]):
         return None
-    attribute, _, options_text = rest.partition(":")
-    if not attribute.strip() or "=" in attribute:
-        raise ValueError(
-            f"optimizer {item!r} names no class; expected {source.strip()}:ClassName[:key=value...]"
-        )
-    _, options = parse_item("x:" + options_text if options_text else "x")
-    return source.strip(), attribute.strip(), options
+    return split(item)
 
 
 def parse_optimizer_items(

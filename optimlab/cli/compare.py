@@ -321,15 +321,11 @@ def build(options: Options) -> Setup:
 
 def check_log_dir() -> None:
     """``--log-dir`` needs the TensorBoard writer (an extra); say how to install it."""
+    from optimlab.lab.curve_log import CurveLogError, summary_writer_class
+
     try:
-        from optimlab.lab.curve_log import check_available
-    except ImportError:
-        raise typer.BadParameter(
-            "TensorBoard logging is not available in this version", param_hint="--log-dir"
-        ) from None
-    try:
-        check_available()
-    except ImportError as error:
+        summary_writer_class()
+    except CurveLogError as error:
         raise typer.BadParameter(str(error), param_hint="--log-dir") from None
 
 
@@ -372,15 +368,19 @@ def run(setup: Setup) -> tuple[dict[str, int], float]:
 
 
 def curve_logger(setup: Setup) -> Any:
-    """``--log-dir``: a function writing each finished trial's curves as TensorBoard events."""
+    """``--log-dir``: a function writing each finished trial's curves as TensorBoard events
+    (`optimlab.lab.curve_log.write_trial`), called in this process as each result arrives —
+    whichever executor ran it. Trials reused from the store were logged by the run that made
+    them."""
     if setup.options.log_dir is None:
         return None
-    from optimlab.lab.curve_log import write_trial_curves
+    from optimlab.lab.curve_log import write_trial
 
     directory = setup.options.log_dir
+    budgets = {setup.comparison.resolved[p][0]: steps for p, steps in setup.comparison.problems}
 
     def log(spec: Any, result: Any) -> None:
-        write_trial_curves(directory, spec, result)
+        write_trial(directory, spec, result, default_steps=budgets.get(spec.problem))
 
     return log
 
@@ -407,7 +407,8 @@ def render(setup: Setup, counts: dict[str, int], seconds: float) -> None:
     for line in answer_lines(summary):
         output.print(line, markup=False, highlight=False)
     for problem in summary["problems"]:
-        output.print(problem_table(summary, problem))
+        for table in problem_tables(summary, problem, output.width):
+            output.print(table)
     output.print(ranking_table(summary))
     output.print(
         f"{counts['run']} trials run, {counts['reused']} reused from {setup.store.path} "
@@ -434,10 +435,12 @@ def _seconds(value: float | None) -> str:
     return "—" if value is None else f"{value:.3g}"
 
 
-def problem_table(summary: dict[str, Any], problem: str) -> Any:
+def problem_tables(summary: dict[str, Any], problem: str, width: int = 80) -> list[Any]:
     """One problem: rank (= tied), optimizer, tuned lr, the metric (name, unit, direction),
     steps and training seconds to the target, ms per step with the first step's warm-up
-    (compile, cache load) apart in parentheses. Six columns: fits 80."""
+    (compile, cache load) apart in parentheses. One table when its natural width fits `width`
+    columns; else the answer and the speed as two tables. Cells never get cut: on a very narrow
+    terminal they fold onto more lines."""
     from rich import box
     from rich.table import Table
 
@@ -447,12 +450,11 @@ def problem_table(summary: dict[str, Any], problem: str) -> Any:
     entries = summary["problems"][problem]
     metric = info["metric"]
     title = problem if info["learned"] else f"{problem} — not learned ({info['learned_reason']})"
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     rows = []
     for label in summary["per_problem_ranking"][problem]:
         e = entries[label]
         tie = "=" if e["tied_with"] else ""
-        rank = e["status"] if e["rank"] is None else f"{e['rank']}{tie}"
+        rank = "—" if e["rank"] is None else f"{e['rank']}{tie}"
         key = metric["key"]
         value = format_metric(info["task"], e.get(f"{key}_mean"), e.get(f"{key}_std"))
         steps_to = e["steps_to_target"]
@@ -467,7 +469,7 @@ def problem_table(summary: dict[str, Any], problem: str) -> Any:
                 rank,
                 label,
                 "—" if e["best_lr"] is None else f"{e['best_lr']:.3g}",
-                e["reason"] if e["rank"] is None and e.get("reason") else value,
+                f"{e['status']}: {e['reason']}" if e["rank"] is None else value,
                 to_target if e["rank"] is not None else "—",
                 speed if e["rank"] is not None else "—",
             )
@@ -480,12 +482,28 @@ def problem_table(summary: dict[str, Any], problem: str) -> Any:
         "to target: steps / time",
         "ms/step (warm-up ms)",
     )
-    for name in headers:
-        # a cell too wide folds onto a second line, never cut ("3.61e-…")
-        table.add_column(name, justify="left" if name == "optimizer" else "right", overflow="fold")
-    for row in rows:
-        table.add_row(*row)
-    return table
+    natural = [
+        max([max(len(word) for word in header.split()), *(len(row[i]) for row in rows)])
+        for i, header in enumerate(headers)
+    ]
+    groups = [list(range(6))]
+    if sum(natural) + 3 * len(headers) > width:  # padding and separator per column
+        groups = [[0, 1, 2, 3], [1, 4, 5]]
+    tables = []
+    for number, columns in enumerate(groups):
+        table = Table(
+            title=title if number == 0 else f"{problem}: speed",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+        )
+        for i in columns:
+            # a cell too wide folds onto a second line, never cut ("3.61e-…")
+            table.add_column(headers[i], justify="left" if i == 1 else "right", overflow="fold")
+        for row in rows:
+            table.add_row(*(row[i] for i in columns))
+        tables.append(table)
+    return tables
 
 
 def ranking_table(summary: dict[str, Any]) -> Any:

@@ -52,6 +52,7 @@ class Progress:
         self.approximate = False
         self.last = ""
         self._printed_at: float | None = None
+        self._printed = ""
         self._bar: Any = None
         self._task: Any = None
 
@@ -69,7 +70,7 @@ class Progress:
             now = time.monotonic()
             if self._printed_at is None or now - self._printed_at >= self.interval:
                 self._printed_at = now
-                print(self.line(), file=self.stream, flush=True)
+                self._print()
 
     def close(self) -> None:
         """The last line (plain) or the final state of the bar."""
@@ -77,7 +78,13 @@ class Progress:
             self._bar.stop()
             self._bar = None
         elif not self.terminal and self._printed_at is not None:
-            print(self.line(), file=self.stream, flush=True)
+            self._print()
+
+    def _print(self) -> None:
+        line = self.line()
+        if line != self._printed:  # a resumed run with nothing to do: one line, not two
+            self._printed = line
+            print(line, file=self.stream, flush=True)
 
     # -- plain lines ----------------------------------------------------------------------------
     def rate(self) -> float | None:
