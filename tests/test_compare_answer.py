@@ -273,3 +273,85 @@ def test_ctrl_c_says_what_is_stored_and_how_to_resume(tmp_path) -> None:
     )
     assert finished.returncode == 0, finished.stderr
     assert re.search(rf"\d+ trials run, {stored} reused", " ".join(finished.stdout.split()))
+
+
+# --- 4 and 7: your own optimizer, curves for TensorBoard ---------------------------------------
+MY_OPTIMIZER = '''
+import torch
+
+
+class MyOpt(torch.optim.Optimizer):
+    """Sign descent with momentum (signSGD with an EMA of the gradient)."""
+
+    def __init__(self, params, lr=0.01, beta=0.9):
+        if not 0 <= beta < 1:
+            raise ValueError(f"MyOpt: invalid beta={beta}; beta must be in [0, 1)")
+        super().__init__(params, dict(lr=lr, beta=beta))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                m = self.state[p].setdefault("m", torch.zeros_like(p))
+                m.mul_(group["beta"]).add_(p.grad, alpha=1 - group["beta"])
+                p.add_(m.sign(), alpha=-group["lr"])
+'''
+
+
+def test_own_optimizer_and_torch_optim_ranked_beside_a_built_in(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.py").write_text(MY_OPTIMIZER)
+    args = ["compare", "--optimizers", "adam,torch.optim:AdamW,mine.py:MyOpt"]
+    args += ["--problems", "digits-mlp", "--steps", "40", "--grid-points", "3", "--seeds", "2"]
+    args += ["--workers", "2", "--out", "out", "--log-dir", "tb"]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    entries = summary["problems"]["digits-mlp"]
+    assert set(entries) == {"adam", "torch.optim:AdamW", "mine.py:MyOpt"}
+    assert all(e["status"] == "ok" and e["rank"] is not None for e in entries.values())
+    assert {r["optimizer"] for r in summary["ranking"]} == set(entries)
+    # the default rate of a custom class is its signature's
+    assert entries["mine.py:MyOpt"]["default"]["lr"] == 0.01
+    assert entries["torch.optim:AdamW"]["default"]["lr"] == 0.001
+    stored = ResultStore(tmp_path / "out")
+    # every trial's curves are a TensorBoard run: one event file per stored trial
+    assert len(list((tmp_path / "tb").rglob("events.out.tfevents.*"))) == stored.count()
+    capsys.readouterr()
+    assert main(args) == 0  # resumes: the custom trials are found again
+    assert re.search(rf"0 trials run, {stored.count()} reused", capsys.readouterr().out)
+    # an edited optimizer file is another optimizer: its trials run again, the others do not
+    # (a new process, as a user's next command is: this one remembers the text it read)
+    (tmp_path / "mine.py").write_text(MY_OPTIMIZER.replace("Sign descent", "Sign descent!"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    edited = subprocess.run(
+        [sys.executable, "-m", "optimlab.cli", *args], capture_output=True, text=True, env=env
+    )
+    assert edited.returncode == 0, edited.stderr
+    ran = int(re.search(r"(\d+) trials run", edited.stdout)[1])
+    my_trials = sum(t.spec.optimizer == "mine.py:MyOpt" for t in stored.iter()) // 2
+    assert ran == my_trials > 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("mine.py:MyOpt:beta=1.5", "MyOpt: invalid beta=1.5; beta must be in [0, 1)"),
+        ("mine.py:Nope", "Nope"),
+        ("mine.py:MyOpt:gamma=1", "unknown option 'gamma' for optimizer mine.py:MyOpt"),
+        ("missing.py:MyOpt", "does not exist"),
+        ("torch.optim:RAdam:lr=-1", "Invalid learning rate: -1"),
+    ],
+)
+def test_bad_custom_optimizer_exits_2(spec, message, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.py").write_text(MY_OPTIMIZER)
+    code = main(["compare", "--optimizers", spec, "--problems", "digits-mlp", "--out", "out"])
+    captured = capsys.readouterr()
+    assert code == 2 and "Traceback" not in captured.err
+    error = " ".join(captured.err.split())
+    assert "Invalid value for --optimizers" in error and message in error
+    assert not (tmp_path / "out" / "results.sqlite").exists()
