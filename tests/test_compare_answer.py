@@ -355,3 +355,95 @@ def test_bad_custom_optimizer_exits_2(spec, message, tmp_path, monkeypatch, caps
     error = " ".join(captured.err.split())
     assert "Invalid value for --optimizers" in error and message in error
     assert not (tmp_path / "out" / "results.sqlite").exists()
+
+
+# --- 3. a hand-made comparison with known overlaps, through summarize ------------------------
+def hand_made_summary() -> dict:
+    """Two classification problems, four optimizers, three seeds each, numbers chosen by hand:
+    on "easy" adam and nadam overlap (tied), sgd is clearly behind, adagrad clearly last; on
+    "stuck" everyone sits at chance (10 balanced classes: 10 %)."""
+    from optimlab.lab.store import StoredTrial
+    from optimlab.lab.summary import summarize
+
+    accuracy = {
+        ("easy", "adam"): [0.980, 0.975, 0.983],
+        ("easy", "nadam"): [0.978, 0.981, 0.976],
+        ("easy", "sgd"): [0.90, 0.91, 0.905],
+        ("easy", "adagrad"): [0.60, 0.61, 0.605],
+        ("stuck", "adam"): [0.101, 0.099, 0.100],
+        ("stuck", "nadam"): [0.100, 0.102, 0.098],
+        ("stuck", "sgd"): [0.103, 0.100, 0.101],
+        ("stuck", "adagrad"): [0.097, 0.101, 0.100],
+    }
+    #: steps at which each optimizer's training loss reaches 0.1 on "easy"
+    fast = {"adam": 4, "nadam": 8, "sgd": 16, "adagrad": 10**9}
+    problems = {"easy": "digits-logreg", "stuck": "deep-mlp:depth=10:activation=sigmoid"}
+    comparison = Comparison(
+        [(spec, 16) for spec in problems.values()],
+        contenders("adam,nadam,sgd,adagrad"),
+        [0.01],
+        seeds=3,
+        default_seeds=1,
+    )
+    comparison.resolve()
+    trials = {}
+    for name, spec in problems.items():
+        for c in comparison.optimizers:
+            for trial in comparison.seed_trials(spec, 16, c, 0.01):
+                value = accuracy[(name, c.label)][trial.seed]
+                start = 2.3
+                losses = [
+                    start,
+                    *(
+                        0.05 if s >= fast[c.label] and name == "easy" else 2.2
+                        for s in (1, 2, 4, 8, 16)
+                    ),
+                ]
+                metrics = {
+                    "final_val_loss": losses[-1],
+                    "final_train_loss": losses[-1],
+                    "final_test_loss": losses[-1],
+                    "test_accuracy": value,
+                    "seconds_per_step": 0.001,
+                    "warmup_seconds": 0.05,
+                    "curve": {
+                        "step": [0, 1, 2, 4, 8, 16],
+                        "train_loss": losses,
+                        "val_loss": losses,
+                        "val_accuracy": [value] * 6,
+                    },
+                    "curve_seconds": [0.0, 0.05, 0.051, 0.053, 0.057, 0.065],
+                }
+                trials[trial.key] = StoredTrial(trial, TrialResult("ok", metrics), 0.0, 0)
+    targets = {spec: np.arange(1000) % 10 for spec in problems.values()}
+    return summarize(comparison, trials, targets)
+
+
+def test_hand_made_summary_ties_overlaps_and_leaves_out_the_unlearned_problem() -> None:
+    summary = hand_made_summary()
+    easy = summary["problems"]["digits-logreg"]
+    assert {label: e["rank"] for label, e in easy.items()} == {
+        "adam": 1,
+        "nadam": 1,
+        "sgd": 3,
+        "adagrad": 4,
+    }
+    assert easy["adam"]["tied_with"] == ["nadam"]
+    stuck = "deep-mlp:depth=10:activation=sigmoid"  # the full label, options included
+    info = summary["problem_info"]
+    assert info["digits-logreg"]["learned"] and not info[stuck]["learned"]
+    assert summary["ranked_problems"] == ["digits-logreg"]
+    answers = summary["recommendations"]
+    assert answers["problems"]["digits-logreg"] == (
+        "digits-logreg: adam at lr 0.01 — test accuracy 97.9 ± 0.4 %, tied with nadam "
+        "(difference within noise)"
+    )
+    assert answers["problems"][stuck].startswith(f"{stuck}: no optimizer learned this problem")
+    assert "left out, not learned: " + stuck in answers["overall"]
+    # the overall ranking is the profile on the learned problem alone: adam reaches the target
+    # first (step 4), nadam at 8 (ratio 2), sgd at 16 (ratio 4), adagrad never
+    order = [(r["optimizer"], r["rank"]) for r in summary["ranking"]]
+    assert order == [("adam", 1), ("nadam", 2), ("sgd", 3), ("adagrad", 4)]
+    assert easy["adam"]["seconds_to_target"] == pytest.approx(0.053)
+    assert easy["adam"]["seconds_per_step_mean"] == pytest.approx(0.001)  # warm-up apart
+    assert easy["adam"]["warmup_seconds_mean"] == pytest.approx(0.05)
