@@ -254,13 +254,11 @@ def summarize(
             }
         )
     overall.sort(key=lambda r: (-r["profile_score"], r["mean_rank"] or math.inf))
+    previous: tuple[Any, Any] | None = None
     for position, row in enumerate(overall, start=1):
-        same = [
-            o
-            for o in overall
-            if o["profile_score"] == row["profile_score"] and o["mean_rank"] == row["mean_rank"]
-        ]
-        row["rank"] = min(position, *(o.get("rank", position) for o in same))
+        key = (row["profile_score"], row["mean_rank"])  # equal on both: a shared rank
+        row["rank"] = overall[position - 2]["rank"] if key == previous else position
+        previous = key
     unranked = [
         {"optimizer": label, "reason": _unranked_reason(problems, label)}
         for label in labels
