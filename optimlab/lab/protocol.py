@@ -90,11 +90,13 @@ def lr_grid(points: int, low: float, high: float) -> list[float]:
 
 
 def full_label(spec: str, label: str) -> str:
-    """The problem's display name with the options the user gave
-    (``deep-mlp:depth=10:activation=sigmoid``, not ``deep-mlp``); a file problem keeps its
-    own label."""
+    """The problem's display name: the spec as the user gave it, options included
+    (``deep-mlp:depth=10:activation=sigmoid``, not ``deep-mlp``, whose own label drops the
+    options equal to their defaults); a file problem keeps its own label (the file's name, not
+    its path)."""
     name = spec.strip().split(":", 1)[0]
-    return spec.strip() if name == label else label
+    is_file = name.endswith(".py") or "/" in name or "\\" in name
+    return label if is_file else spec.strip()
 
 
 @dataclass(frozen=True)
