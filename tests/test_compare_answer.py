@@ -139,6 +139,11 @@ def test_ties_where_seeds_overlap_ranks_where_they_do_not() -> None:
     }
     ranks = tied_ranks(values, higher_is_better=True)
     assert ranks == {"adam": 1, "nadam": 1, "rmsprop": 1, "sgd": 4, "adagrad": 5}
+    # one optimizer leaves the plateau (adagrad on the 10-layer sigmoid net): the rest tie at 2
+    plateau = {f"o{i}": [0.100 + 0.001 * i, 0.103, 0.099] for i in range(6)}
+    plateau["adagrad"] = [0.19, 0.20, 0.185]
+    ranks = tied_ranks(plateau, higher_is_better=True)
+    assert ranks.pop("adagrad") == 1 and set(ranks.values()) == {2}
     losses = {"a": [1.0, 1.1, 0.9], "b": [5.0, 5.2, 4.9], "c": [1.05, 0.95, 1.0]}
     assert tied_ranks(losses, higher_is_better=False) == {"a": 1, "c": 1, "b": 3}
 
