@@ -18,6 +18,7 @@ overall ranking.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,7 +41,9 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
         from scipy import stats
     except ImportError:
         return bootstrap_p(x, y)
-    return float(stats.ttest_ind(x, y, equal_var=False).pvalue)
+    with warnings.catch_warnings():  # nearly equal seeds: scipy warns, the p-value stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(x, y, equal_var=False).pvalue)
 
 
 def bootstrap_p(x: np.ndarray, y: np.ndarray, samples: int = BOOTSTRAP_SAMPLES) -> float:
