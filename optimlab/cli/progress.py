@@ -36,6 +36,10 @@ def describe(event: dict[str, Any]) -> str:
     return text
 
 
+#: the bar's columns without the last result: "compare", bar, counts, %, elapsed, ETA
+FIXED_WIDTH = 66
+
+
 class Progress:
     """Receives `optimlab.lab.protocol.run_comparison`'s events and shows them.
 
@@ -125,7 +129,7 @@ class Progress:
 
             self._bar = Progress(
                 TextColumn("[bold]compare[/]"),
-                BarColumn(),
+                BarColumn(bar_width=10),
                 TextColumn("{task.completed}/{task.fields[total_text]} trials"),
                 TaskProgressColumn(),
                 TimeElapsedColumn(),
@@ -137,10 +141,13 @@ class Progress:
             )
             self._bar.start()
             self._task = self._bar.add_task("", total=None, total_text="?")
+        # only the last result is shortened to fit the line, never the counts and times
+        room = max(0, self._bar.console.width - FIXED_WIDTH)
+        last = self.last if len(self.last) <= room else self.last[: max(0, room - 1)] + "…"
         self._bar.update(
             self._task,
             completed=self.done,
             total=self.total or None,
             total_text=self.total_text(),
-            description=self.last,
+            description=last,
         )
