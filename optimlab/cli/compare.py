@@ -550,9 +550,21 @@ def ranking_table(summary: dict[str, Any]) -> Any:
 def compare(options: Options) -> int:
     """The whole command: build, run, render. Returns the exit code (typer.Exit(130) on
     Ctrl-C, typer.BadParameter for bad input)."""
-    setup = build(options)
-    counts, seconds = run(setup)
-    render(setup, counts, seconds)
+    try:
+        setup = build(options)
+    except KeyboardInterrupt:
+        print("\ninterrupted before any trial ran", file=sys.stderr)
+        raise typer.Exit(INTERRUPTED) from None
+    counts, seconds = run(setup)  # Ctrl-C here: what is stored, how to resume
+    try:
+        render(setup, counts, seconds)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted while writing the report; every trial is stored, and this command "
+            f"writes it again:\n  {options.resume_command()}",
+            file=sys.stderr,
+        )
+        raise typer.Exit(INTERRUPTED) from None
     return 0
 
 
