@@ -92,7 +92,10 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
     started, cpu_started = time.perf_counter(), time.process_time()
     model = problem.build_model(spec.seed)
     model.train()
-    optimizer = create(spec.optimizer, model.parameters(), **optimizer_kwargs(spec.hyperparameters))
+    kwargs = optimizer_kwargs(spec.hyperparameters)
+    optimizer = problem.build_optimizer(
+        model, lambda params: create(spec.optimizer, params, **kwargs)
+    )
     schedule = make_schedule(spec.schedule, optimizer, spec.steps)
     generator = torch.Generator().manual_seed(spec.seed)
     x_train, y_train = problem.train
