@@ -88,9 +88,16 @@ def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 
 
 def test_looks_custom_tells_files_and_modules_from_built_in_names() -> None:
-    for name in ("mine.py", "x/y.py", "./opt.py", "torch.optim", "my_pkg.optim.fast"):
+    for name in (
+        "mine.py",
+        "x/y.py",
+        "./opt.py",
+        "torch.optim",
+        "my_pkg.optim.fast",
+        "mine.py:MyOpt:lr=1",
+    ):
         assert looks_custom(name), name
-    for name in ("adam", "sgd", "nadam", "momentum"):
+    for name in ("adam", "sgd", "nadam", "momentum", "adam:lr=0.1", "adam:betas=0.9/0.99"):
         assert not looks_custom(name), name
 
 

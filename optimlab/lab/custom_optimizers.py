@@ -51,8 +51,9 @@ _MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 def looks_custom(name: str) -> bool:
     """Whether an optimizer entry's first part names a custom optimizer rather than a built-in:
     a file (``x/y.py``, ``y.py``, anything with a path separator) or a dotted module
-    (``torch.optim``). Built-in names (``adam``) have neither a dot nor a slash."""
-    name = name.strip()
+    (``torch.optim``). Built-in names (``adam``) have neither a dot nor a slash. A whole entry
+    may be given: only its part before the first ``:`` counts (``adam:lr=0.1`` is built in)."""
+    name = name.strip().partition(":")[0]
     return name.endswith(".py") or "/" in name or "\\" in name or "." in name
 
 

@@ -96,10 +96,14 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
     model = problem.build_model(spec.seed)
     model.train()
     kwargs = optimizer_kwargs(spec.hyperparameters)
-    if spec.custom is not None:
-        optimizer = spec.custom.build(model.parameters(), **kwargs)
-    else:
-        optimizer = create(spec.optimizer, model.parameters(), **kwargs)
+
+    def build(params: Any) -> torch.optim.Optimizer:
+        """The trial's optimizer on `params` (a list, or param groups the problem made)."""
+        if spec.custom is not None:  # the user's class, carried by the spec
+            return spec.custom.build(params, **kwargs)
+        return create(spec.optimizer, params, **kwargs)
+
+    optimizer = problem.build_optimizer(model, build)
     schedule = make_schedule(spec.schedule, optimizer, spec.steps)
     generator = torch.Generator().manual_seed(spec.seed)
     x_train, y_train = problem.train
