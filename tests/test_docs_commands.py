@@ -177,6 +177,17 @@ def _tiny_comparison(out: str) -> None:
     assert code == 0, "the tiny comparison that export reads failed"
 
 
+def write_shown_files(argv: list[str]) -> None:
+    """A file a command names (``lion.py:Lion``) that the docs show in a code block whose first
+    line is ``# lion.py`` is written into the working directory first, as a reader would."""
+    for name in {m for arg in argv for m in re.findall(r"([\w.-]+\.py):", arg)}:
+        for path in DOCS:
+            blocks = re.findall(r"```\w*\n# (\S+)\n(.*?)```", path.read_text(), re.DOTALL)
+            for shown, body in blocks:
+                if shown == name and not Path(name).exists():
+                    Path(name).write_text(body)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "command", COMMANDS, ids=[f"{c.where}:{' '.join(c.argv)}" for c in COMMANDS]
@@ -188,6 +199,7 @@ def test_a_documented_command_runs(
         pytest.skip(command.skip)
     monkeypatch.chdir(tmp_path)
     argv = list(command.argv)
+    write_shown_files(argv)
     if argv[0] == "export":
         out = argv[argv.index("--out") + 1]
         if not Path(out).exists():
