@@ -23,8 +23,6 @@ from typing import Any
 
 import typer
 
-from optimlab.lab.store import ResultStore, StoreError
-
 FORMATS = ("json", "csv")
 #: the trial fields repeated on every curve point
 POINT_FIELDS = (
@@ -69,6 +67,8 @@ def command(
     metrics)."""
     if format_ not in FORMATS:
         raise typer.BadParameter(f"{format_!r}; valid: {', '.join(FORMATS)}", param_hint="--format")
+    from optimlab.lab.store import ResultStore, StoreError  # here, so `--help` stays light
+
     try:
         store = ResultStore(out, create=False)
     except StoreError as error:
