@@ -54,7 +54,10 @@ KERAS_NAMES = {
 #: (Keras's NAdam schedule 0.96^t is momentum_decay = 1)
 NO_KERAS_ARGUMENT = {"dampening": 0.0, "lr_decay": 0.0, "momentum_decay": 1.0, "maximize": False}
 #: optimlab-only switches that do not change the update rule (or are handled with another key)
-NOT_HYPERPARAMETERS = {"params", "convention", "nonfinite", "impl", "decoupled_weight_decay"}
+NOT_HYPERPARAMETERS = {
+    *("params", "param_names", "convention", "nonfinite", "impl", "decoupled_weight_decay"),
+    *("foreach", "fused", "capturable", "differentiable"),  # torch.optim's switches
+}
 
 
 def keras_kwargs(info: OptimizerInfo, group: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""`optimlab list [--json]`: every optimizer, its defaults under both conventions, its rule."""
+"""`optimlab list [--json | --markdown]`: every optimizer, its defaults under both conventions,
+its rule.  Nothing heavy at module top: the registry (and torch) load when the command runs."""
 
 from __future__ import annotations
 
@@ -6,14 +7,12 @@ import json
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
-from optimlab.optim.registry import REGISTRY
 
 
 def describe() -> list[dict[str, Any]]:
     """The registry as plain data: name, class, family, rule and defaults per convention."""
+    from optimlab.optim.registry import REGISTRY
+
     return [
         {
             "name": info.name,
@@ -39,8 +38,20 @@ def _short(defaults: dict[str, Any]) -> str:
 
 def command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    markdown: bool = typer.Option(
+        False, "--markdown", help="Print the docs' markdown tables (README.md, docs/optimizers.md)."
+    ),
 ) -> int:
     """List the optimizers with their defaults under both conventions and their update rule."""
+    if markdown:
+        from optimlab.optim import doc_tables
+
+        for table, relative in doc_tables.FILES.items():
+            typer.echo(f"<!-- {relative} -->\n{doc_tables.block(table)}\n")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
     rows = describe()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

@@ -27,11 +27,11 @@ State: ``step``, ``sum``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 
-from optimlab.optim.base import Optimizer, Params, scaled_addcdiv_, state_dtype
+from optimlab.optim.base import CommonOptions, Optimizer, Params, scaled_addcdiv_, state_dtype
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
 
 
@@ -59,12 +59,7 @@ class Adagrad(Optimizer):
         weight_decay: float = 0.0,
         initial_accumulator_value: float | None = None,
         eps: float | None = None,
-        *,
-        maximize: bool = False,
-        decoupled_weight_decay: bool = False,
-        convention: str = "torch",
-        nonfinite: str = "propagate",
-        impl: str = "auto",
+        **options: Unpack[CommonOptions],
     ) -> None:
         super().__init__(
             params,
@@ -74,12 +69,8 @@ class Adagrad(Optimizer):
                 "initial_accumulator_value": initial_accumulator_value,
                 "eps": eps,
             },
-            convention=convention,
             weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            nonfinite=nonfinite,
-            impl=impl,
+            **options,
         )
 
     def _init_state(self, param: torch.Tensor, group: dict[str, Any]) -> None:

@@ -31,11 +31,11 @@ State: ``step``, ``exp_avg`` (m), ``exp_avg_sq`` (v), ``max_exp_avg_sq`` (AMSGra
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 
-from optimlab.optim.base import Optimizer, Params, scaled_addcdiv_
+from optimlab.optim.base import CommonOptions, Optimizer, Params, scaled_addcdiv_
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
 
 
@@ -59,22 +59,13 @@ class Adam(Optimizer):
         eps: float | None = None,
         weight_decay: float = 0.0,
         amsgrad: bool | None = None,
-        *,
-        maximize: bool = False,
-        decoupled_weight_decay: bool = False,
-        convention: str = "torch",
-        nonfinite: str = "propagate",
-        impl: str = "auto",
+        **options: Unpack[CommonOptions],
     ) -> None:
         super().__init__(
             params,
             {"lr": lr, "betas": betas, "eps": eps, "amsgrad": amsgrad},
-            convention=convention,
             weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            nonfinite=nonfinite,
-            impl=impl,
+            **options,
         )
 
     @staticmethod
@@ -115,3 +106,30 @@ class Adam(Optimizer):
             torch.maximum(second, exp_avg_sq, out=second)
         denom = (second.sqrt() / math.sqrt(bias_correction2)).add_(eps)
         scaled_addcdiv_(param, exp_avg, denom, lr / bias_correction1)
+
+
+class AdamW(Adam):
+    """AdamW: Adam with decoupled weight decay, as torch.optim.AdamW or keras.optimizers.AdamW.
+
+    The rule is Adam's with ``decoupled_weight_decay=True`` (p <- p (1 - lr wd) before the Adam
+    step); only the defaults differ: weight_decay 1e-2 (torch.optim.AdamW) or 4e-3
+    (keras.optimizers.AdamW, whose eps is 1e-7).
+    """
+
+    name = "adamw"
+    DEFAULTS = {
+        "torch": {**Adam.DEFAULTS["torch"], "weight_decay": 1e-2, "decoupled_weight_decay": True},
+        "keras": {**Adam.DEFAULTS["keras"], "weight_decay": 4e-3, "decoupled_weight_decay": True},
+    }
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | torch.Tensor | None = None,
+        betas: tuple[float, float] | None = None,
+        eps: float | None = None,
+        weight_decay: float | None = None,
+        amsgrad: bool | None = None,
+        **options: Unpack[CommonOptions],
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, **options)  # type: ignore[arg-type]

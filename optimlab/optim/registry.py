@@ -11,7 +11,7 @@ from typing import Any
 
 from optimlab.optim.adadelta import Adadelta
 from optimlab.optim.adagrad import Adagrad
-from optimlab.optim.adam import Adam
+from optimlab.optim.adam import Adam, AdamW
 from optimlab.optim.adamax import Adamax
 from optimlab.optim.base import Optimizer, Params
 from optimlab.optim.nadam import NAdam
@@ -33,6 +33,10 @@ class OptimizerInfo:
     #: the class of the same algorithm in torch.optim and in keras.optimizers
     torch_class: str
     keras_class: str
+    #: what it improves on gradient descent, for the docs table ("per-parameter step size ...")
+    improves: str = ""
+    #: arguments that make the torch.optim / Keras class this optimizer (``"momentum=0.9"``)
+    twin_arguments: str = ""
     #: option sets worth testing, beyond the defaults (torch convention, torch names)
     samples: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     #: option sets worth testing under convention="keras" (Keras 3 has a counterpart for each)
@@ -52,6 +56,7 @@ REGISTRY: dict[str, OptimizerInfo] = {
             "θ ← θ − η·g",
             "SGD",
             "SGD",
+            improves="— (plain / minibatch gradient descent)",
             samples=_COMMON,
             keras_samples=({"weight_decay": 0.1, "decoupled_weight_decay": True},),
         ),
@@ -63,6 +68,8 @@ REGISTRY: dict[str, OptimizerInfo] = {
             "b ← μ·b + (1−τ)·g; θ ← θ − η·b",
             "SGD",
             "SGD",
+            improves="direction (velocity, μ = 0.9)",
+            twin_arguments="momentum=0.9",
             samples=(*_COMMON, {"momentum": 0.5, "dampening": 0.3}),
             keras_samples=(
                 {"momentum": 0.5},
@@ -77,6 +84,8 @@ REGISTRY: dict[str, OptimizerInfo] = {
             "b ← μ·b + g; θ ← θ − η·(g + μ·b)",
             "SGD",
             "SGD",
+            improves="direction (look-ahead velocity)",
+            twin_arguments="momentum=0.9, nesterov=True",
             samples=(*_COMMON, {"momentum": 0.5}),
             keras_samples=(
                 {"momentum": 0.5},
@@ -91,6 +100,7 @@ REGISTRY: dict[str, OptimizerInfo] = {
             "s ← s + g²; θ ← θ − η·g / (√s + ε)",
             "Adagrad",
             "Adagrad",
+            improves="per-parameter step size (sum of g²)",
             samples=(*_COMMON, {"lr_decay": 0.01}, {"initial_accumulator_value": 0.5}),
             keras_samples=(
                 {"initial_accumulator_value": 0.5},
@@ -105,6 +115,7 @@ REGISTRY: dict[str, OptimizerInfo] = {
             "v ← α·v + (1−α)·g²; θ ← θ − η·g / (√v + ε)",
             "RMSprop",
             "RMSprop",
+            improves="per-parameter step size (moving average of g²)",
             samples=(
                 *_COMMON,
                 {"centered": True},
@@ -126,6 +137,7 @@ REGISTRY: dict[str, OptimizerInfo] = {
             "v ← ρv + (1−ρ)g²; Δ ← √(u+ε)/√(v+ε)·g; u ← ρu + (1−ρ)Δ²; θ ← θ − η·Δ",
             "Adadelta",
             "Adadelta",
+            improves="per-parameter step size in parameter units",
             samples=(*_COMMON, {"rho": 0.5}),
             keras_samples=({"rho": 0.5}, {"weight_decay": 0.1, "decoupled_weight_decay": True}),
         ),
@@ -137,6 +149,7 @@ REGISTRY: dict[str, OptimizerInfo] = {
             "m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²; θ ← θ − η·m̂ / (√v̂ + ε)",
             "Adam",
             "Adam",
+            improves="both (momentum + RMSProp, bias-corrected)",
             samples=(
                 *_COMMON,
                 {"amsgrad": True},
@@ -150,6 +163,18 @@ REGISTRY: dict[str, OptimizerInfo] = {
             ),
         ),
         OptimizerInfo(
+            "adamw",
+            AdamW,
+            "AdamW",
+            "both",
+            "θ ← θ·(1 − η·λ), then Adam's step (decoupled weight decay λ)",
+            "AdamW",
+            "AdamW",
+            improves="both (Adam + decoupled weight decay)",
+            samples=({"maximize": True}, {"amsgrad": True}, {"weight_decay": 0.1}),
+            keras_samples=({"amsgrad": True}, {"weight_decay": 0.1}),
+        ),
+        OptimizerInfo(
             "adamax",
             Adamax,
             "AdaMax",
@@ -157,6 +182,7 @@ REGISTRY: dict[str, OptimizerInfo] = {
             "m ← β₁m + (1−β₁)g; u ← max(β₂u, |g| + ε); θ ← θ − η/(1−β₁ᵗ)·m / u",
             "Adamax",
             "Adamax",
+            improves="both (infinity norm)",
             samples=(*_COMMON, {"betas": (0.5, 0.9)}),
             keras_samples=(
                 {"betas": (0.5, 0.9)},
@@ -171,6 +197,7 @@ REGISTRY: dict[str, OptimizerInfo] = {
             "Adam with Nesterov momentum: θ ← θ − η·(μₜ₊₁m̂ + (1−μₜ)ĝ) / (√v̂ + ε)",
             "NAdam",
             "Nadam",
+            improves="both (Adam + Nesterov)",
             samples=(
                 *_COMMON,
                 {"momentum_decay": 0.1},

@@ -36,11 +36,11 @@ State: ``momentum_buffer`` (only when momentum > 0).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 
-from optimlab.optim.base import Optimizer, Params, scaled_sub_
+from optimlab.optim.base import CommonOptions, Optimizer, Params, scaled_sub_
 from optimlab.optim.hyperparameters import NON_NEGATIVE, UNIT_CLOSED
 
 
@@ -65,22 +65,13 @@ class SGD(Optimizer):
         dampening: float | None = None,
         weight_decay: float = 0.0,
         nesterov: bool | None = None,
-        *,
-        maximize: bool = False,
-        decoupled_weight_decay: bool = False,
-        convention: str = "torch",
-        nonfinite: str = "propagate",
-        impl: str = "auto",
+        **options: Unpack[CommonOptions],
     ) -> None:
         super().__init__(
             params,
             {"lr": lr, "momentum": momentum, "dampening": dampening, "nesterov": nesterov},
-            convention=convention,
             weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            nonfinite=nonfinite,
-            impl=impl,
+            **options,
         )
 
     def _check_group(self, group: dict[str, Any]) -> None:

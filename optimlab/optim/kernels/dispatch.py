@@ -28,6 +28,7 @@ KERNELS: dict[str, KernelSpec] = {
     "rmsprop": rmsprop.SPEC,
     "adadelta": adadelta.SPEC,
     "adam": adam.SPEC,
+    "adamw": adam.SPEC,
     "adamax": adamax.SPEC,
     "nadam": nadam.SPEC,
 }
@@ -64,19 +65,26 @@ def unfusable_reason(
 
 
 def fused_step(
-    optimizer: Any, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    optimizer: Any,
+    group: dict[str, Any],
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    *,
+    required: bool = False,
 ) -> bool:
     """Update the group with its fused kernel; False (nothing done) when it does not apply.
 
-    With ``impl="fused"`` a group the kernel cannot take raises instead of returning False.
+    When the kernel is `required` (``impl="fused"`` or ``fused=True``) a group the kernel cannot
+    take raises instead of returning False.
     """
     reason = unfusable_reason(optimizer.name, group, params, grads)
     if reason is not None:
-        if group["impl"] == "fused":
+        if required:
             error, why = reason
+            chosen = "fused=True" if group.get("fused") else "impl='fused'"
             raise error(
-                f"{type(optimizer).__name__}(impl='fused'): {why}; use impl='auto' to fall back "
-                f"to the reference rule where the fused kernel does not apply"
+                f"{type(optimizer).__name__}({chosen}): {why}; use impl='auto' (and fused=None) "
+                f"to fall back to the reference rule where the fused kernel does not apply"
             )
         return False
     spec = KERNELS[optimizer.name]

@@ -71,7 +71,8 @@ class FlatState:
         self.scalars: dict[str, np.ndarray] = {}
         self.scalar_views: list[tuple[str, list[torch.Tensor]]] = []
         for scalar in spec.scalar_state:
-            flat = torch.empty(len(params), dtype=scalar.dtype)
+            dtype = scalar.dtype_for([state[p].get(scalar.name) for p in params], self.dtype)
+            flat = torch.empty(len(params), dtype=dtype)
             for i, p in enumerate(params):
                 old = state[p].get(scalar.name)
                 flat[i] = float(old) if isinstance(old, torch.Tensor) else scalar.initial

@@ -1,7 +1,8 @@
 """Fused NAdam (see ``optimlab.optim.nadam`` for the rule and the two momentum schedules).
 
 Bytes per float32 parameter and step: read p, g, m, v, write p, m, v = 28.  The momentum schedule
-and its running product (``mu_product``, float64, per parameter) are computed in Python.
+and its running product (``mu_product``, per parameter, in torch.optim's scalar dtype as the
+reference keeps it) are computed in Python.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from numba import prange
 
 from optimlab.optim.kernels.common import DECAY, WD, decayed_gradient, lerp
@@ -89,12 +89,13 @@ def _coefficients(group: dict[str, Any], scalars: dict[str, np.ndarray]) -> Any:
     beta1, beta2 = group["betas"]
     steps = advance_steps(scalars)
     products = scalars["mu_product"]
-    # mu_product <- mu_product * mu_t, in float64 as the reference
+    # mu_product <- mu_product * mu_t, rounded to the product's dtype as the reference's mul_
     unique = np.unique(steps)
     if len(unique) == 1:
         products *= NAdam.momentum_schedule(beta1, psi, int(unique[0]))
     else:
-        products *= [NAdam.momentum_schedule(beta1, psi, int(s)) for s in steps]
+        mus = [NAdam.momentum_schedule(beta1, psi, int(s)) for s in steps]
+        products *= np.asarray(mus, dtype=products.dtype)
 
     def row(step: float, mu_product: float) -> tuple[float, ...]:
         step = int(step)
@@ -126,6 +127,6 @@ SPEC = KernelSpec(
     tensor_state=lambda group: ("exp_avg", "exp_avg_sq"),
     coefficients=_coefficients,
     flags=lambda group: (*common_flags(group), int(group["convention"] == "keras")),
-    scalar_state=(STEP, ScalarState("mu_product", torch.float64, 1.0)),
+    scalar_state=(STEP, ScalarState("mu_product", None, 1.0)),
     bytes_per_param=lambda group: 28,
 )
