@@ -26,6 +26,7 @@ from tests.torch_reference import (
     max_relative_error,
     set_grads,
     torch_kwargs,
+    torch_twin,
 )
 
 STEPS = 150
@@ -60,7 +61,7 @@ def test_matches_torch_optim(name: str, options: dict, dtype: torch.dtype, impl:
             **options,
         )
         kwargs = torch_kwargs(info, ours.param_groups[0])
-        theirs = getattr(torch.optim, info.torch_class)(
+        theirs = torch_twin(info)(
             [{"params": theirs_params[:1]}, {"params": theirs_params[1:], "lr": lr / 2}],
             **kwargs,
         )
@@ -118,9 +119,7 @@ def test_reference_is_bit_for_bit_torch_optim_under_the_default_dtype(
     lr = 2e-2 if name == "nadam" else _lr_for(name)
     groups = lambda params: [{"params": params[:1]}, {"params": params[1:], "lr": lr / 2}]  # noqa: E731
     ours = info.cls(groups(ours_params), lr=lr, impl="reference", **options)
-    theirs = getattr(torch.optim, info.torch_class)(
-        groups(theirs_params), **torch_kwargs(info, ours.param_groups[0])
-    )
+    theirs = torch_twin(info)(groups(theirs_params), **torch_kwargs(info, ours.param_groups[0]))
     for step in range(60):
         set_grads(theirs_params, options.get("maximize", False))
         set_grads(ours_params, options.get("maximize", False))

@@ -24,8 +24,8 @@ def describe() -> list[dict[str, Any]]:
                 convention: info.cls.default_hyperparameters(convention)
                 for convention in ("torch", "keras")
             },
-            "torch_equivalent": f"torch.optim.{info.torch_class}",
-            "keras_equivalent": f"keras.optimizers.{info.keras_class}",
+            "torch_equivalent": info.torch_class and f"torch.optim.{info.torch_class}",
+            "keras_equivalent": info.keras_class and f"keras.optimizers.{info.keras_class}",
         }
         for info in REGISTRY.values()
     ]

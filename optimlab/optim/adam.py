@@ -36,7 +36,21 @@ from typing import Any, Unpack
 import torch
 
 from optimlab.optim.base import CommonOptions, Optimizer, Params, scaled_addcdiv_
+from optimlab.optim.declaration import (
+    COMMON_SAMPLES,
+    KERAS_DECAY,
+    Convergence,
+    OptimizerInfo,
+    library_class,
+)
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
+
+
+def _kernel() -> Any:
+    """The fused kernel (optimlab.optim.kernels.adam), imported on first use."""
+    from optimlab.optim.kernels import adam as kernel
+
+    return kernel.SPEC
 
 
 class Adam(Optimizer):
@@ -50,6 +64,7 @@ class Adam(Optimizer):
     RANGES = {"lr": NON_NEGATIVE, "eps": POSITIVE}
     FLAGS = ("amsgrad",)
     STATE = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    kernel = staticmethod(_kernel)
 
     def __init__(
         self,
@@ -133,3 +148,35 @@ class AdamW(Adam):
         **options: Unpack[CommonOptions],
     ) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, **options)  # type: ignore[arg-type]
+
+
+ADAM_INFO = OptimizerInfo(
+    name="adam",
+    cls=Adam,
+    title="Adam",
+    family="both",
+    rule="m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²; θ ← θ − η·m̂ / (√v̂ + ε)",
+    torch_twin=library_class("torch.optim", "Adam"),
+    keras_twin=library_class("keras.optimizers", "Adam"),
+    improves="both (momentum + RMSProp, bias-corrected)",
+    samples=(*COMMON_SAMPLES, {"amsgrad": True}, KERAS_DECAY, {"betas": (0.5, 0.9)}),
+    keras_samples=({"amsgrad": True}, KERAS_DECAY, {"betas": (0.5, 0.9)}),
+    convergence=Convergence(0.05, (0.03, 2000, 0.05)),
+)
+
+ADAMW_INFO = OptimizerInfo(
+    name="adamw",
+    cls=AdamW,
+    title="AdamW",
+    family="both",
+    rule="θ ← θ·(1 − η·λ), then Adam's step (decoupled weight decay λ)",
+    torch_twin=library_class("torch.optim", "AdamW"),
+    keras_twin=library_class("keras.optimizers", "AdamW"),
+    improves="both (Adam + decoupled weight decay)",
+    samples=({"maximize": True}, {"amsgrad": True}, {"weight_decay": 0.1}),
+    keras_samples=({"amsgrad": True}, {"weight_decay": 0.1}),
+    convergence=Convergence(0.05, (0.03, 2000, 0.1)),
+)
+
+#: what this module registers, in the order of the chapter
+DECLARATIONS = (ADAM_INFO, ADAMW_INFO)

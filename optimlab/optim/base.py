@@ -138,6 +138,9 @@ class Optimizer(torch.optim.Optimizer):
     STATE: ClassVar[tuple[str, ...]] = ()
     #: whether the rule keeps a per-parameter ``step`` count (as torch.optim does)
     COUNTS_STEPS: ClassVar[bool] = True
+    #: the fused kernel, as a factory returning its ``KernelSpec`` (it imports numba only when a
+    #: step first needs it); None: the algorithm has no kernel and always runs the reference.
+    kernel: ClassVar[Callable[[], Any] | None] = None
 
     def __init__(
         self,
@@ -166,6 +169,9 @@ class Optimizer(torch.optim.Optimizer):
                 f"{owner}: params must be an iterable of tensors or of dicts "
                 f"(parameter groups), got a single tensor; pass [tensor] instead"
             )
+        #: the fused kernels' flat state, one layout per parameter group position (see
+        #: ``kernels.layout``); bookkeeping of the fast path, not state: never in the state_dict
+        self.fused_layouts: dict[int, Any] = {}
         super().__init__(params, defaults)
 
     # ----------------------------------------------------------------------------------------
@@ -282,11 +288,12 @@ class Optimizer(torch.optim.Optimizer):
         """
         impl = selected_impl(group)
         if impl != "reference":
-            kernels = _kernels(required=impl == "fused")
-            if kernels is not None and kernels.fused_step(
-                self, group, params, grads, required=impl == "fused"
-            ):
-                return
+            required = impl == "fused"
+            kernels = _kernels(required)
+            if kernels is not None:
+                spec = None if self.kernel is None else self.kernel()
+                if kernels.fused_step(self, spec, group, params, grads, required=required):
+                    return
         for param, grad in zip(params, grads):
             self._reference_step(param, grad, self.state[param], group)
 

@@ -38,6 +38,7 @@ State: ``step``, ``mu_product``, ``exp_avg`` (m), ``exp_avg_sq`` (v).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Unpack
 
 import torch
@@ -51,7 +52,23 @@ from optimlab.optim.base import (
     scaled_addcdiv_,
     state_dtype,
 )
+from optimlab.optim.declaration import (
+    COMMON_SAMPLES,
+    KERAS_DECAY,
+    Convergence,
+    OptimizerInfo,
+    library_class,
+)
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
+
+
+@functools.cache
+def _kernel() -> Any:
+    """The fused kernel (optimlab.optim.kernels.nadam), imported on first use; it takes the
+    momentum schedule from here (the kernel never imports this module)."""
+    from optimlab.optim.kernels import nadam as kernel
+
+    return kernel.make_spec(NAdam.momentum_schedule)
 
 
 class NAdam(Optimizer):
@@ -64,6 +81,7 @@ class NAdam(Optimizer):
     }
     RANGES = {"lr": NON_NEGATIVE, "eps": POSITIVE, "momentum_decay": NON_NEGATIVE}
     STATE = ("step", "mu_product", "exp_avg", "exp_avg_sq")
+    kernel = staticmethod(_kernel)
 
     def __init__(
         self,
@@ -126,3 +144,21 @@ class NAdam(Optimizer):
         denom = exp_avg_sq.div(bias_correction2).sqrt().add_(eps)
         scaled_addcdiv_(param, grad, denom, lr * (1.0 - mu) / (1.0 - mu_product))
         scaled_addcdiv_(param, exp_avg, denom, lr * mu_next / (1.0 - mu_product_next))
+
+
+NADAM_INFO = OptimizerInfo(
+    name="nadam",
+    cls=NAdam,
+    title="NAdam",
+    family="both",
+    rule="Adam with Nesterov momentum: θ ← θ − η·(μₜ₊₁m̂ + (1−μₜ)ĝ) / (√v̂ + ε)",
+    torch_twin=library_class("torch.optim", "NAdam"),
+    keras_twin=library_class("keras.optimizers", "Nadam"),
+    improves="both (Adam + Nesterov)",
+    samples=(*COMMON_SAMPLES, {"momentum_decay": 0.1}, KERAS_DECAY),
+    keras_samples=({"betas": (0.5, 0.9)}, KERAS_DECAY),
+    convergence=Convergence(0.03, (0.01, 3000, 0.05)),
+)
+
+#: what this module registers, in the order of the chapter
+DECLARATIONS = (NADAM_INFO,)

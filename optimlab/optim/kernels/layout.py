@@ -86,6 +86,8 @@ class FlatState:
             for p, view in zip(params, views):
                 state[p][key] = view
         self._chunks: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, int]] = {}
+        #: the kernel call's argument arrays per subset of parameters (see dispatch._CallArrays)
+        self.call_arrays: dict[tuple[int, ...], Any] = {}
 
     def describes(
         self,
