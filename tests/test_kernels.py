@@ -570,3 +570,28 @@ def test_lerp_with_a_weight_above_one_half_rounds_as_torch(name, options, averag
             optimizer.step()
         averages[impl] = optimizer.state[param][average]
     assert torch.equal(averages["fused"], averages["reference"])
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_a_state_tensor_replaced_by_hand_is_noticed(name: str) -> None:
+    """The fused path keeps its call arrays and layout between steps; a state tensor the user
+    replaces (here: every tensor state reset to a new tensor of 0.5) must still be what the next
+    step reads and updates, exactly as in the reference rule."""
+    runs = {}
+    for impl in ("fused", "reference"):
+        params = [p.clone().requires_grad_() for p in _make_params(torch.float64)]
+        optimizer = optimlab.create(name, params, lr=_lr(name), impl=impl)
+        for step in range(6):
+            _set_grads(params, False)
+            optimizer.step()
+            if step == 2:
+                for p in params:
+                    state = optimizer.state[p]
+                    for key in [k for k, v in state.items() if k != "step"]:
+                        if isinstance(state[key], torch.Tensor) and state[key].dim() > 0:
+                            state[key] = torch.full_like(p, 0.5)
+        runs[impl] = (params, optimizer)
+    (fused_params, fused), (reference_params, reference) = runs["fused"], runs["reference"]
+    _assert_same_run(fused, reference, fused_params, reference_params, torch.float64)
+    replaced = [k for k, v in reference.state[reference_params[0]].items() if k != "step"]
+    assert replaced or name == "sgd", "the test must replace some state to mean anything"

@@ -22,6 +22,7 @@ State: ``step``, ``square_avg`` (v), ``acc_delta`` (u).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Unpack
 
 import torch
@@ -37,6 +38,7 @@ from optimlab.optim.declaration import (
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE, UNIT_CLOSED
 
 
+@functools.cache  # one dict lookup per step instead of an import statement
 def _kernel() -> Any:
     """The fused kernel (optimlab.optim.kernels.adadelta), imported on first use."""
     from optimlab.optim.kernels import adadelta as kernel

@@ -27,6 +27,7 @@ State: ``step``, ``sum``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Unpack
 
 import torch
@@ -42,6 +43,7 @@ from optimlab.optim.declaration import (
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
 
 
+@functools.cache  # one dict lookup per step instead of an import statement
 def _kernel() -> Any:
     """The fused kernel (optimlab.optim.kernels.adagrad), imported on first use."""
     from optimlab.optim.kernels import adagrad as kernel

@@ -30,6 +30,7 @@ State: ``step``, ``exp_avg`` (m), ``exp_avg_sq`` (v), ``max_exp_avg_sq`` (AMSGra
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Unpack
 
@@ -46,6 +47,7 @@ from optimlab.optim.declaration import (
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
 
 
+@functools.cache  # one dict lookup per step instead of an import statement
 def _kernel() -> Any:
     """The fused kernel (optimlab.optim.kernels.adam), imported on first use."""
     from optimlab.optim.kernels import adam as kernel

@@ -26,6 +26,7 @@ State: ``step``, ``exp_avg`` (m), ``exp_inf`` (u).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Unpack
 
 import torch
@@ -41,6 +42,7 @@ from optimlab.optim.declaration import (
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
 
 
+@functools.cache  # one dict lookup per step instead of an import statement
 def _kernel() -> Any:
     """The fused kernel (optimlab.optim.kernels.adamax), imported on first use."""
     from optimlab.optim.kernels import adamax as kernel

@@ -169,7 +169,7 @@ class Optimizer(torch.optim.Optimizer):
                 f"{owner}: params must be an iterable of tensors or of dicts "
                 f"(parameter groups), got a single tensor; pass [tensor] instead"
             )
-        #: the fused kernels' flat state, one layout per parameter group position (see
+        #: the fused kernels' flat state, one layout per parameter group (by id; see
         #: ``kernels.layout``); bookkeeping of the fast path, not state: never in the state_dict
         self.fused_layouts: dict[int, Any] = {}
         super().__init__(params, defaults)
@@ -258,16 +258,20 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            for grad in grads:
+            params, grads = [], []
+            for p in group["params"]:
+                grad = p.grad
+                if grad is None:
+                    continue
                 if grad.is_sparse:
                     raise RuntimeError(
                         f"{type(self).__name__} does not support sparse gradients; use dense "
                         f"gradients (e.g. nn.Embedding(sparse=False)) or torch.optim.SparseAdam"
                     )
+                params.append(p)
+                grads.append(grad)
+            if not params:
+                continue
             if group["nonfinite"] == "skip" and not _all_finite(grads, selected_impl(group)):
                 for p in params:
                     state = self.state[p]

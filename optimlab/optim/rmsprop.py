@@ -34,6 +34,7 @@ State: ``step``, ``square_avg``, ``momentum_buffer`` (momentum > 0), ``grad_avg`
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Unpack
 
 import torch
@@ -49,6 +50,7 @@ from optimlab.optim.declaration import (
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE, UNIT_CLOSED
 
 
+@functools.cache  # one dict lookup per step instead of an import statement
 def _kernel() -> Any:
     """The fused kernel (optimlab.optim.kernels.rmsprop), imported on first use."""
     from optimlab.optim.kernels import rmsprop as kernel

@@ -36,6 +36,7 @@ State: ``momentum_buffer`` (only when momentum > 0).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Unpack
 
 import torch
@@ -51,6 +52,7 @@ from optimlab.optim.declaration import (
 from optimlab.optim.hyperparameters import NON_NEGATIVE, UNIT_CLOSED
 
 
+@functools.cache  # one dict lookup per step instead of an import statement
 def _kernel() -> Any:
     """The fused kernel (optimlab.optim.kernels.sgd), imported on first use."""
     from optimlab.optim.kernels import sgd as kernel

@@ -104,10 +104,12 @@ def fused_step(
     fresh = layout.fresh if everything else layout.fresh[list(indices)]
     follow_torch_threads(elements)
     spec.kernel(param_ptrs, grad_ptrs, chunks, offsets, fresh, layout.buffer_numpy, coef, flags)
-    if everything:
-        fresh[:] = 0
-    else:
-        layout.fresh[list(indices)] = 0
+    if layout.any_fresh:  # SGD's first-step buffers are no longer fresh
+        if everything:
+            fresh[:] = 0
+        else:
+            layout.fresh[list(indices)] = 0
+        layout.any_fresh = bool(layout.fresh.any())
     return True
 
 
@@ -157,8 +159,7 @@ def _layout(
 ) -> tuple[FlatState, tuple[int, ...]]:
     """The group's flat state, rebuilt when it no longer holds the state of `params`."""
     layouts = optimizer.fused_layouts
-    position = next(i for i, g in enumerate(optimizer.param_groups) if g is group)
-    layout = layouts.get(position)
+    layout = layouts.get(id(group))  # `describes` checks that it is this group's
     indices = None if layout is None else layout.describes(spec, group, params, optimizer.state)
     if indices is None:
         # Members: the parameters stepping now and every other one of the group that already
@@ -174,7 +175,10 @@ def _layout(
                 and any(k in optimizer.state.get(p, ()) for k in spec.tensor_state(group))
             )
         ]
-        layout = layouts[position] = FlatState(spec, group, members, optimizer.state)
+        live = {id(g) for g in optimizer.param_groups}  # forget groups that were replaced
+        for key in [key for key in layouts if key not in live]:
+            del layouts[key]
+        layout = layouts[id(group)] = FlatState(spec, group, members, optimizer.state)
         indices = layout.describes(spec, group, params, optimizer.state)
         assert indices is not None
     return layout, indices

@@ -68,6 +68,7 @@ class FlatState:
                     view.fill_(initial)
                 views.append(view)
             self.views.append(views)
+        self.any_fresh = bool(self.fresh.any())
         self.scalars: dict[str, np.ndarray] = {}
         self.scalar_views: list[tuple[str, list[torch.Tensor]]] = []
         for scalar in spec.scalar_state:
