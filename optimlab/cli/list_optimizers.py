@@ -32,8 +32,12 @@ def describe() -> list[dict[str, Any]]:
 
 
 def _short(defaults: dict[str, Any]) -> str:
-    skip = {"weight_decay", "decoupled_weight_decay", "maximize", "nonfinite", "impl", "convention"}
-    return ", ".join(f"{k}={v}" for k, v in defaults.items() if k not in skip)
+    """The algorithm's own defaults; the options common to all are left out where they keep
+    their common value (AdamW's weight_decay=0.01 stays)."""
+    from optimlab.optim.base import COMMON_DEFAULTS
+
+    common = {**COMMON_DEFAULTS, "convention": defaults.get("convention")}
+    return ", ".join(f"{k}={v}" for k, v in defaults.items() if k not in common or common[k] != v)
 
 
 def command(
