@@ -61,7 +61,7 @@ def run_against_torch(
         ours = info.cls(
             [{"params": ours_params[:1]}, {"params": ours_params[1:], "lr": lr / 2}], **options
         )
-        theirs = getattr(torch.optim, info.torch_class)(
+        theirs = info.torch_twin()(
             [{"params": theirs_params[:1]}, {"params": theirs_params[1:], "lr": lr / 2}],
             **torch_kwargs(info, ours.param_groups[0]),
         )

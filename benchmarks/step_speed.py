@@ -1,7 +1,8 @@
 """Optimizer step speed: optimlab's fused kernels beside torch.optim's for-loop, foreach and fused.
 
-Two workloads, float32: large (32M parameters in 64 tensors) and small (1.3M parameters in 40
-tensors: 20 x [256x256, 256]).  For each algorithm it prints ms/step (median of repeated steps)
+Three workloads, float32: large (32M parameters in 64 tensors), small (1.3M parameters in 40
+tensors: 20 x [256x256, 256]) and one-1000 (a single 1,000-element tensor: the fixed cost of a
+call, timed over 200 interleaved steps).  For each algorithm it prints ms/step (median of repeated steps)
 (the implementations take turns step by step, so load drift touches all alike) and the effective bandwidth: the bytes one step must move at least (stated per algorithm, e.g. 28
 bytes/parameter for Adam: read p, g, m, v, write p, m, v) divided by the time.  Every number of
 one table comes from one run, so the ratios compare like with like; the bar, torch's fused Adam,
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import os
 import statistics
@@ -24,25 +26,25 @@ from typing import Any
 import torch
 
 import optimlab
-from optimlab.optim.kernels import KERNELS
 from optimlab.optim.registry import REGISTRY
 
 WORKLOADS = {
     "large": [(1 << 19,)] * 64,
     "small": [(256, 256), (256,)] * 20,
+    # one 1,000-element tensor: the fixed cost per call and parameter group (issue 12, item 6)
+    "one-1000": [(1000,)],
 }
-#: torch.optim class and keyword arguments of each algorithm's twin
-TORCH_TWIN = {
-    "sgd": ("SGD", {"lr": 1e-3}),
-    "momentum": ("SGD", {"lr": 1e-3, "momentum": 0.9}),
-    "nag": ("SGD", {"lr": 1e-3, "momentum": 0.9, "nesterov": True}),
-    "adagrad": ("Adagrad", {"lr": 1e-2}),
-    "rmsprop": ("RMSprop", {"lr": 1e-2}),
-    "adadelta": ("Adadelta", {"lr": 1.0}),
-    "adam": ("Adam", {"lr": 1e-3}),
-    "adamax": ("Adamax", {"lr": 2e-3}),
-    "nadam": ("NAdam", {"lr": 2e-3}),
-}
+#: a tiny workload takes microseconds per step: more timed steps for a stable median
+TINY_REPEAT = 200
+
+
+def _torch_twin(name: str) -> tuple[type, dict[str, Any]]:
+    """The torch.optim twin the optimizer declares, with optimlab's torch defaults as arguments
+    (Momentum is torch's SGD with momentum=0.9, ...)."""
+    info = REGISTRY[name]
+    cls = info.torch_twin()
+    accepted = inspect.signature(cls).parameters
+    return cls, {k: v for k, v in info.cls.DEFAULTS["torch"].items() if k in accepted}
 
 
 def _params(shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
@@ -72,8 +74,7 @@ def _time_interleaved(
 
 
 def _torch_variants(name: str, params: list[torch.Tensor]) -> dict[str, torch.optim.Optimizer]:
-    cls_name, kwargs = TORCH_TWIN[name]
-    cls = getattr(torch.optim, cls_name)
+    cls, kwargs = _torch_twin(name)
     variants = {
         "for-loop": cls(params, foreach=False, **kwargs),
         "foreach": cls(params, foreach=True, **kwargs),
@@ -98,8 +99,8 @@ def measure(workload: str, names: list[str], repeat: int) -> list[dict[str, Any]
     for name in names:
         params = _params(shapes)
         count = sum(p.numel() for p in params)
-        ours = optimlab.create(name, params, **TORCH_TWIN[name][1])
-        bytes_per_param = KERNELS[name].bytes_per_param(ours.param_groups[0])
+        ours = optimlab.create(name, params, **_torch_twin(name)[1])
+        bytes_per_param = REGISTRY[name].cls.kernel().bytes_per_param(ours.param_groups[0])
         row: dict[str, Any] = {
             "workload": workload,
             "algorithm": name,
@@ -112,7 +113,8 @@ def measure(workload: str, names: list[str], repeat: int) -> list[dict[str, Any]
             (f"torch_{variant}", optimizer)
             for variant, optimizer in _torch_variants(name, params).items()
         )
-        for who, seconds in _time_interleaved(contenders, repeat).items():
+        rounds = max(repeat, TINY_REPEAT) if count < 100_000 else repeat
+        for who, seconds in _time_interleaved(contenders, rounds).items():
             row[f"{who}_ms"] = seconds * 1e3
         del ours, contenders
         for key in [k for k in row if k.endswith("_ms")]:
@@ -160,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=15, help="timed steps per measurement")
     parser.add_argument("--json", type=str, default=None, help="also write the rows here")
-    parser.add_argument("--only", type=str, default=",".join(REGISTRY), help="algorithms")
-    parser.add_argument("--workloads", type=str, default="large,small")
+    with_twin = [name for name, info in REGISTRY.items() if info.torch_twin is not None]
+    parser.add_argument("--only", type=str, default=",".join(with_twin), help="algorithms")
+    parser.add_argument("--workloads", type=str, default="large,small,one-1000")
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
     rows: list[dict[str, Any]] = []

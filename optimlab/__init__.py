@@ -1,6 +1,6 @@
 """optimlab: the optimizer lab for PyTorch.
 
-The nine classic optimizers as drop-in ``torch.optim.Optimizer`` classes, verified against
+The classic optimizers (and AdamW) as drop-in ``torch.optim.Optimizer`` classes, verified against
 torch.optim and Keras 3, plus tools to watch them on loss surfaces, compare them fairly on real
 training problems, and diagnose slow or stuck training.
 
@@ -21,6 +21,7 @@ __all__ = [
     "Adadelta",
     "Adagrad",
     "Adam",
+    "AdamW",
     "Adamax",
     "Momentum",
     "NAdam",

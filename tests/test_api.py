@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -10,15 +11,22 @@ from torch.optim import lr_scheduler
 
 import optimlab
 from optimlab.optim.registry import REGISTRY
-from tests.torch_reference import make_params, max_relative_error, set_grads, torch_kwargs
+from tests.torch_reference import (
+    make_params,
+    max_relative_error,
+    set_grads,
+    torch_kwargs,
+    torch_twin,
+)
 
 NAMES = list(REGISTRY)
 
 
 def test_public_classes_and_registry() -> None:
-    classes = [optimlab.SGD, optimlab.Momentum, optimlab.NAG, optimlab.Adagrad, optimlab.RMSprop]
-    classes += [optimlab.Adadelta, optimlab.Adam, optimlab.Adamax, optimlab.NAdam]
-    assert [c.name for c in classes] == optimlab.list_optimizers()
+    # Every registered optimizer is public under its class name, at the top and in optimlab.optim.
+    classes = [getattr(optimlab, REGISTRY[name].cls.__name__) for name in NAMES]
+    assert [c.name for c in classes] == optimlab.list_optimizers() == NAMES
+    assert all(getattr(optimlab.optim, c.__name__) is c for c in classes)
     for cls in classes:
         assert issubclass(cls, torch.optim.Optimizer)
     assert optimlab.Momentum([torch.zeros(1)]).defaults["momentum"] == 0.9
@@ -48,7 +56,7 @@ def test_torch_defaults_equal_torch_optim_defaults(name: str) -> None:
     import inspect
 
     info = REGISTRY[name]
-    signature = inspect.signature(getattr(torch.optim, info.torch_class)).parameters
+    signature = inspect.signature(torch_twin(info)).parameters
     for key, value in info.cls.DEFAULTS["torch"].items():
         if key in signature and not (
             info.name in ("momentum", "nag") and key in ("momentum", "nesterov")
@@ -119,9 +127,7 @@ def test_every_lr_scheduler_drives_optimlab_like_torch_optim(name: str, schedule
     ours_params = [p.requires_grad_() for p in make_params(torch.float64)]
     theirs_params = [p.detach().clone().requires_grad_() for p in ours_params]
     ours = info.cls(ours_params, lr=0.01)
-    theirs = getattr(torch.optim, info.torch_class)(
-        theirs_params, **torch_kwargs(info, ours.defaults)
-    )
+    theirs = torch_twin(info)(theirs_params, **torch_kwargs(info, ours.defaults))
     schedulers = [SCHEDULERS[scheduler](ours), SCHEDULERS[scheduler](theirs)]
     for step in range(20):
         for params, optimizer, sched in zip(
@@ -234,3 +240,219 @@ def test_tensor_lr_gives_each_row_its_own_learning_rate(name: str) -> None:
             loss(row).backward()
             optimizer.step()
     assert max_relative_error([batched], [torch.stack([r.detach() for r in rows])]) <= 1e-12
+
+
+# --------------------------------------------------------------------------------------------
+# torch.optim's implementation switches and named parameters: code written for torch.optim runs.
+
+TORCH_SWITCHES = ("foreach", "fused", "capturable", "differentiable")
+SWITCH_VALUES = [
+    {},
+    {"foreach": False},
+    {"foreach": None, "fused": None},
+    {"fused": False},
+    {"foreach": True},
+    {"fused": True},
+    {"capturable": False, "differentiable": False},
+]
+
+
+def _torch_twin(name: str, params, **kwargs):
+    info = REGISTRY[name]
+    accepted = inspect.signature(torch_twin(info)).parameters
+    # torch.optim's classes take a subset of the four switches (RMSprop has no `fused`, SGD no
+    # `capturable`); optimlab's take all four, so the twin gets the ones its class knows.
+    given = {**info.cls.DEFAULTS["torch"], **kwargs}
+    return torch_twin(info)(params, **{k: v for k, v in given.items() if k in accepted})
+
+
+@pytest.mark.parametrize("switches", SWITCH_VALUES, ids=lambda s: str(s) or "none")
+@pytest.mark.parametrize("name", NAMES)
+def test_torch_implementation_switches_are_accepted_and_recorded(name: str, switches) -> None:
+    """foreach/fused/capturable/differentiable are taken as torch.optim takes them and kept in
+    each param group with torch.optim's values (torch records some per class)."""
+    ours = optimlab.create(name, [torch.zeros(3, requires_grad=True)], **switches)
+    try:
+        theirs = _torch_twin(name, [torch.zeros(3, requires_grad=True)], **switches)
+    except RuntimeError as error:  # torch.optim has no fused CPU kernel for this class
+        assert switches.get("fused") and "fused" in str(error)
+        theirs = None
+    group = ours.param_groups[0]
+    for key in TORCH_SWITCHES:
+        assert group[key] == switches.get(key, None if key in ("foreach", "fused") else False)
+        if theirs is not None and key in theirs.param_groups[0]:
+            assert group[key] == theirs.param_groups[0][key], key
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_foreach_true_is_the_reference_rule_and_fused_true_the_kernel(name: str) -> None:
+    """foreach=True steps exactly like impl="reference", fused=True exactly like impl="fused";
+    fused=True on a group the kernel cannot take (float16) says so, as impl="fused" does; an
+    optimizer without a kernel says that."""
+    has_kernel = REGISTRY[name].cls.kernel is not None
+    variants = {"foreach": {"foreach": True}, "reference": {"impl": "reference"}}
+    if has_kernel:
+        variants.update({"fused": {"fused": True}, "impl-fused": {"impl": "fused"}})
+    runs = {}
+    for key, options in variants.items():
+        params = [p.requires_grad_() for p in make_params(torch.float32)]
+        optimizer = optimlab.create(name, params, lr=0.01, **options)
+        for _ in range(20):
+            set_grads(params)
+            optimizer.step()
+        runs[key] = params
+    for a, b in zip(runs["foreach"], runs["reference"]):
+        assert torch.equal(a, b)
+    if has_kernel:
+        for a, b in zip(runs["fused"], runs["impl-fused"]):
+            assert torch.equal(a, b)
+    half = torch.ones(3, dtype=torch.float16, requires_grad=True)
+    optimizer = optimlab.create(name, [half], fused=True)
+    half.grad = torch.ones_like(half)
+    expected = (
+        (TypeError, r"fused=True.*float16") if has_kernel else (ValueError, "no fused kernel")
+    )
+    with pytest.raises(expected[0], match=expected[1]):
+        optimizer.step()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"capturable": True},
+            r"invalid capturable=True; capturable must be False: .*torch\.optim",
+        ),
+        (
+            {"differentiable": True},
+            r"invalid differentiable=True; differentiable must be False: .*torch\.optim",
+        ),
+        ({"fused": True, "foreach": True}, r"invalid fused=True; fused must be False or None"),
+        ({"fused": True, "impl": "reference"}, r"invalid fused=True.*impl='reference'"),
+        ({"foreach": True, "impl": "fused"}, r"invalid foreach=True.*impl='fused'"),
+        ({"fused": "yes"}, r"invalid fused='yes'; fused must be None, True or False"),
+    ],
+)
+@pytest.mark.parametrize("name", NAMES)
+def test_unsupported_torch_switches_say_what_optimlab_supports(
+    name: str, options: dict, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        optimlab.create(name, [torch.zeros(2, requires_grad=True)], **options)
+    # the same check guards a param group added later
+    optimizer = optimlab.create(name, [torch.zeros(2, requires_grad=True)])
+    with pytest.raises(ValueError, match=message):
+        optimizer.add_param_group({"params": [torch.zeros(1, requires_grad=True)], **options})
+
+
+def _named_model(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
+
+
+def _train(model: torch.nn.Module, optimizer, steps: int) -> None:
+    x = torch.linspace(-1, 1, 32).reshape(8, 4)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(x).pow(2).mean().backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_named_parameters_like_torch_optim(name: str) -> None:
+    """model.named_parameters() (torch >= 2.7): names kept in param_names, in the state_dict,
+    and carried both ways between optimlab and torch.optim."""
+    ours_model, theirs_model = _named_model(0), _named_model(0)
+    ours = optimlab.create(name, ours_model.named_parameters(), lr=0.01)
+    theirs = _torch_twin(name, theirs_model.named_parameters(), lr=0.01)
+    names = [n for n, _ in ours_model.named_parameters()]
+    assert ours.param_groups[0]["param_names"] == names == theirs.param_groups[0]["param_names"]
+    _train(ours_model, ours, 5)
+    _train(theirs_model, theirs, 5)
+    for a, b in zip(ours_model.parameters(), theirs_model.parameters()):
+        assert max_relative_error([a], [b]) <= 1e-5
+    saved = ours.state_dict()
+    assert saved["param_groups"][0]["param_names"] == names
+    # optimlab -> torch.optim
+    into_torch = _torch_twin(name, _named_model(1).named_parameters(), lr=0.5)
+    into_torch.load_state_dict(saved)
+    assert into_torch.param_groups[0]["param_names"] == names
+    assert into_torch.param_groups[0]["lr"] == 0.01
+    # torch.optim -> optimlab, into an optimizer built from plain parameters: the names come along
+    plain = optimlab.create(name, _named_model(2).parameters(), lr=0.5)
+    plain.load_state_dict(theirs.state_dict())
+    assert plain.param_groups[0]["param_names"] == names
+    assert plain.state_dict()["param_groups"][0]["param_names"] == names
+
+
+def test_named_and_unnamed_parameters_do_not_mix() -> None:
+    model = _named_model(0)
+    named = list(model.named_parameters())
+    with pytest.raises(ValueError, match="have names"):
+        optimlab.Adam([named[0], named[1][1]])
+    optimizer = optimlab.Adam(named[:2])
+    with pytest.raises(ValueError, match="with/without names"):
+        optimizer.add_param_group({"params": [named[2][1]]})
+
+
+def test_adamw_is_torch_optim_adamw() -> None:
+    """optimlab.AdamW / "adamw": torch.optim.AdamW's defaults, and its trajectory."""
+    probe = [torch.zeros(1, requires_grad=True)]
+    theirs_defaults = torch.optim.AdamW(probe).defaults
+    ours_defaults = optimlab.AdamW([torch.zeros(1, requires_grad=True)]).defaults
+    for key, value in theirs_defaults.items():
+        assert ours_defaults[key] == value, key
+    assert optimlab.create("adamw", probe).defaults["weight_decay"] == 1e-2
+    ours_model, theirs_model = _named_model(0), _named_model(0)
+    ours = optimlab.AdamW(ours_model.parameters(), lr=0.05, impl="reference")
+    theirs = torch.optim.AdamW(theirs_model.parameters(), lr=0.05)
+    _train(ours_model, ours, 30)
+    _train(theirs_model, theirs, 30)
+    for a, b in zip(ours_model.parameters(), theirs_model.parameters()):
+        assert torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------------------------
+# generated documentation
+
+
+@pytest.mark.parametrize("table", ["optimizers", "arguments"])
+def test_docs_tables_are_generated_from_the_registry(table: str) -> None:
+    """README.md's and docs/optimizers.md's optimizer tables are the registry's; a registry
+    change without `python -m optimlab.optim.doc_tables` leaves them stale and fails here."""
+    from pathlib import Path
+
+    from optimlab.optim import doc_tables
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / doc_tables.FILES[table]).read_text(encoding="utf-8")
+    current = doc_tables.current_block(text, table)
+    assert current is not None, f"{doc_tables.FILES[table]} lost its {table} table markers"
+    assert current == doc_tables.block(table), (
+        f"{doc_tables.FILES[table]}: the {table} table is stale; run "
+        f"`python -m optimlab.optim.doc_tables`"
+    )
+    for name in NAMES:  # an independent check that the generator covers every optimizer
+        assert f"`{name}`" in current
+
+
+def test_doc_tables_update_rewrites_a_stale_table(tmp_path, capsys) -> None:
+    from optimlab.cli import main
+    from optimlab.optim import doc_tables
+
+    for table, relative in doc_tables.FILES.items():
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stale = f"{doc_tables.begin_marker(table)}\n| old |\n{doc_tables.end_marker(table)}"
+        path.write_text(f"# title\n\n{stale}\n\ntext after\n", encoding="utf-8")
+    assert sorted(doc_tables.update(tmp_path)) == sorted(doc_tables.FILES.values())
+    assert doc_tables.update(tmp_path) == []  # now current
+    readme = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert readme.startswith("# title\n\n") and readme.endswith("\n\ntext after\n")
+    assert main(["list", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    for table in doc_tables.FILES:
+        assert doc_tables.block(table) in out
+    (tmp_path / "README.md").write_text("no markers\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no optimizers table markers"):
+        doc_tables.update(tmp_path)

@@ -113,7 +113,7 @@ def test_export_csv(tiny_run: Path, capsys) -> None:
         (["--suite", "huge"], "--suite", "unknown suite 'huge'; valid: quick, full"),
         (["--problems", "mnist3d"], "--problems", "unknown problem 'mnist3d'; valid names:"),
         (["--problems", "digits-mlp:depth=0"], "--problems", "depth=0 is not allowed"),
-        (["--optimizers", "adamw"], "--optimizers", "unknown optimizer 'adamw'; valid names:"),
+        (["--optimizers", "adamz"], "--optimizers", "unknown optimizer 'adamz'; valid names:"),
         (["--optimizers", "adam:foo=1"], "--optimizers", "unknown option 'foo' for optimizer"),
         (["--seeds", "0"], "--seeds", "0; allowed: an integer >= 1"),
         (["--workers", "0"], "--workers", "0; allowed: an integer >= 1"),

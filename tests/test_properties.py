@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from optimlab.optim.registry import REGISTRY
-from tests.torch_reference import default_dtype, max_relative_error, torch_kwargs
+from tests.torch_reference import default_dtype, max_relative_error, torch_kwargs, torch_twin
 
 NAMES = st.sampled_from(list(REGISTRY))
 SHAPES = st.lists(
@@ -83,9 +83,7 @@ def test_random_configurations_match_torch_optim(case: tuple, impl: str) -> None
         ours = info.cls(groups, impl=impl, **hyperparameters)
         their_groups = [{"params": theirs_params[:-1]}] if len(shapes) > 1 else []
         their_groups.append({"params": theirs_params[-1:], "lr": hyperparameters["lr"] / 2})
-        theirs = getattr(torch.optim, info.torch_class)(
-            their_groups, **torch_kwargs(info, ours.defaults)
-        )
+        theirs = torch_twin(info)(their_groups, **torch_kwargs(info, ours.defaults))
         sign = -1.0 if hyperparameters["maximize"] else 1.0
         least_relative_variance = 1.0
         for _ in range(20):

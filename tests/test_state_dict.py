@@ -14,6 +14,7 @@ from tests.torch_reference import (
     max_relative_error,
     set_grads,
     torch_kwargs,
+    torch_twin,
 )
 
 CASES = [
@@ -79,7 +80,7 @@ def test_torch_state_dict_loads_and_continues_like_torch(name: str) -> None:
         theirs_params = [p.requires_grad_() for p in make_params(torch.float64)]
         probe = info.cls([torch.zeros(1, requires_grad=True)], lr=0.01)
         kwargs = torch_kwargs(info, probe.param_groups[0])
-        theirs = getattr(torch.optim, info.torch_class)(theirs_params, **kwargs)
+        theirs = torch_twin(info)(theirs_params, **kwargs)
         _run(theirs, theirs_params, 30, False)
 
         ours_params = [p.detach().clone().requires_grad_() for p in theirs_params]
@@ -100,9 +101,7 @@ def test_optimlab_state_dict_loads_into_torch_optim(name: str) -> None:
         ours = info.cls(ours_params, lr=0.01)
         _run(ours, ours_params, 20, False)
         theirs_params = [p.detach().clone().requires_grad_() for p in ours_params]
-        theirs = getattr(torch.optim, info.torch_class)(
-            theirs_params, **torch_kwargs(info, ours.param_groups[0])
-        )
+        theirs = torch_twin(info)(theirs_params, **torch_kwargs(info, ours.param_groups[0]))
         theirs.load_state_dict(_roundtrip(ours.state_dict()))
         _run(theirs, theirs_params, 20, False)
         _run(ours, ours_params, 20, False)

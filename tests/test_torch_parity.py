@@ -26,6 +26,7 @@ from tests.torch_reference import (
     max_relative_error,
     set_grads,
     torch_kwargs,
+    torch_twin,
 )
 
 STEPS = 150
@@ -60,7 +61,7 @@ def test_matches_torch_optim(name: str, options: dict, dtype: torch.dtype, impl:
             **options,
         )
         kwargs = torch_kwargs(info, ours.param_groups[0])
-        theirs = getattr(torch.optim, info.torch_class)(
+        theirs = torch_twin(info)(
             [{"params": theirs_params[:1]}, {"params": theirs_params[1:], "lr": lr / 2}],
             **kwargs,
         )
@@ -92,7 +93,7 @@ def test_decoupled_weight_decay_is_a_multiplicative_shrink(name: str) -> None:
     manual = [p.detach().clone().requires_grad_() for p in decayed]
     lr, wd = 0.01, 0.3
     ours = info.cls(decayed, lr=lr, weight_decay=wd, decoupled_weight_decay=True)
-    plain = info.cls(manual, lr=lr)
+    plain = info.cls(manual, lr=lr, weight_decay=0.0)
     for _ in range(50):
         set_grads(decayed)
         set_grads(manual)  # the gradient is taken before the shrink, as in AdamW
@@ -102,3 +103,32 @@ def test_decoupled_weight_decay_is_a_multiplicative_shrink(name: str) -> None:
         ours.step()
         plain.step()
     assert max_relative_error(decayed, manual) <= 1e-12
+
+
+@pytest.mark.parametrize(("name", "options"), CASES)
+def test_reference_is_bit_for_bit_torch_optim_under_the_default_dtype(
+    name: str, options: dict
+) -> None:
+    """impl="reference" performs torch.optim's operations in torch's order: under torch's default
+    dtype (float32) parameters and every state tensor are *equal* to torch.optim's, step by step
+    (NAdam's running product included, which torch keeps in float32)."""
+    info = REGISTRY[name]
+    assert torch.get_default_dtype() == torch.float32
+    ours_params = [p.requires_grad_() for p in make_params(torch.float32)]
+    theirs_params = [p.detach().clone().requires_grad_() for p in ours_params]
+    lr = 2e-2 if name == "nadam" else _lr_for(name)
+    groups = lambda params: [{"params": params[:1]}, {"params": params[1:], "lr": lr / 2}]  # noqa: E731
+    ours = info.cls(groups(ours_params), lr=lr, impl="reference", **options)
+    theirs = torch_twin(info)(groups(theirs_params), **torch_kwargs(info, ours.param_groups[0]))
+    for step in range(60):
+        set_grads(theirs_params, options.get("maximize", False))
+        set_grads(ours_params, options.get("maximize", False))
+        ours.step()
+        theirs.step()
+        for a, b in zip(ours_params, theirs_params, strict=True):
+            assert torch.equal(a, b), f"step {step}: parameters differ"
+            for key, value in theirs.state[b].items():
+                mine = ours.state[a][key]
+                assert mine.dtype == value.dtype, (step, key)
+                assert torch.equal(mine, value), (step, key)
+    assert max_relative_error(ours_params, make_params(torch.float32)) > 1e-3

@@ -126,3 +126,14 @@ def test_sparse_gradients_are_refused(name: str) -> None:
     embedding(torch.tensor([1, 2])).sum().backward()
     with pytest.raises(RuntimeError, match="sparse gradients"):
         optimizer.step()
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_param_group_without_params_gets_the_class_value_error(name: str) -> None:
+    """A Python param group with no 'params' key: the class's own ValueError, not KeyError."""
+    cls = REGISTRY[name].cls
+    with pytest.raises(ValueError, match=rf"^{cls.__name__}: parameter group 0 has no 'params'"):
+        cls([{"lr": 0.1}])
+    optimizer = cls([torch.zeros(1, requires_grad=True)])
+    with pytest.raises(ValueError, match=r"parameter group 1 has no 'params' key \(keys: 'lr'\)"):
+        optimizer.add_param_group({"lr": 0.1})

@@ -1,4 +1,5 @@
-"""`optimlab list [--json]`: every optimizer, its defaults under both conventions, its rule."""
+"""`optimlab list [--json | --markdown]`: every optimizer, its defaults under both conventions,
+its rule.  Nothing heavy at module top: the registry (and torch) load when the command runs."""
 
 from __future__ import annotations
 
@@ -6,14 +7,12 @@ import json
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
-from optimlab.optim.registry import REGISTRY
 
 
 def describe() -> list[dict[str, Any]]:
     """The registry as plain data: name, class, family, rule and defaults per convention."""
+    from optimlab.optim.registry import REGISTRY
+
     return [
         {
             "name": info.name,
@@ -25,22 +24,38 @@ def describe() -> list[dict[str, Any]]:
                 convention: info.cls.default_hyperparameters(convention)
                 for convention in ("torch", "keras")
             },
-            "torch_equivalent": f"torch.optim.{info.torch_class}",
-            "keras_equivalent": f"keras.optimizers.{info.keras_class}",
+            "torch_equivalent": info.torch_class and f"torch.optim.{info.torch_class}",
+            "keras_equivalent": info.keras_class and f"keras.optimizers.{info.keras_class}",
         }
         for info in REGISTRY.values()
     ]
 
 
 def _short(defaults: dict[str, Any]) -> str:
-    skip = {"weight_decay", "decoupled_weight_decay", "maximize", "nonfinite", "impl", "convention"}
-    return ", ".join(f"{k}={v}" for k, v in defaults.items() if k not in skip)
+    """The algorithm's own defaults; the options common to all are left out where they keep
+    their common value (AdamW's weight_decay=0.01 stays)."""
+    from optimlab.optim.base import COMMON_DEFAULTS
+
+    common = {**COMMON_DEFAULTS, "convention": defaults.get("convention")}
+    return ", ".join(f"{k}={v}" for k, v in defaults.items() if k not in common or common[k] != v)
 
 
 def command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    markdown: bool = typer.Option(
+        False, "--markdown", help="Print the docs' markdown tables (README.md, docs/optimizers.md)."
+    ),
 ) -> int:
     """List the optimizers with their defaults under both conventions and their update rule."""
+    if markdown:
+        from optimlab.optim import doc_tables
+
+        for table, relative in doc_tables.FILES.items():
+            typer.echo(f"<!-- {relative} -->\n{doc_tables.block(table)}\n")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
     rows = describe()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

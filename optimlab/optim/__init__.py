@@ -2,7 +2,7 @@
 
 from optimlab.optim.adadelta import Adadelta
 from optimlab.optim.adagrad import Adagrad
-from optimlab.optim.adam import Adam
+from optimlab.optim.adam import Adam, AdamW
 from optimlab.optim.adamax import Adamax
 from optimlab.optim.base import Optimizer
 from optimlab.optim.nadam import NAdam
@@ -17,6 +17,7 @@ __all__ = [
     "Adadelta",
     "Adagrad",
     "Adam",
+    "AdamW",
     "Adamax",
     "Momentum",
     "NAdam",

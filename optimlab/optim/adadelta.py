@@ -22,12 +22,28 @@ State: ``step``, ``square_avg`` (v), ``acc_delta`` (u).
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Unpack
 
 import torch
 
-from optimlab.optim.base import Optimizer, Params, scaled_sub_
+from optimlab.optim.base import CommonOptions, Optimizer, Params, scaled_sub_
+from optimlab.optim.declaration import (
+    COMMON_SAMPLES,
+    KERAS_DECAY,
+    Convergence,
+    OptimizerInfo,
+    library_class,
+)
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE, UNIT_CLOSED
+
+
+@functools.cache  # one dict lookup per step instead of an import statement
+def _kernel() -> Any:
+    """The fused kernel (optimlab.optim.kernels.adadelta), imported on first use."""
+    from optimlab.optim.kernels import adadelta as kernel
+
+    return kernel.SPEC
 
 
 class Adadelta(Optimizer):
@@ -40,6 +56,7 @@ class Adadelta(Optimizer):
     }
     RANGES = {"lr": NON_NEGATIVE, "rho": UNIT_CLOSED, "eps": POSITIVE}
     STATE = ("step", "square_avg", "acc_delta")
+    kernel = staticmethod(_kernel)
 
     def __init__(
         self,
@@ -48,22 +65,13 @@ class Adadelta(Optimizer):
         rho: float | None = None,
         eps: float | None = None,
         weight_decay: float = 0.0,
-        *,
-        maximize: bool = False,
-        decoupled_weight_decay: bool = False,
-        convention: str = "torch",
-        nonfinite: str = "propagate",
-        impl: str = "auto",
+        **options: Unpack[CommonOptions],
     ) -> None:
         super().__init__(
             params,
             {"lr": lr, "rho": rho, "eps": eps},
-            convention=convention,
             weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            nonfinite=nonfinite,
-            impl=impl,
+            **options,
         )
 
     @staticmethod
@@ -84,3 +92,21 @@ class Adadelta(Optimizer):
         delta = acc_delta.add(eps).sqrt_().div_(std).mul_(grad)
         acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)
         scaled_sub_(param, delta, lr)
+
+
+ADADELTA_INFO = OptimizerInfo(
+    name="adadelta",
+    cls=Adadelta,
+    title="AdaDelta",
+    family="step size",
+    rule="v ← ρv + (1−ρ)g²; Δ ← √(u+ε)/√(v+ε)·g; u ← ρu + (1−ρ)Δ²; θ ← θ − η·Δ",
+    torch_twin=library_class("torch.optim", "Adadelta"),
+    keras_twin=library_class("keras.optimizers", "Adadelta"),
+    improves="per-parameter step size in parameter units",
+    samples=(*COMMON_SAMPLES, {"rho": 0.5}),
+    keras_samples=({"rho": 0.5}, KERAS_DECAY),
+    convergence=Convergence(0.3, (0.3, 10000, 0.5)),
+)
+
+#: what this module registers, in the order of the chapter
+DECLARATIONS = (ADADELTA_INFO,)

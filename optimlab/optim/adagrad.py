@@ -27,12 +27,28 @@ State: ``step``, ``sum``.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Unpack
 
 import torch
 
-from optimlab.optim.base import Optimizer, Params, scaled_addcdiv_, state_dtype
+from optimlab.optim.base import CommonOptions, Optimizer, Params, scaled_addcdiv_, state_dtype
+from optimlab.optim.declaration import (
+    COMMON_SAMPLES,
+    KERAS_DECAY,
+    Convergence,
+    OptimizerInfo,
+    library_class,
+)
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
+
+
+@functools.cache  # one dict lookup per step instead of an import statement
+def _kernel() -> Any:
+    """The fused kernel (optimlab.optim.kernels.adagrad), imported on first use."""
+    from optimlab.optim.kernels import adagrad as kernel
+
+    return kernel.SPEC
 
 
 class Adagrad(Optimizer):
@@ -50,6 +66,7 @@ class Adagrad(Optimizer):
         "eps": POSITIVE,
     }
     STATE = ("step", "sum")
+    kernel = staticmethod(_kernel)
 
     def __init__(
         self,
@@ -59,12 +76,7 @@ class Adagrad(Optimizer):
         weight_decay: float = 0.0,
         initial_accumulator_value: float | None = None,
         eps: float | None = None,
-        *,
-        maximize: bool = False,
-        decoupled_weight_decay: bool = False,
-        convention: str = "torch",
-        nonfinite: str = "propagate",
-        impl: str = "auto",
+        **options: Unpack[CommonOptions],
     ) -> None:
         super().__init__(
             params,
@@ -74,12 +86,8 @@ class Adagrad(Optimizer):
                 "initial_accumulator_value": initial_accumulator_value,
                 "eps": eps,
             },
-            convention=convention,
             weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            nonfinite=nonfinite,
-            impl=impl,
+            **options,
         )
 
     def _init_state(self, param: torch.Tensor, group: dict[str, Any]) -> None:
@@ -119,3 +127,21 @@ class Adagrad(Optimizer):
         total.addcmul_(grad, grad, value=1)
         std = total.sqrt().add_(eps)
         scaled_addcdiv_(param, grad, std, clr)
+
+
+ADAGRAD_INFO = OptimizerInfo(
+    name="adagrad",
+    cls=Adagrad,
+    title="AdaGrad",
+    family="step size",
+    rule="s ← s + g²; θ ← θ − η·g / (√s + ε)",
+    torch_twin=library_class("torch.optim", "Adagrad"),
+    keras_twin=library_class("keras.optimizers", "Adagrad"),
+    improves="per-parameter step size (sum of g²)",
+    samples=(*COMMON_SAMPLES, {"lr_decay": 0.01}, {"initial_accumulator_value": 0.5}),
+    keras_samples=({"initial_accumulator_value": 0.5}, KERAS_DECAY),
+    convergence=Convergence(0.5, (1.0, 10000, 0.05)),
+)
+
+#: what this module registers, in the order of the chapter
+DECLARATIONS = (ADAGRAD_INFO,)

@@ -30,13 +30,29 @@ State: ``step``, ``exp_avg`` (m), ``exp_avg_sq`` (v), ``max_exp_avg_sq`` (AMSGra
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 
-from optimlab.optim.base import Optimizer, Params, scaled_addcdiv_
+from optimlab.optim.base import CommonOptions, Optimizer, Params, scaled_addcdiv_
+from optimlab.optim.declaration import (
+    COMMON_SAMPLES,
+    KERAS_DECAY,
+    Convergence,
+    OptimizerInfo,
+    library_class,
+)
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
+
+
+@functools.cache  # one dict lookup per step instead of an import statement
+def _kernel() -> Any:
+    """The fused kernel (optimlab.optim.kernels.adam), imported on first use."""
+    from optimlab.optim.kernels import adam as kernel
+
+    return kernel.SPEC
 
 
 class Adam(Optimizer):
@@ -50,6 +66,7 @@ class Adam(Optimizer):
     RANGES = {"lr": NON_NEGATIVE, "eps": POSITIVE}
     FLAGS = ("amsgrad",)
     STATE = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    kernel = staticmethod(_kernel)
 
     def __init__(
         self,
@@ -59,22 +76,13 @@ class Adam(Optimizer):
         eps: float | None = None,
         weight_decay: float = 0.0,
         amsgrad: bool | None = None,
-        *,
-        maximize: bool = False,
-        decoupled_weight_decay: bool = False,
-        convention: str = "torch",
-        nonfinite: str = "propagate",
-        impl: str = "auto",
+        **options: Unpack[CommonOptions],
     ) -> None:
         super().__init__(
             params,
             {"lr": lr, "betas": betas, "eps": eps, "amsgrad": amsgrad},
-            convention=convention,
             weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            nonfinite=nonfinite,
-            impl=impl,
+            **options,
         )
 
     @staticmethod
@@ -115,3 +123,62 @@ class Adam(Optimizer):
             torch.maximum(second, exp_avg_sq, out=second)
         denom = (second.sqrt() / math.sqrt(bias_correction2)).add_(eps)
         scaled_addcdiv_(param, exp_avg, denom, lr / bias_correction1)
+
+
+class AdamW(Adam):
+    """AdamW: Adam with decoupled weight decay, as torch.optim.AdamW or keras.optimizers.AdamW.
+
+    The rule is Adam's with ``decoupled_weight_decay=True`` (p <- p (1 - lr wd) before the Adam
+    step); only the defaults differ: weight_decay 1e-2 (torch.optim.AdamW) or 4e-3
+    (keras.optimizers.AdamW, whose eps is 1e-7).
+    """
+
+    name = "adamw"
+    DEFAULTS = {
+        "torch": {**Adam.DEFAULTS["torch"], "weight_decay": 1e-2, "decoupled_weight_decay": True},
+        "keras": {**Adam.DEFAULTS["keras"], "weight_decay": 4e-3, "decoupled_weight_decay": True},
+    }
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | torch.Tensor | None = None,
+        betas: tuple[float, float] | None = None,
+        eps: float | None = None,
+        weight_decay: float | None = None,
+        amsgrad: bool | None = None,
+        **options: Unpack[CommonOptions],
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, **options)  # type: ignore[arg-type]
+
+
+ADAM_INFO = OptimizerInfo(
+    name="adam",
+    cls=Adam,
+    title="Adam",
+    family="both",
+    rule="m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²; θ ← θ − η·m̂ / (√v̂ + ε)",
+    torch_twin=library_class("torch.optim", "Adam"),
+    keras_twin=library_class("keras.optimizers", "Adam"),
+    improves="both (momentum + RMSProp, bias-corrected)",
+    samples=(*COMMON_SAMPLES, {"amsgrad": True}, KERAS_DECAY, {"betas": (0.5, 0.9)}),
+    keras_samples=({"amsgrad": True}, KERAS_DECAY, {"betas": (0.5, 0.9)}),
+    convergence=Convergence(0.05, (0.03, 2000, 0.05)),
+)
+
+ADAMW_INFO = OptimizerInfo(
+    name="adamw",
+    cls=AdamW,
+    title="AdamW",
+    family="both",
+    rule="θ ← θ·(1 − η·λ), then Adam's step (decoupled weight decay λ)",
+    torch_twin=library_class("torch.optim", "AdamW"),
+    keras_twin=library_class("keras.optimizers", "AdamW"),
+    improves="both (Adam + decoupled weight decay)",
+    samples=({"maximize": True}, {"amsgrad": True}, {"weight_decay": 0.1}),
+    keras_samples=({"amsgrad": True}, {"weight_decay": 0.1}),
+    convergence=Convergence(0.05, (0.03, 2000, 0.1)),
+)
+
+#: what this module registers, in the order of the chapter
+DECLARATIONS = (ADAM_INFO, ADAMW_INFO)

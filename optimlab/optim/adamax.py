@@ -26,12 +26,28 @@ State: ``step``, ``exp_avg`` (m), ``exp_inf`` (u).
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Unpack
 
 import torch
 
-from optimlab.optim.base import Optimizer, Params, scaled_addcdiv_
+from optimlab.optim.base import CommonOptions, Optimizer, Params, scaled_addcdiv_
+from optimlab.optim.declaration import (
+    COMMON_SAMPLES,
+    KERAS_DECAY,
+    Convergence,
+    OptimizerInfo,
+    library_class,
+)
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
+
+
+@functools.cache  # one dict lookup per step instead of an import statement
+def _kernel() -> Any:
+    """The fused kernel (optimlab.optim.kernels.adamax), imported on first use."""
+    from optimlab.optim.kernels import adamax as kernel
+
+    return kernel.SPEC
 
 
 class Adamax(Optimizer):
@@ -44,6 +60,7 @@ class Adamax(Optimizer):
     }
     RANGES = {"lr": NON_NEGATIVE, "eps": POSITIVE}
     STATE = ("step", "exp_avg", "exp_inf")
+    kernel = staticmethod(_kernel)
 
     def __init__(
         self,
@@ -52,22 +69,13 @@ class Adamax(Optimizer):
         betas: tuple[float, float] | None = None,
         eps: float | None = None,
         weight_decay: float = 0.0,
-        *,
-        maximize: bool = False,
-        decoupled_weight_decay: bool = False,
-        convention: str = "torch",
-        nonfinite: str = "propagate",
-        impl: str = "auto",
+        **options: Unpack[CommonOptions],
     ) -> None:
         super().__init__(
             params,
             {"lr": lr, "betas": betas, "eps": eps},
-            convention=convention,
             weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            nonfinite=nonfinite,
-            impl=impl,
+            **options,
         )
 
     @staticmethod
@@ -95,3 +103,21 @@ class Adamax(Optimizer):
         exp_avg.lerp_(grad, 1 - beta1)
         torch.maximum(exp_inf.mul_(beta2), grad.abs().add_(eps), out=exp_inf)
         scaled_addcdiv_(param, exp_avg, exp_inf, lr / bias_correction)
+
+
+ADAMAX_INFO = OptimizerInfo(
+    name="adamax",
+    cls=Adamax,
+    title="AdaMax",
+    family="both",
+    rule="m ← β₁m + (1−β₁)g; u ← max(β₂u, |g| + ε); θ ← θ − η/(1−β₁ᵗ)·m / u",
+    torch_twin=library_class("torch.optim", "Adamax"),
+    keras_twin=library_class("keras.optimizers", "Adamax"),
+    improves="both (infinity norm)",
+    samples=(*COMMON_SAMPLES, {"betas": (0.5, 0.9)}),
+    keras_samples=({"betas": (0.5, 0.9)}, KERAS_DECAY),
+    convergence=Convergence(0.05, (0.1, 2000, 0.1)),
+)
+
+#: what this module registers, in the order of the chapter
+DECLARATIONS = (ADAMAX_INFO,)

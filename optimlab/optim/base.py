@@ -17,7 +17,7 @@ parameters (float16/bfloat16 parameters keep their state in float32 and are upda
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict, Unpack
 
 import torch
 
@@ -31,6 +31,7 @@ from optimlab.optim.hyperparameters import (
     check_choice,
     check_flag,
     check_number,
+    check_torch_implementation_options,
 )
 
 Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
@@ -42,7 +43,46 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "maximize": False,
     "nonfinite": "propagate",
     "impl": "auto",
+    # torch.optim's implementation switches, accepted so torch.optim code runs unchanged and
+    # recorded in every group as torch.optim records them (see `selected_impl`).
+    "foreach": None,
+    "fused": None,
+    "capturable": False,
+    "differentiable": False,
 }
+
+
+class CommonOptions(TypedDict, total=False):
+    """The keyword options every optimizer takes besides its own hyperparameters."""
+
+    maximize: bool
+    decoupled_weight_decay: bool
+    convention: str
+    nonfinite: str
+    impl: str
+    foreach: bool | None
+    fused: bool | None
+    capturable: bool
+    differentiable: bool
+
+
+def selected_impl(group: dict[str, Any]) -> str:
+    """The implementation a group runs: ``impl``, unless torch's ``fused``/``foreach`` chose one.
+
+    ``fused=True`` is optimlab's fused kernel (``impl="fused"``); ``foreach=True`` asks torch
+    for its multi-tensor loop, whose results are the single-tensor loop's, so it gets the
+    reference rule (``impl="reference"``).  None/False leave ``impl`` to decide, as in torch.
+    """
+    if group.get("fused"):
+        return "fused"
+    if group.get("foreach"):
+        return "reference"
+    return group["impl"]
+
+
+def _is_named(param: Any) -> bool:
+    return isinstance(param, tuple) and len(param) == 2 and isinstance(param[0], str)
+
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -50,6 +90,12 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 def state_dtype(param: torch.Tensor) -> torch.dtype:
     """Optimizer state is float32 for half-precision parameters, else the parameter's dtype."""
     return torch.float32 if param.dtype in LOW_PRECISION else param.dtype
+
+
+def scalar_dtype() -> torch.dtype:
+    """torch.optim's dtype for scalar state (``step``, NAdam's ``mu_product``): float64 when the
+    default dtype is float64, else float32 (``torch.optim.optimizer._get_scalar_dtype``)."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
 def scaled_sub_(param: torch.Tensor, direction: torch.Tensor, lr: float | torch.Tensor) -> None:
@@ -92,36 +138,40 @@ class Optimizer(torch.optim.Optimizer):
     STATE: ClassVar[tuple[str, ...]] = ()
     #: whether the rule keeps a per-parameter ``step`` count (as torch.optim does)
     COUNTS_STEPS: ClassVar[bool] = True
+    #: the fused kernel, as a factory returning its ``KernelSpec`` (it imports numba only when a
+    #: step first needs it); None: the algorithm has no kernel and always runs the reference.
+    kernel: ClassVar[Callable[[], Any] | None] = None
 
     def __init__(
         self,
         params: Params,
         hyperparameters: dict[str, Any],
         *,
-        convention: str = "torch",
-        weight_decay: float = 0.0,
-        decoupled_weight_decay: bool = False,
-        maximize: bool = False,
-        nonfinite: str = "propagate",
-        impl: str = "auto",
+        weight_decay: float | None = None,
+        **options: Unpack[CommonOptions],
     ) -> None:
-        check_choice(type(self).__name__, "convention", convention, CONVENTIONS)
-        defaults = dict(self.DEFAULTS[convention])
-        defaults.update({k: v for k, v in hyperparameters.items() if v is not None})
-        defaults.update(
-            convention=convention,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            nonfinite=nonfinite,
-            impl=impl,
-        )
+        owner = type(self).__name__
+        unknown = sorted(set(options) - set(COMMON_DEFAULTS) - {"convention"})
+        if unknown:
+            accepted = ", ".join([*self.DEFAULTS["torch"], "convention", *COMMON_DEFAULTS])
+            raise TypeError(
+                f"{owner} got an unexpected keyword argument {unknown[0]!r}; accepted: {accepted}"
+            )
+        convention = options.get("convention", "torch")
+        check_choice(owner, "convention", convention, CONVENTIONS)
+        defaults = self.default_hyperparameters(convention)
+        given = {**hyperparameters, "weight_decay": weight_decay}
+        defaults.update({k: v for k, v in given.items() if v is not None})
+        defaults.update(options)
         self._validate_group(defaults)
         if isinstance(params, torch.Tensor):
             raise TypeError(
-                f"{type(self).__name__}: params must be an iterable of tensors or of dicts "
+                f"{owner}: params must be an iterable of tensors or of dicts "
                 f"(parameter groups), got a single tensor; pass [tensor] instead"
             )
+        #: the fused kernels' flat state, one layout per parameter group (by id; see
+        #: ``kernels.layout``); bookkeeping of the fast path, not state: never in the state_dict
+        self.fused_layouts: dict[int, Any] = {}
         super().__init__(params, defaults)
 
     # ----------------------------------------------------------------------------------------
@@ -130,7 +180,9 @@ class Optimizer(torch.optim.Optimizer):
     def default_hyperparameters(cls, convention: str = "torch") -> dict[str, Any]:
         """Every hyperparameter with its default under `convention`, common options included."""
         check_choice(cls.__name__, "convention", convention, CONVENTIONS)
-        return {**cls.DEFAULTS[convention], **COMMON_DEFAULTS, "convention": convention}
+        own = cls.DEFAULTS[convention]  # an algorithm may set a common one (AdamW's weight_decay)
+        common = {k: v for k, v in COMMON_DEFAULTS.items() if k not in own}
+        return {**own, **common, "convention": convention}
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         owner = type(self).__name__
@@ -140,6 +192,7 @@ class Optimizer(torch.optim.Optimizer):
         check_number(owner, "weight_decay", group["weight_decay"], NON_NEGATIVE)
         for flag in ("decoupled_weight_decay", "maximize", *self.FLAGS):
             check_flag(owner, flag, group[flag])
+        check_torch_implementation_options(owner, group)
         for name, interval in self.RANGES.items():
             check_number(owner, name, group[name], interval)
         if "betas" in group:
@@ -151,13 +204,29 @@ class Optimizer(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         owner = type(self).__name__
+        if not isinstance(param_group, dict):
+            raise TypeError(
+                f"{owner}: a parameter group must be a dict with a 'params' key, "
+                f"got a {type(param_group).__name__}"
+            )
+        if "params" not in param_group:
+            raise ValueError(
+                f"{owner}: parameter group {len(self.param_groups)} has no 'params' key "
+                f"(keys: {', '.join(map(repr, param_group)) or 'none'}); every parameter group "
+                f"needs 'params', e.g. {{'params': model.parameters(), 'lr': 0.01}}"
+            )
         params = param_group["params"]
         params = [params] if isinstance(params, torch.Tensor) else list(params)
+        # Named parameters (`model.named_parameters()`), as torch.optim takes them since 2.7:
+        # (name, tensor) pairs; the names go to the group's "param_names" (and the state_dict).
+        tensors = [p[1] if _is_named(p) else p for p in params]
+        names = [p[0] for p in params if _is_named(p)]
         seen: set[int] = set()
-        for index, param in enumerate(params):
+        for index, param in enumerate(tensors):
             if not isinstance(param, torch.Tensor):
                 raise TypeError(
-                    f"{owner}: parameter {index} is a {type(param).__name__}, not a tensor"
+                    f"{owner}: parameter {index} is a {type(param).__name__}, not a tensor "
+                    f"(nor a (name, tensor) pair as model.named_parameters() gives)"
                 )
             if not param.is_floating_point():
                 raise ValueError(
@@ -170,6 +239,12 @@ class Optimizer(torch.optim.Optimizer):
                     f"parameter group; each parameter may appear once"
                 )
             seen.add(id(param))
+        if names and len(names) != len(tensors):
+            raise ValueError(
+                f"{owner}: {len(names)} of the {len(tensors)} parameters of a group have names; "
+                f"give every parameter a name (model.named_parameters()) or none"
+            )
+        # torch.optim reads the names back out of the (name, tensor) pairs itself.
         super().add_param_group({**param_group, "params": params})
         self._validate_group(self.param_groups[-1])
 
@@ -183,17 +258,21 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            for grad in grads:
+            params, grads = [], []
+            for p in group["params"]:
+                grad = p.grad
+                if grad is None:
+                    continue
                 if grad.is_sparse:
                     raise RuntimeError(
                         f"{type(self).__name__} does not support sparse gradients; use dense "
                         f"gradients (e.g. nn.Embedding(sparse=False)) or torch.optim.SparseAdam"
                     )
-            if group["nonfinite"] == "skip" and not _all_finite(grads, group["impl"]):
+                params.append(p)
+                grads.append(grad)
+            if not params:
+                continue
+            if group["nonfinite"] == "skip" and not _all_finite(grads, selected_impl(group)):
                 for p in params:
                     state = self.state[p]
                     state["nonfinite_skipped"] = state.get("nonfinite_skipped", 0) + 1
@@ -209,11 +288,16 @@ class Optimizer(torch.optim.Optimizer):
         ``impl="auto"`` takes the fused CPU kernel (``optimlab.optim.kernels``) when the group
         suits it and the reference rule otherwise; ``"fused"`` insists (and raises, saying why,
         on a group the kernel cannot take); ``"reference"`` always runs the per-tensor rule.
+        torch.optim's ``fused=True`` means ``"fused"`` and ``foreach=True`` ``"reference"``.
         """
-        if group["impl"] != "reference":
-            kernels = _kernels(required=group["impl"] == "fused")
-            if kernels is not None and kernels.fused_step(self, group, params, grads):
-                return
+        impl = selected_impl(group)
+        if impl != "reference":
+            required = impl == "fused"
+            kernels = _kernels(required)
+            if kernels is not None:
+                spec = None if self.kernel is None else self.kernel()
+                if kernels.fused_step(self, spec, group, params, grads, required=required):
+                    return
         for param, grad in zip(params, grads):
             self._reference_step(param, grad, self.state[param], group)
 
@@ -259,7 +343,7 @@ class Optimizer(torch.optim.Optimizer):
 
         torch.optim casts every saved state tensor to its parameter's dtype and shares the
         tensors with `state_dict`; optimlab copies them and restores them in their own dtype
-        (float32 state for half-precision parameters, float64 ``mu_product``), so a resumed run
+        (float32 state for half-precision parameters; ``step`` and ``mu_product`` as saved), so a resumed run
         continues bit for bit like an uninterrupted one.
         """
         saved_state = state_dict["state"]
@@ -273,7 +357,7 @@ class Optimizer(torch.optim.Optimizer):
                 if key == "step":
                     dtype = value.dtype
                 elif key == "mu_product":
-                    dtype = torch.float64
+                    dtype = value.dtype  # the saved precision, so the product continues alike
                 else:
                     dtype = state_dtype(param)
                 # Cloned: torch.optim aliases the loaded tensors, so two optimizers loaded from

@@ -90,3 +90,42 @@ def check_flag(owner: str, name: str, value: Any) -> None:
 def check_choice(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise _fail(owner, name, value, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def check_torch_implementation_options(owner: str, group: dict[str, Any]) -> None:
+    """torch.optim's foreach/fused/capturable/differentiable: the values optimlab can honour.
+
+    ``foreach`` and ``fused`` are None, True or False (not both True, and not against an
+    explicit ``impl``); ``capturable`` and ``differentiable`` must be False: optimlab's steps
+    are not CUDA-graph capturable and do not record autograd history.
+    """
+    for name in ("foreach", "fused"):
+        if group.get(name) not in (None, True, False):
+            raise _fail(owner, name, group[name], "None, True or False")
+    if group.get("fused") and group.get("foreach"):
+        raise _fail(
+            owner, "fused", True, "False or None when foreach=True (torch.optim refuses both too)"
+        )
+    impl = group.get("impl")
+    if group.get("fused") and impl == "reference":
+        raise _fail(owner, "fused", True, "False or None with impl='reference'")
+    if group.get("foreach") and impl == "fused":
+        raise _fail(owner, "foreach", True, "False or None with impl='fused'")
+    if group.get("capturable", False) is not False:
+        raise _fail(
+            owner,
+            "capturable",
+            group["capturable"],
+            "False: optimlab's steps are not CUDA-graph capturable; its fast path is the fused "
+            "CPU kernel (impl='fused' or fused=True); for CUDA graphs use torch.optim's own "
+            "class with capturable=True",
+        )
+    if group.get("differentiable", False) is not False:
+        raise _fail(
+            owner,
+            "differentiable",
+            group["differentiable"],
+            "False: optimlab's steps run under torch.no_grad() and record no autograd history; "
+            "to differentiate through an update use torch.optim's own class with "
+            "differentiable=True",
+        )

@@ -24,21 +24,51 @@ bias-corrected root.  They differ in the momentum schedule: torch uses the paper
 ``momentum_decay = 1`` here and is the default under ``convention="keras"``.  Defaults: torch
 lr 2e-3, eps 1e-8; Keras lr 1e-3, eps 1e-7; betas (0.9, 0.999).
 
-Note: optimlab keeps ``mu_product`` (Π_t) in float64 whatever the parameter dtype, and restores it
-in float64 from a state_dict; torch.optim keeps it in the default dtype and casts it to the
-parameter's dtype on load, so its resumed runs drift from uninterrupted ones.
+Precision of Π_t: torch.optim keeps ``mu_product`` in a 0-dim tensor of its scalar dtype (float32,
+or float64 when the default dtype is float64) and rounds the running product to it every step.
+optimlab does the same for float32 and half-precision parameters, in the reference rule and in the
+fused kernel, so both reproduce torch.optim bit for bit under torch's default dtype; for float64
+parameters it keeps Π_t in float64 whatever the default dtype (torch.optim would round it to
+float32 unless the default dtype is float64: a relative 1e-7 in one factor of a float64 step).  A
+state_dict restores the product in the dtype it was saved in (torch.optim casts it to the
+parameter's dtype on load, so its resumed runs can drift from uninterrupted ones).
 
 State: ``step``, ``mu_product``, ``exp_avg`` (m), ``exp_avg_sq`` (v).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Unpack
 
 import torch
 
-from optimlab.optim.base import Optimizer, Params, as_float, scaled_addcdiv_
+from optimlab.optim.base import (
+    CommonOptions,
+    Optimizer,
+    Params,
+    as_float,
+    scalar_dtype,
+    scaled_addcdiv_,
+    state_dtype,
+)
+from optimlab.optim.declaration import (
+    COMMON_SAMPLES,
+    KERAS_DECAY,
+    Convergence,
+    OptimizerInfo,
+    library_class,
+)
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
+
+
+@functools.cache
+def _kernel() -> Any:
+    """The fused kernel (optimlab.optim.kernels.nadam), imported on first use; it takes the
+    momentum schedule from here (the kernel never imports this module)."""
+    from optimlab.optim.kernels import nadam as kernel
+
+    return kernel.make_spec(NAdam.momentum_schedule)
 
 
 class NAdam(Optimizer):
@@ -51,6 +81,7 @@ class NAdam(Optimizer):
     }
     RANGES = {"lr": NON_NEGATIVE, "eps": POSITIVE, "momentum_decay": NON_NEGATIVE}
     STATE = ("step", "mu_product", "exp_avg", "exp_avg_sq")
+    kernel = staticmethod(_kernel)
 
     def __init__(
         self,
@@ -61,21 +92,14 @@ class NAdam(Optimizer):
         weight_decay: float = 0.0,
         momentum_decay: float | None = None,
         decoupled_weight_decay: bool = False,
-        *,
-        maximize: bool = False,
-        convention: str = "torch",
-        nonfinite: str = "propagate",
-        impl: str = "auto",
+        **options: Unpack[CommonOptions],
     ) -> None:
         super().__init__(
             params,
             {"lr": lr, "betas": betas, "eps": eps, "momentum_decay": momentum_decay},
-            convention=convention,
             weight_decay=weight_decay,
             decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            nonfinite=nonfinite,
-            impl=impl,
+            **options,
         )
 
     @staticmethod
@@ -94,14 +118,16 @@ class NAdam(Optimizer):
         lr, eps, psi = group["lr"], group["eps"], group["momentum_decay"]
         beta1, beta2 = group["betas"]
         if "exp_avg" not in state:
-            state["mu_product"] = torch.tensor(1.0, dtype=torch.float64)
+            # torch.optim's scalar dtype, widened to float64 for float64 parameters (see above)
+            dtype = torch.promote_types(scalar_dtype(), state_dtype(param))
+            state["mu_product"] = torch.tensor(1.0, dtype=dtype)
             state["exp_avg"] = torch.zeros_like(param)
             state["exp_avg_sq"] = torch.zeros_like(param)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         mu = NAdam.momentum_schedule(beta1, psi, step)
         mu_next = NAdam.momentum_schedule(beta1, psi, step + 1)
-        mu_product = as_float(state["mu_product"]) * mu
-        state["mu_product"].fill_(mu_product)
+        # Pi_t = Pi_{t-1} mu_t, rounded to the tensor's dtype as torch.optim's `mu_product *= mu`
+        mu_product = as_float(state["mu_product"].mul_(mu))
         mu_product_next = mu_product * mu_next
         bias_correction2 = 1 - beta2**step
 
@@ -118,3 +144,21 @@ class NAdam(Optimizer):
         denom = exp_avg_sq.div(bias_correction2).sqrt().add_(eps)
         scaled_addcdiv_(param, grad, denom, lr * (1.0 - mu) / (1.0 - mu_product))
         scaled_addcdiv_(param, exp_avg, denom, lr * mu_next / (1.0 - mu_product_next))
+
+
+NADAM_INFO = OptimizerInfo(
+    name="nadam",
+    cls=NAdam,
+    title="NAdam",
+    family="both",
+    rule="Adam with Nesterov momentum: θ ← θ − η·(μₜ₊₁m̂ + (1−μₜ)ĝ) / (√v̂ + ε)",
+    torch_twin=library_class("torch.optim", "NAdam"),
+    keras_twin=library_class("keras.optimizers", "Nadam"),
+    improves="both (Adam + Nesterov)",
+    samples=(*COMMON_SAMPLES, {"momentum_decay": 0.1}, KERAS_DECAY),
+    keras_samples=({"betas": (0.5, 0.9)}, KERAS_DECAY),
+    convergence=Convergence(0.03, (0.01, 3000, 0.05)),
+)
+
+#: what this module registers, in the order of the chapter
+DECLARATIONS = (NADAM_INFO,)

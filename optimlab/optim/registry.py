@@ -1,188 +1,55 @@
-"""The one list of optimizers. Tests, the CLI, the runner and the report iterate over it.
+"""The one list of optimizers: a list of algorithm modules, each declaring its optimizers.
 
-Adding an optimizer = one new algorithm module + one entry here; the common tests (parity with
-torch.optim and Keras, state_dict, bad input, convergence) then cover it with no other edit.
+Tests, the CLI, the lab's default sets, the benchmarks and the generated docs tables iterate over
+it.  Adding an optimizer = its module (``DECLARATIONS``: one ``OptimizerInfo`` per optimizer it
+defines; + an optional kernel module the class points to) + one line in ``MODULES``.  See
+docs/contributing.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
-from optimlab.optim.adadelta import Adadelta
-from optimlab.optim.adagrad import Adagrad
-from optimlab.optim.adam import Adam
-from optimlab.optim.adamax import Adamax
+from optimlab.optim import adadelta, adagrad, adam, adamax, nadam, rmsprop, sgd
 from optimlab.optim.base import Optimizer, Params
-from optimlab.optim.nadam import NAdam
-from optimlab.optim.rmsprop import RMSprop
-from optimlab.optim.sgd import NAG, SGD, Momentum
+from optimlab.optim.declaration import Convergence, OptimizerInfo
 
-
-@dataclass(frozen=True)
-class OptimizerInfo:
-    """Everything generic code needs to know about one optimizer."""
-
-    name: str
-    cls: type[Optimizer]
-    title: str
-    #: how it improves on gradient descent: "none", "direction", "step size" or "both"
-    family: str
-    #: the update rule in one line (torch convention)
-    rule: str
-    #: the class of the same algorithm in torch.optim and in keras.optimizers
-    torch_class: str
-    keras_class: str
-    #: option sets worth testing, beyond the defaults (torch convention, torch names)
-    samples: tuple[dict[str, Any], ...] = field(default_factory=tuple)
-    #: option sets worth testing under convention="keras" (Keras 3 has a counterpart for each)
-    keras_samples: tuple[dict[str, Any], ...] = field(default_factory=tuple)
-
-
-_COMMON = ({"weight_decay": 0.1}, {"maximize": True})
+#: the algorithm modules, in the order of the chapter
+MODULES: list[ModuleType] = [sgd, adagrad, rmsprop, adadelta, adam, adamax, nadam]
 
 REGISTRY: dict[str, OptimizerInfo] = {
-    info.name: info
-    for info in [
-        OptimizerInfo(
-            "sgd",
-            SGD,
-            "Gradient descent",
-            "none",
-            "θ ← θ − η·g",
-            "SGD",
-            "SGD",
-            samples=_COMMON,
-            keras_samples=({"weight_decay": 0.1, "decoupled_weight_decay": True},),
-        ),
-        OptimizerInfo(
-            "momentum",
-            Momentum,
-            "Momentum",
-            "direction",
-            "b ← μ·b + (1−τ)·g; θ ← θ − η·b",
-            "SGD",
-            "SGD",
-            samples=(*_COMMON, {"momentum": 0.5, "dampening": 0.3}),
-            keras_samples=(
-                {"momentum": 0.5},
-                {"weight_decay": 0.1, "decoupled_weight_decay": True},
-            ),
-        ),
-        OptimizerInfo(
-            "nag",
-            NAG,
-            "Nesterov accelerated gradient",
-            "direction",
-            "b ← μ·b + g; θ ← θ − η·(g + μ·b)",
-            "SGD",
-            "SGD",
-            samples=(*_COMMON, {"momentum": 0.5}),
-            keras_samples=(
-                {"momentum": 0.5},
-                {"weight_decay": 0.1, "decoupled_weight_decay": True},
-            ),
-        ),
-        OptimizerInfo(
-            "adagrad",
-            Adagrad,
-            "AdaGrad",
-            "step size",
-            "s ← s + g²; θ ← θ − η·g / (√s + ε)",
-            "Adagrad",
-            "Adagrad",
-            samples=(*_COMMON, {"lr_decay": 0.01}, {"initial_accumulator_value": 0.5}),
-            keras_samples=(
-                {"initial_accumulator_value": 0.5},
-                {"weight_decay": 0.1, "decoupled_weight_decay": True},
-            ),
-        ),
-        OptimizerInfo(
-            "rmsprop",
-            RMSprop,
-            "RMSProp",
-            "step size",
-            "v ← α·v + (1−α)·g²; θ ← θ − η·g / (√v + ε)",
-            "RMSprop",
-            "RMSprop",
-            samples=(
-                *_COMMON,
-                {"centered": True},
-                {"momentum": 0.9},
-                {"momentum": 0.5, "centered": True},
-            ),
-            keras_samples=(
-                {"centered": True},
-                {"momentum": 0.9},
-                {"momentum": 0.5, "centered": True},
-                {"weight_decay": 0.1, "decoupled_weight_decay": True},
-            ),
-        ),
-        OptimizerInfo(
-            "adadelta",
-            Adadelta,
-            "AdaDelta",
-            "step size",
-            "v ← ρv + (1−ρ)g²; Δ ← √(u+ε)/√(v+ε)·g; u ← ρu + (1−ρ)Δ²; θ ← θ − η·Δ",
-            "Adadelta",
-            "Adadelta",
-            samples=(*_COMMON, {"rho": 0.5}),
-            keras_samples=({"rho": 0.5}, {"weight_decay": 0.1, "decoupled_weight_decay": True}),
-        ),
-        OptimizerInfo(
-            "adam",
-            Adam,
-            "Adam",
-            "both",
-            "m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²; θ ← θ − η·m̂ / (√v̂ + ε)",
-            "Adam",
-            "Adam",
-            samples=(
-                *_COMMON,
-                {"amsgrad": True},
-                {"weight_decay": 0.1, "decoupled_weight_decay": True},
-                {"betas": (0.5, 0.9)},
-            ),
-            keras_samples=(
-                {"amsgrad": True},
-                {"weight_decay": 0.1, "decoupled_weight_decay": True},
-                {"betas": (0.5, 0.9)},
-            ),
-        ),
-        OptimizerInfo(
-            "adamax",
-            Adamax,
-            "AdaMax",
-            "both",
-            "m ← β₁m + (1−β₁)g; u ← max(β₂u, |g| + ε); θ ← θ − η/(1−β₁ᵗ)·m / u",
-            "Adamax",
-            "Adamax",
-            samples=(*_COMMON, {"betas": (0.5, 0.9)}),
-            keras_samples=(
-                {"betas": (0.5, 0.9)},
-                {"weight_decay": 0.1, "decoupled_weight_decay": True},
-            ),
-        ),
-        OptimizerInfo(
-            "nadam",
-            NAdam,
-            "NAdam",
-            "both",
-            "Adam with Nesterov momentum: θ ← θ − η·(μₜ₊₁m̂ + (1−μₜ)ĝ) / (√v̂ + ε)",
-            "NAdam",
-            "Nadam",
-            samples=(
-                *_COMMON,
-                {"momentum_decay": 0.1},
-                {"weight_decay": 0.1, "decoupled_weight_decay": True},
-            ),
-            keras_samples=(
-                {"betas": (0.5, 0.9)},
-                {"weight_decay": 0.1, "decoupled_weight_decay": True},
-            ),
-        ),
-    ]
+    info.name: info for module in MODULES for info in module.DECLARATIONS
 }
+
+
+def register(info: OptimizerInfo) -> None:
+    """Add an optimizer declared outside the built-in modules (a plugin, or a test's)."""
+    if info.name in REGISTRY:
+        raise ValueError(f"optimizer {info.name!r} is already registered")
+    if info.cls.name != info.name:
+        raise ValueError(
+            f"OptimizerInfo name {info.name!r} differs from {info.cls.__name__}.name "
+            f"{info.cls.name!r}"
+        )
+    REGISTRY[info.name] = info
+
+
+def unregister(name: str) -> None:
+    get_info(name)
+    del REGISTRY[name]
+
+
+@contextlib.contextmanager
+def registered(info: OptimizerInfo) -> Iterator[OptimizerInfo]:
+    """Register `info` for the duration of a ``with`` block."""
+    register(info)
+    try:
+        yield info
+    finally:
+        unregister(info.name)
 
 
 def list_optimizers() -> list[str]:
@@ -205,4 +72,23 @@ def create(name: str, params: Params, **hyperparameters: Any) -> Optimizer:
     return get_info(name).cls(params, **hyperparameters)
 
 
-__all__ = ["REGISTRY", "OptimizerInfo", "create", "get_info", "list_optimizers"]
+def kernel_specs() -> dict[str, Any]:
+    """The fused kernel of each registered optimizer that has one, by name (imports numba)."""
+    return {
+        name: info.cls.kernel() for name, info in REGISTRY.items() if info.cls.kernel is not None
+    }
+
+
+__all__ = [
+    "MODULES",
+    "REGISTRY",
+    "Convergence",
+    "OptimizerInfo",
+    "create",
+    "get_info",
+    "kernel_specs",
+    "list_optimizers",
+    "register",
+    "registered",
+    "unregister",
+]

@@ -34,12 +34,28 @@ State: ``step``, ``square_avg``, ``momentum_buffer`` (momentum > 0), ``grad_avg`
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Unpack
 
 import torch
 
-from optimlab.optim.base import Optimizer, Params, scaled_addcdiv_, scaled_sub_
+from optimlab.optim.base import CommonOptions, Optimizer, Params, scaled_addcdiv_, scaled_sub_
+from optimlab.optim.declaration import (
+    COMMON_SAMPLES,
+    KERAS_DECAY,
+    Convergence,
+    OptimizerInfo,
+    library_class,
+)
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE, UNIT_CLOSED
+
+
+@functools.cache  # one dict lookup per step instead of an import statement
+def _kernel() -> Any:
+    """The fused kernel (optimlab.optim.kernels.rmsprop), imported on first use."""
+    from optimlab.optim.kernels import rmsprop as kernel
+
+    return kernel.SPEC
 
 
 class RMSprop(Optimizer):
@@ -53,6 +69,7 @@ class RMSprop(Optimizer):
     RANGES = {"lr": NON_NEGATIVE, "alpha": UNIT_CLOSED, "eps": POSITIVE, "momentum": NON_NEGATIVE}
     FLAGS = ("centered",)
     STATE = ("step", "square_avg", "momentum_buffer", "grad_avg")
+    kernel = staticmethod(_kernel)
 
     def __init__(
         self,
@@ -63,22 +80,13 @@ class RMSprop(Optimizer):
         weight_decay: float = 0.0,
         momentum: float | None = None,
         centered: bool | None = None,
-        *,
-        maximize: bool = False,
-        decoupled_weight_decay: bool = False,
-        convention: str = "torch",
-        nonfinite: str = "propagate",
-        impl: str = "auto",
+        **options: Unpack[CommonOptions],
     ) -> None:
         super().__init__(
             params,
             {"lr": lr, "alpha": alpha, "eps": eps, "momentum": momentum, "centered": centered},
-            convention=convention,
             weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            nonfinite=nonfinite,
-            impl=impl,
+            **options,
         )
 
     @staticmethod
@@ -129,3 +137,31 @@ class RMSprop(Optimizer):
             scaled_sub_(param, buf, lr)
         else:
             scaled_addcdiv_(param, grad, avg, lr)
+
+
+RMSPROP_INFO = OptimizerInfo(
+    name="rmsprop",
+    cls=RMSprop,
+    title="RMSProp",
+    family="step size",
+    rule="v ← α·v + (1−α)·g²; θ ← θ − η·g / (√v + ε)",
+    torch_twin=library_class("torch.optim", "RMSprop"),
+    keras_twin=library_class("keras.optimizers", "RMSprop"),
+    improves="per-parameter step size (moving average of g²)",
+    samples=(
+        *COMMON_SAMPLES,
+        {"centered": True},
+        {"momentum": 0.9},
+        {"momentum": 0.5, "centered": True},
+    ),
+    keras_samples=(
+        {"centered": True},
+        {"momentum": 0.9},
+        {"momentum": 0.5, "centered": True},
+        KERAS_DECAY,
+    ),
+    convergence=Convergence(0.003, (0.003, 3000, 0.1)),
+)
+
+#: what this module registers, in the order of the chapter
+DECLARATIONS = (RMSPROP_INFO,)

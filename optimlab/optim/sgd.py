@@ -36,12 +36,28 @@ State: ``momentum_buffer`` (only when momentum > 0).
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Unpack
 
 import torch
 
-from optimlab.optim.base import Optimizer, Params, scaled_sub_
+from optimlab.optim.base import CommonOptions, Optimizer, Params, scaled_sub_
+from optimlab.optim.declaration import (
+    COMMON_SAMPLES,
+    KERAS_DECAY,
+    Convergence,
+    OptimizerInfo,
+    library_class,
+)
 from optimlab.optim.hyperparameters import NON_NEGATIVE, UNIT_CLOSED
+
+
+@functools.cache  # one dict lookup per step instead of an import statement
+def _kernel() -> Any:
+    """The fused kernel (optimlab.optim.kernels.sgd), imported on first use."""
+    from optimlab.optim.kernels import sgd as kernel
+
+    return kernel.SPEC
 
 
 class SGD(Optimizer):
@@ -55,6 +71,7 @@ class SGD(Optimizer):
     RANGES = {"lr": NON_NEGATIVE, "momentum": NON_NEGATIVE, "dampening": UNIT_CLOSED}
     FLAGS = ("nesterov",)
     STATE = ("momentum_buffer",)
+    kernel = staticmethod(_kernel)
     COUNTS_STEPS = False
 
     def __init__(
@@ -65,22 +82,13 @@ class SGD(Optimizer):
         dampening: float | None = None,
         weight_decay: float = 0.0,
         nesterov: bool | None = None,
-        *,
-        maximize: bool = False,
-        decoupled_weight_decay: bool = False,
-        convention: str = "torch",
-        nonfinite: str = "propagate",
-        impl: str = "auto",
+        **options: Unpack[CommonOptions],
     ) -> None:
         super().__init__(
             params,
             {"lr": lr, "momentum": momentum, "dampening": dampening, "nesterov": nesterov},
-            convention=convention,
             weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            nonfinite=nonfinite,
-            impl=impl,
+            **options,
         )
 
     def _check_group(self, group: dict[str, Any]) -> None:
@@ -139,3 +147,51 @@ class NAG(SGD):
         "torch": {**SGD.DEFAULTS["torch"], "momentum": 0.9, "nesterov": True},
         "keras": {**SGD.DEFAULTS["keras"], "momentum": 0.9, "nesterov": True},
     }
+
+
+SGD_INFO = OptimizerInfo(
+    name="sgd",
+    cls=SGD,
+    title="Gradient descent",
+    family="none",
+    rule="θ ← θ − η·g",
+    torch_twin=library_class("torch.optim", "SGD"),
+    keras_twin=library_class("keras.optimizers", "SGD"),
+    improves="— (plain / minibatch gradient descent)",
+    samples=COMMON_SAMPLES,
+    keras_samples=(KERAS_DECAY,),
+    convergence=Convergence(0.1, (0.001, 10000, 0.1)),
+)
+
+MOMENTUM_INFO = OptimizerInfo(
+    name="momentum",
+    cls=Momentum,
+    title="Momentum",
+    family="direction",
+    rule="b ← μ·b + (1−τ)·g; θ ← θ − η·b",
+    torch_twin=library_class("torch.optim", "SGD"),
+    keras_twin=library_class("keras.optimizers", "SGD"),
+    improves="direction (velocity, μ = 0.9)",
+    twin_arguments="momentum=0.9",
+    samples=(*COMMON_SAMPLES, {"momentum": 0.5, "dampening": 0.3}),
+    keras_samples=({"momentum": 0.5}, KERAS_DECAY),
+    convergence=Convergence(0.05, (0.001, 3000, 0.05)),
+)
+
+NAG_INFO = OptimizerInfo(
+    name="nag",
+    cls=NAG,
+    title="Nesterov accelerated gradient",
+    family="direction",
+    rule="b ← μ·b + g; θ ← θ − η·(g + μ·b)",
+    torch_twin=library_class("torch.optim", "SGD"),
+    keras_twin=library_class("keras.optimizers", "SGD"),
+    improves="direction (look-ahead velocity)",
+    twin_arguments="momentum=0.9, nesterov=True",
+    samples=(*COMMON_SAMPLES, {"momentum": 0.5}),
+    keras_samples=({"momentum": 0.5}, KERAS_DECAY),
+    convergence=Convergence(0.05, (0.001, 3000, 0.05)),
+)
+
+#: what this module registers, in the order of the chapter
+DECLARATIONS = (SGD_INFO, MOMENTUM_INFO, NAG_INFO)

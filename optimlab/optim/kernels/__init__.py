@@ -9,14 +9,10 @@ It differs from the reference by rounding only (``tests/test_kernels.py``).
 Layout: ``compile`` (numba options, disk cache, raw-pointer views), ``spec`` (what a kernel
 declares and its calling convention), ``layout`` (one flat state buffer per group), ``common``
 (element-wise pieces rounding as torch's ops), one module per algorithm, ``finite`` (the
-``nonfinite="skip"`` check), ``dispatch`` (when the kernel applies, and running it).
+``nonfinite="skip"`` check), ``dispatch`` (when the kernel applies, and running it).  An
+algorithm's class points to its kernel (``Optimizer.kernel``); nothing here names an algorithm.
 """
 
-from optimlab.optim.kernels.dispatch import (
-    KERNELS,
-    fused_step,
-    grads_all_finite,
-    unfusable_reason,
-)
+from optimlab.optim.kernels.dispatch import fused_step, grads_all_finite, unfusable_reason
 
-__all__ = ["KERNELS", "fused_step", "grads_all_finite", "unfusable_reason"]
+__all__ = ["fused_step", "grads_all_finite", "unfusable_reason"]

@@ -8,39 +8,29 @@ takes the reference rule.  ``impl="fused"`` on such a group raises an error that
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numba
 import numpy as np
 import torch
 
-from optimlab.optim.kernels import adadelta, adagrad, adam, adamax, nadam, rmsprop, sgd
 from optimlab.optim.kernels.finite import all_finite
 from optimlab.optim.kernels.layout import CHUNK, FlatState
 from optimlab.optim.kernels.spec import KernelSpec
-
-#: the fused kernel of each registered optimizer, by registry name
-KERNELS: dict[str, KernelSpec] = {
-    "sgd": sgd.SPEC,
-    "momentum": sgd.SPEC,
-    "nag": sgd.SPEC,
-    "adagrad": adagrad.SPEC,
-    "rmsprop": rmsprop.SPEC,
-    "adadelta": adadelta.SPEC,
-    "adam": adam.SPEC,
-    "adamax": adamax.SPEC,
-    "nadam": nadam.SPEC,
-}
 
 FUSED_DTYPES = (torch.float32, torch.float64)
 
 
 def unfusable_reason(
-    name: str, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    spec: KernelSpec | None,
+    group: dict[str, Any],
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
 ) -> tuple[type[Exception], str] | None:
     """(error type, reason) why the fused kernel cannot update this group, or None if it can."""
-    if name not in KERNELS:
-        return ValueError, f"there is no fused kernel for {name!r}"
+    if spec is None:
+        return ValueError, "this optimizer declares no fused kernel"
     if isinstance(group["lr"], torch.Tensor):
         return ValueError, "lr is a tensor; the fused kernels take a Python-number lr"
     dtype = params[0].dtype
@@ -64,27 +54,39 @@ def unfusable_reason(
 
 
 def fused_step(
-    optimizer: Any, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    optimizer: Any,
+    spec: KernelSpec | None,
+    group: dict[str, Any],
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    *,
+    required: bool = False,
 ) -> bool:
     """Update the group with its fused kernel; False (nothing done) when it does not apply.
 
-    With ``impl="fused"`` a group the kernel cannot take raises instead of returning False.
+    `spec` is the kernel the optimizer's class declares (None: it has none).  When it is `required` (``impl="fused"`` or ``fused=True``) a group the kernel cannot
+    take raises instead of returning False.
     """
-    reason = unfusable_reason(optimizer.name, group, params, grads)
+    reason = unfusable_reason(spec, group, params, grads)
     if reason is not None:
-        if group["impl"] == "fused":
+        if required:
             error, why = reason
+            chosen = "fused=True" if group.get("fused") else "impl='fused'"
             raise error(
-                f"{type(optimizer).__name__}(impl='fused'): {why}; use impl='auto' to fall back "
-                f"to the reference rule where the fused kernel does not apply"
+                f"{type(optimizer).__name__}({chosen}): {why}; use impl='auto' (and fused=None) "
+                f"to fall back to the reference rule where the fused kernel does not apply"
             )
         return False
-    spec = KERNELS[optimizer.name]
+    assert spec is not None
     layout, indices = _layout(optimizer, spec, group, params)
     chunks, offsets, elements = layout.work(indices)
-    grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
-    param_ptrs = np.array([p.data_ptr() for p in params], dtype=np.int64)
-    grad_ptrs = np.array([g.data_ptr() for g in grads], dtype=np.int64)
+    call = _call_arrays(layout, indices)
+    param_ptrs, grad_ptrs = call.param_ptrs, call.grad_ptrs
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if not g.is_contiguous():
+            g = grads[i] = g.contiguous()  # kept alive by `grads` until the kernel returns
+        param_ptrs[i] = p.data_ptr()
+        grad_ptrs[i] = g.data_ptr()
     # The common case (every parameter of the layout steps, in order) works on the layout's own
     # arrays; a subset works on copies that are written back.
     everything = indices == layout.all_indices
@@ -96,18 +98,57 @@ def fused_step(
     if not everything:
         for name, values in scalars.items():
             layout.scalars[name][list(indices)] = values
-    coef = np.empty((len(params), len(rows[0]) if isinstance(rows, list) else len(rows)))
-    coef[:] = rows
-    coef = coef.astype(_NUMPY[layout.dtype], copy=False)
-    flags = np.array(spec.flags(group), dtype=np.int64)
+    coef = call.coefficients(len(rows[0]) if isinstance(rows, list) else len(rows))
+    coef[:] = rows  # Python floats rounded once to the layout's dtype
+    flags = call.flags(spec.flags(group))
     fresh = layout.fresh if everything else layout.fresh[list(indices)]
     follow_torch_threads(elements)
     spec.kernel(param_ptrs, grad_ptrs, chunks, offsets, fresh, layout.buffer_numpy, coef, flags)
-    if everything:
-        fresh[:] = 0
-    else:
-        layout.fresh[list(indices)] = 0
+    if layout.any_fresh:  # SGD's first-step buffers are no longer fresh
+        if everything:
+            fresh[:] = 0
+        else:
+            layout.fresh[list(indices)] = 0
+        layout.any_fresh = bool(layout.fresh.any())
     return True
+
+
+class _CallArrays:
+    """The numpy arrays one kernel call takes, kept between steps of one (layout, subset).
+
+    Building them afresh cost more than the whole step of a small tensor; they are refilled in
+    place instead (pointers every step: a gradient is often a new tensor; coefficients every step;
+    flags only when the group's options change).
+    """
+
+    def __init__(self, count: int, dtype: torch.dtype) -> None:
+        self.param_ptrs = np.empty(count, dtype=np.int64)
+        self.grad_ptrs = np.empty(count, dtype=np.int64)
+        self._count = count
+        self._dtype = _NUMPY[dtype]
+        self._coef = np.empty((count, 0), dtype=self._dtype)
+        self._flags_key: tuple[int, ...] | None = None
+        self._flags = np.empty(0, dtype=np.int64)
+
+    def coefficients(self, width: int) -> np.ndarray:
+        if self._coef.shape[1] != width:
+            self._coef = np.empty((self._count, width), dtype=self._dtype)
+        return self._coef
+
+    def flags(self, values: tuple[int, ...]) -> np.ndarray:
+        if values != self._flags_key:
+            self._flags = np.array(values, dtype=np.int64)
+            self._flags_key = tuple(values)
+        return self._flags
+
+
+def _call_arrays(layout: FlatState, indices: tuple[int, ...]) -> _CallArrays:
+    arrays = layout.call_arrays.get(indices)
+    if arrays is None:
+        if len(layout.call_arrays) > 16:  # alternating subsets: a bounded cache
+            layout.call_arrays.clear()
+        arrays = layout.call_arrays[indices] = _CallArrays(len(indices), layout.dtype)
+    return arrays
 
 
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
@@ -117,9 +158,8 @@ def _layout(
     optimizer: Any, spec: KernelSpec, group: dict[str, Any], params: list[torch.Tensor]
 ) -> tuple[FlatState, tuple[int, ...]]:
     """The group's flat state, rebuilt when it no longer holds the state of `params`."""
-    layouts = optimizer.__dict__.setdefault("_flat_states", {})
-    position = next(i for i, g in enumerate(optimizer.param_groups) if g is group)
-    layout = layouts.get(position)
+    layouts = optimizer.fused_layouts
+    layout = layouts.get(id(group))  # `describes` checks that it is this group's
     indices = None if layout is None else layout.describes(spec, group, params, optimizer.state)
     if indices is None:
         # Members: the parameters stepping now and every other one of the group that already
@@ -135,7 +175,10 @@ def _layout(
                 and any(k in optimizer.state.get(p, ()) for k in spec.tensor_state(group))
             )
         ]
-        layout = layouts[position] = FlatState(spec, group, members, optimizer.state)
+        live = {id(g) for g in optimizer.param_groups}  # forget groups that were replaced
+        for key in [key for key in layouts if key not in live]:
+            del layouts[key]
+        layout = layouts[id(group)] = FlatState(spec, group, members, optimizer.state)
         indices = layout.describes(spec, group, params, optimizer.state)
         assert indices is not None
     return layout, indices
@@ -147,12 +190,21 @@ PARALLEL_FROM = 2 * CHUNK
 
 
 def follow_torch_threads(elements: int) -> None:
-    """Use as many threads as torch does (``torch.set_num_threads``), one for small work."""
+    """Use as many threads as torch does (``torch.set_num_threads``), one for small work.
+
+    numba's thread count is per calling thread and costs a few microseconds to read, so the count
+    this module last set is remembered per thread; only a change calls numba.
+    """
     wanted = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     if elements < PARALLEL_FROM:
         wanted = 1
-    if numba.get_num_threads() != wanted:
-        numba.set_num_threads(wanted)
+    if getattr(_THREADS, "count", None) != wanted:
+        if numba.get_num_threads() != wanted:
+            numba.set_num_threads(wanted)
+        _THREADS.count = wanted
+
+
+_THREADS = threading.local()
 
 
 _FINITE_CHUNKS: dict[tuple[int, ...], np.ndarray] = {}

@@ -68,10 +68,12 @@ class FlatState:
                     view.fill_(initial)
                 views.append(view)
             self.views.append(views)
+        self.any_fresh = bool(self.fresh.any())
         self.scalars: dict[str, np.ndarray] = {}
         self.scalar_views: list[tuple[str, list[torch.Tensor]]] = []
         for scalar in spec.scalar_state:
-            flat = torch.empty(len(params), dtype=scalar.dtype)
+            dtype = scalar.dtype_for([state[p].get(scalar.name) for p in params], self.dtype)
+            flat = torch.empty(len(params), dtype=dtype)
             for i, p in enumerate(params):
                 old = state[p].get(scalar.name)
                 flat[i] = float(old) if isinstance(old, torch.Tensor) else scalar.initial
@@ -85,6 +87,8 @@ class FlatState:
             for p, view in zip(params, views):
                 state[p][key] = view
         self._chunks: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, int]] = {}
+        #: the kernel call's argument arrays per subset of parameters (see dispatch._CallArrays)
+        self.call_arrays: dict[tuple[int, ...], Any] = {}
 
     def describes(
         self,

@@ -1,15 +1,17 @@
 """Fused NAdam (see ``optimlab.optim.nadam`` for the rule and the two momentum schedules).
 
 Bytes per float32 parameter and step: read p, g, m, v, write p, m, v = 28.  The momentum schedule
-and its running product (``mu_product``, float64, per parameter) are computed in Python.
+and its running product (``mu_product``, per parameter, in torch.optim's scalar dtype as the
+reference keeps it) are computed in Python.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
-import torch
 from numba import prange
 
 from optimlab.optim.kernels.common import DECAY, WD, decayed_gradient, lerp
@@ -82,24 +84,45 @@ def _nadam(param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
                 p[j] = pj + avg_scale * mj / root
 
 
-def _coefficients(group: dict[str, Any], scalars: dict[str, np.ndarray]) -> Any:
-    from optimlab.optim.nadam import NAdam  # the schedule is the algorithm module's
+KERNEL = jit_kernel(_nadam)
 
+
+def make_spec(momentum_schedule: Callable[[float, float, int], float]) -> KernelSpec:
+    """The kernel, given the algorithm's momentum schedule mu_t = schedule(beta1, psi, t).
+
+    The schedule is the algorithm module's one pure function (``NAdam.momentum_schedule``), passed
+    in so that this kernel never imports the algorithm module (layers point one way)."""
+    return KernelSpec(
+        kernel=KERNEL,
+        tensor_state=lambda group: ("exp_avg", "exp_avg_sq"),
+        coefficients=partial(_coefficients, momentum_schedule),
+        flags=lambda group: (*common_flags(group), int(group["convention"] == "keras")),
+        scalar_state=(STEP, ScalarState("mu_product", None, 1.0)),
+        bytes_per_param=lambda group: 28,
+    )
+
+
+def _coefficients(
+    schedule: Callable[[float, float, int], float],
+    group: dict[str, Any],
+    scalars: dict[str, np.ndarray],
+) -> Any:
     lr, eps, psi = group["lr"], group["eps"], group["momentum_decay"]
     beta1, beta2 = group["betas"]
     steps = advance_steps(scalars)
     products = scalars["mu_product"]
-    # mu_product <- mu_product * mu_t, in float64 as the reference
+    # mu_product <- mu_product * mu_t, rounded to the product's dtype as the reference's mul_
     unique = np.unique(steps)
     if len(unique) == 1:
-        products *= NAdam.momentum_schedule(beta1, psi, int(unique[0]))
+        products *= schedule(beta1, psi, int(unique[0]))
     else:
-        products *= [NAdam.momentum_schedule(beta1, psi, int(s)) for s in steps]
+        mus = [schedule(beta1, psi, int(s)) for s in steps]
+        products *= np.asarray(mus, dtype=products.dtype)
 
     def row(step: float, mu_product: float) -> tuple[float, ...]:
         step = int(step)
-        mu = NAdam.momentum_schedule(beta1, psi, step)
-        mu_next = NAdam.momentum_schedule(beta1, psi, step + 1)
+        mu = schedule(beta1, psi, step)
+        mu_next = schedule(beta1, psi, step + 1)
         mu_product_next = mu_product * mu_next
         return (
             *common_coefficients(group),
@@ -119,13 +142,3 @@ def _coefficients(group: dict[str, Any], scalars: dict[str, np.ndarray]) -> Any:
         )
 
     return per_tensor_rows(row, steps, products)
-
-
-SPEC = KernelSpec(
-    kernel=jit_kernel(_nadam),
-    tensor_state=lambda group: ("exp_avg", "exp_avg_sq"),
-    coefficients=_coefficients,
-    flags=lambda group: (*common_flags(group), int(group["convention"] == "keras")),
-    scalar_state=(STEP, ScalarState("mu_product", torch.float64, 1.0)),
-    bytes_per_param=lambda group: 28,
-)

@@ -33,11 +33,25 @@ FROM_GRADIENT = "from-gradient"
 
 @dataclass(frozen=True)
 class ScalarState:
-    """A per-parameter 0-dim state tensor: its name, dtype and initial value."""
+    """A per-parameter 0-dim state tensor: its name, dtype and initial value.
+
+    ``dtype=None``: the dtype of the state it takes over, else torch.optim's scalar dtype
+    (float64 when the default dtype is float64, else float32) widened to the parameters' dtype,
+    as the reference rule creates it.
+    """
 
     name: str
-    dtype: torch.dtype
+    dtype: torch.dtype | None
     initial: float
+
+    def dtype_for(self, existing: list[Any], param_dtype: torch.dtype) -> torch.dtype:
+        if self.dtype is not None:
+            return self.dtype
+        for value in existing:
+            if isinstance(value, torch.Tensor):
+                return value.dtype
+        default = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+        return torch.promote_types(default, param_dtype)
 
 
 @dataclass(frozen=True)
