@@ -43,6 +43,7 @@ if _TYPE_CHECKING:  # for type checkers and IDEs; never executed
         Adagrad,
         Adam,
         Adamax,
+        AdamW,
         Momentum,
         NAdam,
         Optimizer,

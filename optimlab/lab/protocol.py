@@ -144,7 +144,7 @@ class Contender:
 
 
 def contenders(spec: str | None) -> list[Contender]:
-    """Parse ``--optimizers`` (None: all nine with their defaults) and build each optimizer once
+    """Parse ``--optimizers`` (None: every registered optimizer with its defaults) and build each optimizer once
     on a dummy parameter (`Contender.check`); labels must be unique. ValueError if not."""
     if spec is None:
         return [Contender(name, name, {}) for name in list_optimizers()]
