@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from optimlab import __version__
-from optimlab.cli import compare, demo, diagnose, export, list_optimizers, lr_find
+from optimlab.cli import compare, demo, diagnose, export, list_optimizers, lr_find, serve
 from optimlab.cli import landscape as landscape_command
 
 app = typer.Typer(
@@ -39,3 +39,4 @@ app.command("export")(export.command)
 app.command("landscape")(landscape_command.command)
 app.command("diagnose")(diagnose.command)
 app.command("lr-find")(lr_find.command)
+app.command("serve")(serve.command)
