@@ -8,6 +8,7 @@ fast; the app is built when the command runs.  FastAPI and uvicorn come with ``o
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 
 import typer
@@ -87,8 +88,6 @@ def command(
         sys.stdout.flush()
 
     server.startup = announce  # type: ignore[method-assign]
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.run()
-    except KeyboardInterrupt:
-        pass
     return 0 if server.started else 1

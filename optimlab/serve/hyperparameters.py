@@ -83,4 +83,4 @@ def registry() -> list[dict[str, Any]]:
     return [describe(info) for info in REGISTRY.values()]
 
 
-__all__ = ["registry", "describe"]
+__all__ = ["describe", "registry"]
