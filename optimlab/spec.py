@@ -51,7 +51,12 @@ def parse_item(item: str) -> tuple[str, dict[str, Any]]:
             raise ValueError(
                 f"bad option {pair!r} in spec item {item!r}; expected key=value, e.g. lr=0.01"
             )
-        options[key.strip()] = parse_value(value)
+        key = key.strip()
+        if key in options:
+            raise ValueError(
+                f"option {key!r} given twice in spec item {item!r}; give each option once"
+            )
+        options[key] = parse_value(value)
     return name.strip(), options
 
 
@@ -69,14 +74,51 @@ def optimizer_options(name: str) -> list[str]:
     return [p for p in signature.parameters if p not in ("self", "params")]
 
 
-def parse_optimizer_spec(spec: str) -> list[tuple[str, dict[str, Any]]]:
-    """Parse and check an optimizer spec: unknown names or options raise ValueError listing
-    the valid ones. Tuples of length one are unwrapped; betas must be given as b1/b2."""
-    parsed = parse_spec(spec)
-    for name, options in parsed:
+def split_custom_item(item: str) -> tuple[str, str, dict[str, Any]] | None:
+    """``"mine.py:MyOpt:lr=0.1"`` -> ``("mine.py", "MyOpt", {"lr": 0.1})`` and
+    ``"torch.optim:AdamW"`` -> ``("torch.optim", "AdamW", {})``; None for a built-in name.
+
+    An item is custom when its first part looks like a file (``x.py``, ``dir/x.py``) or a
+    dotted module (``torch.optim``); see `optimlab.lab.custom_optimizers`."""
+    from optimlab.lab.custom_optimizers import looks_custom
+    from optimlab.lab.custom_optimizers import split_custom_item as split
+
+    if not looks_custom(item.strip().partition(":")[0]):
+        return None
+    return split(item)
+
+
+def parse_optimizer_items(
+    spec: str, allow_custom: bool = True
+) -> list[tuple[str, dict[str, Any], Any]]:
+    """Parse and check an optimizer spec into ``(name, options, custom)`` per item: `custom`
+    is None for a built-in name and a `optimlab.lab.custom_optimizers.CustomOptimizer` (its
+    `label` as the name) for ``path/to/file.py:Class`` or ``package.module:Class``.
+
+    Unknown names or options raise ValueError listing the valid ones."""
+    items = [part for part in spec.split(",") if part.strip()]
+    if not items:
+        raise ValueError(f"empty spec {spec!r}; expected name[:key=value...][,name...]")
+    parsed: list[tuple[str, dict[str, Any], Any]] = []
+    for item in items:
+        custom = split_custom_item(item) if allow_custom else None
+        if custom is not None:
+            from optimlab.lab.custom_optimizers import parse_custom_item
+
+            source, attribute, options = custom
+            optimizer = parse_custom_item(source, attribute, options)
+            parsed.append((optimizer.label, options, optimizer))
+            continue
+        name, options = parse_item(item)
         if name not in list_optimizers():
+            custom_hint = (
+                ", or your own as path/to/file.py:Class or package.module:Class"
+                if allow_custom
+                else ""
+            )
             raise ValueError(
                 f"unknown optimizer {name!r}; valid names: {', '.join(list_optimizers())}"
+                + custom_hint
             )
         valid = optimizer_options(name)
         for key in options:
@@ -85,4 +127,11 @@ def parse_optimizer_spec(spec: str) -> list[tuple[str, dict[str, Any]]]:
                     f"unknown option {key!r} for optimizer {name!r}; valid options: "
                     f"{', '.join(valid)}"
                 )
+        parsed.append((name, options, None))
     return parsed
+
+
+def parse_optimizer_spec(spec: str) -> list[tuple[str, dict[str, Any]]]:
+    """Parse and check a spec of built-in optimizers: ``[(name, options), ...]``; unknown names
+    or options raise ValueError listing the valid ones."""
+    return [(name, options) for name, options, _ in parse_optimizer_items(spec, False)]

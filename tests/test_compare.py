@@ -261,7 +261,9 @@ def test_diverged_optimizer_is_reported_not_a_crash(tmp_path: Path, capsys) -> N
     entry = summary["problems"]["quadratic-deep"]["sgd:lr=10"]
     assert entry["status"] == "diverged" and entry["best_lr"] is None
     assert entry["lr_sensitivity"] == [{"lr": 10.0, "status": "diverged", "final_val_loss": None}]
-    assert entry["rank"] == 2 and summary["ranking"][-1]["optimizer"] == "sgd:lr=10"
+    # never ranked: not last, not at all (alone it used to be ranked #1)
+    assert entry["rank"] is None and "sgd:lr=10" not in [r["optimizer"] for r in summary["ranking"]]
+    assert summary["unranked"][0]["optimizer"] == "sgd:lr=10"
     assert entry["default"]["seeds_ok"] == 1  # the default rate (1e-3) is stable
     assert "all diverged" in (tmp_path / "index.html").read_text()
     capsys.readouterr()

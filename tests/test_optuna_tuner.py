@@ -23,7 +23,7 @@ from optimlab.lab.train import train
 
 BASE = ["compare", "--problems", "quadratic-deep", "--optimizers", "sgd,adam", "--steps", "20"]
 BASE += ["--seeds", "2", "--workers", "1", "--tuner", "optuna"]
-TIMING = {"seconds", "cpu_seconds", "seconds_per_step"}
+TIMING = {"seconds", "cpu_seconds", "seconds_per_step", "warmup_seconds", "curve_seconds"}
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ def test_registered_names() -> None:
         "mnist1d-mlp",
         "mnist1d-cnn",
         "deep-mlp",
+        "mnist1d-transfer",
         "torchvision",
     ]
 

@@ -24,7 +24,7 @@ from tests.test_compare import TINY_COMPARISON, TINY_TRIALS, USER_FILE
 
 TINY = TINY_COMPARISON
 #: wall-clock measurements, the only metrics allowed to differ between two runs
-TIMING = {"seconds", "cpu_seconds", "seconds_per_step"}
+TIMING = {"seconds", "cpu_seconds", "seconds_per_step", "warmup_seconds", "curve_seconds"}
 
 CRASHING_PROBLEM = '''
 import os
@@ -296,3 +296,38 @@ def test_without_ray_the_executor_says_how_to_install_it(
     assert code == 2
     assert "Invalid value for --executor" in error and "pip install 'optimlab[ray]'" in error
     assert not (tmp_path / "out").exists()
+
+
+MY_OPTIMIZER = """
+import torch
+
+class MyOpt(torch.optim.Optimizer):
+    def __init__(self, params, lr=0.01):
+        super().__init__(params, dict(lr=lr))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad.sign(), alpha=-group["lr"])
+"""
+
+
+def test_a_custom_optimizer_file_travels_with_the_trials(ray_owner, tmp_path: Path) -> None:
+    """``--optimizers mine.py:MyOpt`` on Ray: the file is gone before any trial starts; the
+    trials carry the text the driver read, and give the numbers of a run in this process."""
+    from optimlab.lab.ray_executor import RayExecutor
+
+    path = tmp_path / "mine.py"
+    path.write_text(MY_OPTIMIZER)
+    comparison = Comparison(
+        [("quadratic-deep", 15)], contenders(f"adam,{path}:MyOpt"), lr_grid(2, 1e-3, 1e-1), seeds=1
+    )
+    path.unlink()
+    on_ray, local = ResultStore(tmp_path / "ray"), ResultStore(tmp_path / "local")
+    run_comparison(comparison, on_ray, 2, executor=RayExecutor(on_ray, 2))
+    run_comparison(comparison, local, 1)
+    mine = [t for t in on_ray.iter() if t.spec.optimizer == "mine.py:MyOpt"]
+    assert len(mine) == 3 and all(t.result.status == "ok" for t in mine), mine
+    assert_same_trials(local.directory, on_ray.directory)

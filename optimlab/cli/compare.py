@@ -2,7 +2,7 @@
 
     optimlab compare [--suite quick|full] [--problems P,...] [--optimizers SPEC] [--seeds N]
                      [--workers N] [--out DIR] [--fresh] [--schedule S] [--steps N]
-                     [--grid-points N] [--diagnose]
+                     [--grid-points N] [--diagnose] [--log-dir DIR]
                      [--executor local|ray] [--ray-address HOST:PORT] [--ray-retries N]
                      [--tuner grid|optuna] [--trials N] [--search lr,betas,momentum,...]
 
@@ -12,32 +12,31 @@ local Ray instance with ``--workers`` CPUs); this process still writes every res
 of Optuna's TPE per (problem, optimizer), over the learning rate and the ``--search``
 dimensions; the studies live in ``DIR/optuna.journal`` and resume with the command.
 
-Parses and checks the options (bad input → exit code 2 and a message naming the option, the
-value and what is allowed), then calls the lab (`run_comparison`, `summarize_store`) and the
-report (`write_report`); only this module prints.
+Three steps, each a plain function: `build` parses and checks every option — every optimizer is
+built once on a dummy parameter, so a value its class rejects exits 2 before any training —
+`run` drives the lab (`run_comparison`, with progress and a Ctrl-C that says what is stored and
+how to resume) and `render` prints the answer (one line per problem and overall, then the
+tables) after `write_report`. `compare` chains them; the typer `command` and `optimlab demo`
+call `compare`, never each other's typer signatures. Only this module prints.
+
+No heavy import at module level (torch, the lab, the problems): ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
+import shlex
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
-from optimlab.lab.executor import BaseExecutor, Executor, default_workers
-from optimlab.lab.protocol import SUITES, Comparison, contenders, lr_grid, run_comparison
-from optimlab.lab.schedules import SCHEDULES, parse_schedule
-from optimlab.lab.store import ResultStore, StoreError, check_writable
-from optimlab.lab.summary import summarize_store
-from optimlab.lab.tuner import SEARCH_NAMES, TUNERS, OptunaTuner, parse_search, remove_studies
-from optimlab.problems import get_problem, list_problems
-from optimlab.report import write_report
 
 DEFAULT_OUT = "results/compare"
 EXECUTORS = ("local", "ray")
+#: exit code of a run interrupted by Ctrl-C (128 + SIGINT), as shells report it
+INTERRUPTED = 130
 
 
 def check_scale_options(
@@ -50,6 +49,8 @@ def check_scale_options(
 ) -> None:
     """The executor and tuner options, checked before any work (typer.BadParameter if not);
     a missing extra (ray, optuna) says how to install it."""
+    from optimlab.lab.tuner import TUNERS, parse_search
+
     if executor not in EXECUTORS:
         raise typer.BadParameter(
             f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}",
@@ -107,10 +108,15 @@ def build_comparison(
     trials: int | None = None,
     search: str | None = None,
     out: str = DEFAULT_OUT,
-) -> Comparison:
+) -> Any:
     """Turn the command-line options into a checked `Comparison` (typer.BadParameter if not).
     ``tuner="optuna"``: `trials` points per pair (default: as many as the grid's), studies in
     `out`."""
+    from optimlab.lab.protocol import SUITES, Comparison, contenders, lr_grid
+    from optimlab.lab.schedules import parse_schedule
+    from optimlab.lab.tuner import OptunaTuner
+    from optimlab.problems import get_problem, list_problems
+
     if suite not in SUITES:
         raise typer.BadParameter(
             f"unknown suite {suite!r}; valid: {', '.join(SUITES)}", param_hint="--suite"
@@ -182,44 +188,401 @@ def build_comparison(
     return comparison
 
 
-def ranking_table(summary: dict) -> Table:
+@dataclass
+class Options:
+    """Every option of `optimlab compare`, with its default (what `compare` and `optimlab demo`
+    pass around — plain values, never typer's option objects)."""
+
+    suite: str = "quick"
+    problems: str | None = None
+    optimizers: str | None = None
+    seeds: int | None = None
+    workers: int | None = None
+    out: str = DEFAULT_OUT
+    fresh: bool = False
+    schedule: str = "constant"
+    steps: int | None = None
+    diagnose: bool = False
+    grid_points: int | None = None
+    executor: str = "local"
+    ray_address: str | None = None
+    ray_retries: int = 2
+    tuner: str = "grid"
+    trials: int | None = None
+    search: str | None = None
+    log_dir: str | None = None
+    #: the command a rerun uses (``optimlab demo`` for the demo)
+    program: tuple[str, ...] = ("optimlab", "compare")
+
+    def resume_command(self) -> str:
+        """The exact command that resumes this run (the same options; never ``--fresh``, which
+        would delete what is stored)."""
+        args = list(self.program)
+        defaults = Options(program=self.program)
+        flags = {
+            "suite": "--suite",
+            "problems": "--problems",
+            "optimizers": "--optimizers",
+            "seeds": "--seeds",
+            "workers": "--workers",
+            "out": "--out",
+            "schedule": "--schedule",
+            "steps": "--steps",
+            "grid_points": "--grid-points",
+            "executor": "--executor",
+            "ray_address": "--ray-address",
+            "ray_retries": "--ray-retries",
+            "tuner": "--tuner",
+            "trials": "--trials",
+            "search": "--search",
+            "log_dir": "--log-dir",
+        }
+        for name, flag in flags.items():
+            value = getattr(self, name)
+            if value is not None and value != getattr(defaults, name):
+                args += [flag, str(value)]
+        if self.diagnose:
+            args.append("--diagnose")
+        return shlex.join(args)
+
+
+@dataclass
+class Setup:
+    """What `build` made: the checked comparison, the opened store and the executor."""
+
+    options: Options
+    comparison: Any
+    store: Any
+    executor: Any
+    where: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build(options: Options) -> Setup:
+    """Check every option (typer.BadParameter → exit 2) and make the comparison, the store and
+    the executor. Nothing trains here."""
+    from optimlab.lab.executor import Executor, default_workers
+    from optimlab.lab.store import ResultStore, StoreError, check_writable
+    from optimlab.lab.tuner import remove_studies
+
+    o = options
+    if o.workers is not None and o.workers < 1:
+        raise typer.BadParameter(f"{o.workers}; allowed: an integer >= 1", param_hint="--workers")
+    check_scale_options(o.executor, o.ray_address, o.ray_retries, o.tuner, o.trials, o.search)
+    try:
+        check_writable(o.out)  # before any work, even building the problems
+        if o.log_dir is not None:
+            check_writable(o.log_dir)
+    except StoreError as error:
+        hint = "--log-dir" if o.log_dir and o.log_dir in str(error) else "--out"
+        raise typer.BadParameter(str(error), param_hint=hint) from None
+    if o.log_dir is not None:
+        check_log_dir()
+    comparison = build_comparison(
+        o.suite,
+        o.problems,
+        o.optimizers,
+        o.seeds,
+        o.schedule,
+        o.steps,
+        o.grid_points,
+        o.tuner,
+        o.trials,
+        o.search,
+        o.out,
+    )
+    try:
+        store = ResultStore(o.out, fresh=o.fresh)
+    except StoreError as error:
+        raise typer.BadParameter(str(error), param_hint="--out") from None
+    if o.fresh:
+        remove_studies(o.out)
+    if comparison.tuner is not None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial otherwise
+    workers = o.workers or default_workers()
+    if o.executor == "ray":
+        from optimlab.lab.ray_executor import RayExecutor
+
+        executor = RayExecutor(store, workers, address=o.ray_address, retries=o.ray_retries)
+        try:
+            executor.start()
+        except ConnectionError as error:
+            raise typer.BadParameter(
+                f"cannot connect to Ray at {o.ray_address!r}: {error}", param_hint="--ray-address"
+            ) from None
+        where = f"Ray ({executor.slots} CPUs)"
+    else:
+        executor = Executor(store, workers)
+        where = f"{workers} worker(s)"
+    return Setup(o, comparison, store, executor, where)
+
+
+def check_log_dir() -> None:
+    """``--log-dir`` needs the TensorBoard writer (an extra); say how to install it."""
+    from optimlab.lab.curve_log import CurveLogError, summary_writer_class
+
+    try:
+        summary_writer_class()
+    except CurveLogError as error:
+        raise typer.BadParameter(str(error), param_hint="--log-dir") from None
+
+
+def run(setup: Setup) -> tuple[dict[str, int], float]:
+    """Run the comparison with progress on stderr (a bar on a terminal, plain lines otherwise);
+    Ctrl-C stops it, says how many trials are stored and the command that resumes, and exits
+    130. Returns the counts and the seconds it took."""
+    from optimlab.cli.progress import Progress
+    from optimlab.lab.protocol import run_comparison
+
+    progress = Progress(sys.stderr, terminal=sys.stderr.isatty())
+    log = curve_logger(setup)
+
+    def on_event(event: dict[str, Any]) -> None:
+        progress(event)
+        if log is not None and event["event"] == "finished":
+            log(event["spec"], event["result"])
+
+    started = time.perf_counter()
+    try:
+        counts = run_comparison(
+            setup.comparison, setup.store, setup.executor.slots, on_event, setup.executor
+        )
+    except KeyboardInterrupt:
+        progress.close()
+        setup.executor.close()
+        stored = setup.store.count()
+        print(
+            f"\ninterrupted: {stored} trials are stored in {setup.store.path}; "
+            f"this command resumes the run (stored trials are reused):\n"
+            f"  {setup.options.resume_command()}",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise typer.Exit(INTERRUPTED) from None
+    finally:
+        setup.executor.close()
+    progress.close()
+    return counts, time.perf_counter() - started
+
+
+def curve_logger(setup: Setup) -> Any:
+    """``--log-dir``: a function writing each finished trial's curves as TensorBoard events
+    (`optimlab.lab.curve_log.write_trial`), called in this process as each result arrives —
+    whichever executor ran it. Trials reused from the store were logged by the run that made
+    them."""
+    if setup.options.log_dir is None:
+        return None
+    from optimlab.lab.curve_log import write_trial
+
+    directory = setup.options.log_dir
+    budgets = {setup.comparison.resolved[p][0]: steps for p, steps in setup.comparison.problems}
+
+    def log(spec: Any, result: Any) -> None:
+        write_trial(directory, spec, result, default_steps=budgets.get(spec.problem))
+
+    return log
+
+
+def render(setup: Setup, counts: dict[str, int], seconds: float) -> None:
+    """Summarize, write the report, and print the answer: the one-line recommendations, a table
+    per problem (tuned rate, the metric with its unit and direction, ties), the overall
+    ranking, and where the files are."""
+    from rich.console import Console
+
+    from optimlab.lab.summary import summarize_store
+    from optimlab.report import write_report
+
+    summary = summarize_store(setup.comparison, setup.store, seconds)
+    if setup.options.diagnose:
+        from optimlab.diagnose.run import diagnose_problems
+
+        specs = [spec for spec, _ in setup.comparison.problems]
+        log = Console(stderr=True).log
+        for label, link in diagnose_problems(specs, setup.options.out, progress=log).items():
+            summary["problem_info"][label]["diagnosis"] = link
+    index = write_report(setup.options.out, summary)
+    output = Console()
+    for line in answer_lines(summary):
+        output.print(line, markup=False, highlight=False)
+    for problem in summary["problems"]:
+        for table in problem_tables(summary, problem, output.width):
+            output.print(table)
+    output.print(ranking_table(summary))
+    output.print(
+        f"{counts['run']} trials run, {counts['reused']} reused from {setup.store.path} "
+        f"in {seconds:.1f} s with {setup.where}",
+        markup=False,
+        highlight=False,
+    )
+    output.print(f"report: {index.resolve()}", markup=False, highlight=False)
+    summary_path = (Path(setup.options.out) / "summary.json").resolve()
+    output.print(f"summary: {summary_path}", markup=False, highlight=False)
+
+
+def answer_lines(summary: dict[str, Any]) -> list[str]:
+    """The recommendations: one line per problem, then the overall one."""
+    answers = summary["recommendations"]
+    return [*answers["problems"].values(), answers["overall"]]
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{1000 * value:#.3g}"
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3g}"
+
+
+def problem_tables(summary: dict[str, Any], problem: str, width: int = 80) -> list[Any]:
+    """One problem: rank (= tied), optimizer, tuned lr, the metric (name, unit, direction),
+    steps and training seconds to the target, ms per step with the first step's warm-up
+    (compile, cache load) apart in parentheses. One table when its natural width fits `width`
+    columns; else the answer and the speed as two tables. Cells never get cut: on a very narrow
+    terminal they fold onto more lines."""
+    from rich import box
+    from rich.table import Table
+
+    from optimlab.lab.summary import format_metric
+
+    info = summary["problem_info"][problem]
+    entries = summary["problems"][problem]
+    metric = info["metric"]
+    title = problem if info["learned"] else f"{problem} — not learned ({info['learned_reason']})"
+    rows = []
+    for label in summary["per_problem_ranking"][problem]:
+        e = entries[label]
+        tie = "=" if e["tied_with"] else ""
+        rank = "—" if e["rank"] is None else f"{e['rank']}{tie}"
+        key = metric["key"]
+        value = format_metric(info["task"], e.get(f"{key}_mean"), e.get(f"{key}_std"))
+        steps_to = e["steps_to_target"]
+        to_target = "never" if steps_to is None else str(steps_to)
+        if steps_to is not None and e.get("seconds_to_target") is not None:
+            to_target += f" / {e['seconds_to_target']:.2g} s"
+        speed = _ms(e.get("seconds_per_step_mean"))
+        if e.get("warmup_seconds_mean") is not None:
+            speed += f" ({_ms(e['warmup_seconds_mean'])})"
+        rows.append(
+            (
+                rank,
+                label,
+                "—" if e["best_lr"] is None else f"{e['best_lr']:.3g}",
+                f"{e['status']}: {e['reason']}" if e["rank"] is None else value,
+                to_target if e["rank"] is not None else "—",
+                speed if e["rank"] is not None else "—",
+            )
+        )
+    headers = (
+        "rank",
+        "optimizer",
+        "tuned lr",
+        metric["label"],
+        "to target: steps / time",
+        "ms/step (warm-up ms)",
+    )
+    natural = [
+        max([max(len(word) for word in header.split()), *(len(row[i]) for row in rows)])
+        for i, header in enumerate(headers)
+    ]
+    groups = [list(range(6))]
+    if sum(natural) + 3 * len(headers) > width:  # padding and separator per column
+        groups = [[0, 1, 2, 3], [1, 4, 5]]
+    tables = []
+    for number, columns in enumerate(groups):
+        table = Table(
+            title=title if number == 0 else f"{problem}: speed",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+        )
+        for i in columns:
+            # a cell too wide folds onto a second line, never cut ("3.61e-…")
+            table.add_column(headers[i], justify="left" if i == 1 else "right", overflow="fold")
+        for row in rows:
+            table.add_row(*(row[i] for i in columns))
+        tables.append(table)
+    return tables
+
+
+def ranking_table(summary: dict[str, Any]) -> Any:
+    """The overall ranking over the learned problems (performance profile); the unranked ones
+    below with the reason."""
+    from rich.table import Table
+
     tolerance = summary.get("target_tolerance")
     target = f", target tol {tolerance:g}" if tolerance is not None else ""
-    table = Table(title=f"overall ranking (performance profile, τ from 1 to 4{target})")
-    problems = list(summary["problems"])
-    table.add_column("rank", justify="right")
-    table.add_column("optimizer")
-    table.add_column("score", justify="right")
-    for problem in problems:
-        table.add_column(problem, justify="right", overflow="fold")
+    count = len(summary["ranked_problems"])
+    from rich import box
+
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        title=f"overall ranking on {count} learned problem{'s' if count != 1 else ''} "
+        f"(performance profile, τ 1 to 4{target}; = marks a tie)",
+        title_justify="left",
+    )
+    for name, justify in (
+        ("rank", "right"),
+        ("optimizer", "left"),
+        ("score", "right"),
+        ("fastest on", "right"),
+        ("mean rank", "right"),
+    ):
+        table.add_column(name, justify=justify, overflow="fold")
+    ranks = [row["rank"] for row in summary["ranking"]]
     for row in summary["ranking"]:
-        cells = []
-        for problem in problems:
-            entry = summary["problems"][problem][row["optimizer"]]
-            accuracy = entry.get("test_accuracy_mean")
-            loss = entry.get("final_test_loss_mean")
-            if accuracy is not None:
-                cell = f"{100 * accuracy:.1f}% (#{entry['rank']})"
-            elif loss is not None:
-                cell = f"{loss:.4g} (#{entry['rank']})"
-            else:
-                cell = "diverged"
-            cells.append(cell)
-        table.add_row(str(row["rank"]), row["optimizer"], f"{row['profile_score']:.3f}", *cells)
+        tied = "=" if ranks.count(row["rank"]) > 1 else ""
+        mean_rank = "—" if row["mean_rank"] is None else f"{row['mean_rank']:.2f}"
+        table.add_row(
+            f"{row['rank']}{tied}",
+            row["optimizer"],
+            f"{row['profile_score']:.3f}",
+            f"{100 * row['solved_within_best']:.0f}%",
+            mean_rank,
+        )
+    for row in summary.get("unranked", []):
+        table.add_row("—", row["optimizer"], "not ranked", "", row["reason"])
     return table
 
 
+def compare(options: Options) -> int:
+    """The whole command: build, run, render. Returns the exit code (typer.Exit(130) on
+    Ctrl-C, typer.BadParameter for bad input)."""
+    try:
+        setup = build(options)
+    except KeyboardInterrupt:
+        print("\ninterrupted before any trial ran", file=sys.stderr)
+        raise typer.Exit(INTERRUPTED) from None
+    counts, seconds = run(setup)  # Ctrl-C here: what is stored, how to resume
+    try:
+        render(setup, counts, seconds)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted while writing the report; every trial is stored, and this command "
+            f"writes it again:\n  {options.resume_command()}",
+            file=sys.stderr,
+        )
+        raise typer.Exit(INTERRUPTED) from None
+    return 0
+
+
 def command(
-    suite: str = typer.Option("quick", "--suite", help=f"Preset: {', '.join(SUITES)}."),
+    suite: str = typer.Option("quick", "--suite", help="Preset: quick, full."),
     problems: str | None = typer.Option(
         None,
         "--problems",
         "--problem",
         help="Comma-separated problem specs (name[:key=value...] or path.py:factory); "
-        f"default: the suite's. Names: {', '.join(list_problems())}.",
+        "default: the suite's. Names: quadratic-deep, digits-logreg, digits-mlp, mnist1d-mlp, "
+        "deep-mlp, … (a bad name lists them all).",
     ),
     optimizers: str | None = typer.Option(
-        None, "--optimizers", help="Optimizer spec, e.g. sgd,adam:amsgrad=true (default: all nine)."
+        None,
+        "--optimizers",
+        help="Optimizer spec, e.g. sgd,adam:amsgrad=true, your own as mine.py:MyOpt[:k=v] or "
+        "package.module:Class, e.g. torch.optim:AdamW (default: all nine built-ins).",
     ),
     seeds: int | None = typer.Option(None, "--seeds", help="Seeds per optimizer at its best rate."),
     workers: int | None = typer.Option(
@@ -228,7 +591,9 @@ def command(
     out: str = typer.Option(DEFAULT_OUT, "--out", help="Output directory (results, report)."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete earlier results in --out first."),
     schedule: str = typer.Option(
-        "constant", "--schedule", help=f"Learning-rate schedule: {', '.join(SCHEDULES)}."
+        "constant",
+        "--schedule",
+        help="Learning-rate schedule: constant, step, exponential, cosine, warmup-cosine, plateau.",
     ),
     steps: int | None = typer.Option(None, "--steps", help="Step budget for every problem."),
     diagnose: bool = typer.Option(
@@ -236,6 +601,12 @@ def command(
     ),
     grid_points: int | None = typer.Option(
         None, "--grid-points", help="Learning rates on the log grid (default: the suite's)."
+    ),
+    log_dir: str | None = typer.Option(
+        None,
+        "--log-dir",
+        help="Write each trial's curves as TensorBoard event files under this directory "
+        "(pip install 'optimlab\\[tensorboard]').",
     ),
     executor_name: str = typer.Option(
         "local",
@@ -265,91 +636,30 @@ def command(
     search: str | None = typer.Option(
         None,
         "--search",
-        help=f"What Optuna tunes besides lr: comma-separated from {', '.join(SEARCH_NAMES)} "
-        "(only those an optimizer has; default: lr).",
+        help="What Optuna tunes besides lr: comma-separated from lr, betas, momentum, alpha, "
+        "rho, eps, weight_decay (only those an optimizer has; default: lr).",
     ),
 ) -> int:
     """Tune, repeat and rank optimizers on training problems; write DIR/index.html."""
-    console = Console(stderr=True)
-    if workers is not None and workers < 1:
-        raise typer.BadParameter(f"{workers}; allowed: an integer >= 1", param_hint="--workers")
-    check_scale_options(executor_name, ray_address, ray_retries, tuner, trials, search)
-    try:
-        check_writable(out)  # before any work, even building the problems
-    except StoreError as error:
-        raise typer.BadParameter(str(error), param_hint="--out") from None
-    comparison = build_comparison(
-        suite, problems, optimizers, seeds, schedule, steps, grid_points, tuner, trials, search, out
+    return compare(
+        Options(
+            suite=suite,
+            problems=problems,
+            optimizers=optimizers,
+            seeds=seeds,
+            workers=workers,
+            out=out,
+            fresh=fresh,
+            schedule=schedule,
+            steps=steps,
+            diagnose=diagnose,
+            grid_points=grid_points,
+            executor=executor_name,
+            ray_address=ray_address,
+            ray_retries=ray_retries,
+            tuner=tuner,
+            trials=trials,
+            search=search,
+            log_dir=log_dir,
+        )
     )
-    try:
-        store = ResultStore(out, fresh=fresh)
-    except StoreError as error:
-        raise typer.BadParameter(str(error), param_hint="--out") from None
-    if fresh:
-        remove_studies(out)
-    if comparison.tuner is not None:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial otherwise
-    workers = workers or default_workers()
-    executor: BaseExecutor
-    if executor_name == "ray":
-        from optimlab.lab.ray_executor import RayExecutor
-
-        executor = RayExecutor(store, workers, address=ray_address, retries=ray_retries)
-        try:
-            executor.start()
-        except ConnectionError as error:
-            raise typer.BadParameter(
-                f"cannot connect to Ray at {ray_address!r}: {error}", param_hint="--ray-address"
-            ) from None
-        where = f"Ray ({executor.slots} CPUs)"
-    else:
-        executor = Executor(store, workers)
-        where = f"{workers} worker(s)"
-    started = time.perf_counter()
-    with Progress(
-        TextColumn("[bold]compare[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("trials"),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}"),
-        console=console,
-        transient=False,
-    ) as progress:
-        task = progress.add_task("", total=None)
-
-        def on_progress(event: dict) -> None:
-            if event["event"] == "finished":
-                spec = event["spec"]
-                description = (
-                    f"{spec.problem_label} {spec.optimizer} lr={spec.lr:g}: {event['status']}"
-                )
-                progress.update(task, description=description)
-            progress.update(task, completed=event["done"], total=event["total"])
-
-        try:
-            counts = run_comparison(
-                comparison, store, workers, progress=on_progress, executor=executor
-            )
-        finally:
-            executor.close()
-    seconds = time.perf_counter() - started
-    summary = summarize_store(comparison, store, seconds)
-    if diagnose:
-        from optimlab.diagnose.run import diagnose_problems
-
-        specs = [spec for spec, _ in comparison.problems]
-        for label, link in diagnose_problems(specs, out, progress=console.log).items():
-            summary["problem_info"][label]["diagnosis"] = link
-    index = write_report(out, summary)
-    output = Console()
-    output.print(ranking_table(summary))
-    output.print(
-        f"{counts['run']} trials run, {counts['reused']} reused from {store.path} "
-        f"in {seconds:.1f} s with {where}"
-    )
-    output.print(f"report: {index.resolve()}")
-    output.print(f"summary: {(Path(out) / 'summary.json').resolve()}")
-    return 0

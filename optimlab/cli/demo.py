@@ -1,15 +1,19 @@
 """`optimlab demo`: the quick comparison suite (what `make demo` runs).
 
-All nine optimizers on quadratic-deep, digits-mlp, mnist1d-mlp and a 10-layer sigmoid deep-mlp,
-tuned on an 8-point learning-rate grid and repeated with 3 seeds; the report goes to
-``results/demo/index.html`` (rerunning resumes; ``--fresh`` starts over).
+All nine optimizers on the quick suite's problems (quadratic-deep, digits-mlp, mnist1d-mlp and the
+10-layer deep-mlp with sigmoid, then with ReLU and He initialization), tuned on an 8-point
+learning-rate grid and repeated with 3 seeds; the report goes to ``results/demo/index.html``
+(rerunning resumes; ``--fresh`` starts over). ``--steps``, ``--grid-points`` and ``--seeds``
+shrink the budget as in `optimlab compare`.
+
+It calls `optimlab.cli.compare.compare` with an `Options` value — a plain function with plain
+defaults — never the typer command (whose unspecified parameters would be typer's option
+objects, which is how the demo once failed with "unknown executor <typer.models.OptionInfo>").
 """
 
 from __future__ import annotations
 
 import typer
-
-from optimlab.cli import compare
 
 DEMO_OUT = "results/demo"
 
@@ -18,18 +22,28 @@ def command(
     out: str = typer.Option(DEMO_OUT, "--out", help="Output directory."),
     workers: int | None = typer.Option(None, "--workers", help="Worker processes."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete earlier results first."),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Step budget for every problem (default: the suite's)."
+    ),
+    grid_points: int | None = typer.Option(
+        None, "--grid-points", help="Learning rates on the log grid (default: 8)."
+    ),
+    seeds: int | None = typer.Option(
+        None, "--seeds", help="Seeds per optimizer at its best rate (default: 3)."
+    ),
 ) -> int:
     """Run the quick comparison suite and write its report (see `optimlab compare`)."""
-    return compare.command(
-        suite="quick",
-        problems=None,
-        optimizers=None,
-        seeds=None,
-        workers=workers,
-        out=out,
-        fresh=fresh,
-        schedule="constant",
-        steps=None,
-        diagnose=False,
-        grid_points=None,
+    from optimlab.cli.compare import Options, compare
+
+    return compare(
+        Options(
+            suite="quick",
+            out=out,
+            workers=workers,
+            fresh=fresh,
+            steps=steps,
+            grid_points=grid_points,
+            seeds=seeds,
+            program=("optimlab", "demo"),
+        )
     )

@@ -27,7 +27,7 @@ from optimlab.lab.trial import TrialResult, TrialSpec
 from optimlab.lab.tuner import GridTuning, OptunaTuner, OptunaTuning
 from optimlab.optim.registry import get_info, list_optimizers
 from optimlab.problems import get_problem
-from optimlab.spec import parse_optimizer_spec
+from optimlab.spec import parse_optimizer_items
 
 
 @dataclass(frozen=True)
@@ -89,30 +89,76 @@ def lr_grid(points: int, low: float, high: float) -> list[float]:
     return [float(f"{lr:.3g}") for lr in np.logspace(math.log10(low), math.log10(high), points)]
 
 
+def full_label(spec: str, label: str) -> str:
+    """The problem's display name: the spec as the user gave it, options included
+    (``deep-mlp:depth=10:activation=sigmoid``, not ``deep-mlp``, whose own label drops the
+    options equal to their defaults); a file problem keeps its own label (the file's name, not
+    its path)."""
+    name = spec.strip().split(":", 1)[0]
+    is_file = name.endswith(".py") or "/" in name or "\\" in name
+    return label if is_file else spec.strip()
+
+
 @dataclass(frozen=True)
 class Contender:
-    """One optimizer entry of the comparison: its label (the spec item as given), registry name,
-    and fixed hyperparameters. A fixed ``lr`` turns tuning off for it."""
+    """One optimizer entry of the comparison: its label (the spec item as given), registry name
+    (or the custom optimizer's label), and fixed hyperparameters. A fixed ``lr`` turns tuning
+    off for it. `custom`: the user's optimizer class (``mine.py:MyOpt``, ``torch.optim:AdamW``),
+    None for a built-in."""
 
     label: str
     name: str
     options: dict[str, Any]
+    custom: Any = None
 
     @property
-    def default_lr(self) -> float:
+    def default_lr(self) -> float | None:
+        """The class's default learning rate (None: a custom class without one)."""
+        if self.custom is not None:
+            lr = self.custom.default_lr()
+            return None if lr is None else float(lr)
         convention = self.options.get("convention", "torch")
         return float(get_info(self.name).cls.default_hyperparameters(convention)["lr"])
 
+    def check(self) -> None:
+        """Build the optimizer once on a dummy parameter, so the class's own validation rejects a
+        bad value now (ValueError naming the optimizer, option, value and allowed range), not
+        in a trial. A custom class is also stepped once."""
+        import torch
+
+        if self.custom is not None:
+            from optimlab.lab.custom_optimizers import check_custom
+
+            check_custom(self.custom, self.options)
+            return
+        options = {"lr": 1e-3, **self.options} if "lr" not in self.options else self.options
+        try:
+            get_info(self.name).cls([torch.zeros(1, requires_grad=True)], **options)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{self.label}: {error}") from None
+        if "lr" not in self.options:
+            try:
+                self.default_lr  # noqa: B018 - a bad convention fails here too
+            except (KeyError, ValueError) as error:
+                raise ValueError(f"{self.label}: {error}") from None
+
 
 def contenders(spec: str | None) -> list[Contender]:
-    """Parse ``--optimizers`` (None: all nine with their defaults); labels must be unique."""
+    """Parse ``--optimizers`` (None: all nine with their defaults) and build each optimizer once
+    on a dummy parameter (`Contender.check`); labels must be unique. ValueError if not."""
     if spec is None:
         return [Contender(name, name, {}) for name in list_optimizers()]
-    items = parse_optimizer_spec(spec)
+    items = parse_optimizer_items(spec)
     labels = [part.strip() for part in spec.split(",") if part.strip()]
     if len(set(labels)) != len(labels):
         raise ValueError(f"optimizer spec {spec!r} lists an entry twice; each must be unique")
-    return [Contender(label, name, options) for label, (name, options) in zip(labels, items)]
+    entries = [
+        Contender(label, name, options, custom)
+        for label, (name, options, custom) in zip(labels, items)
+    ]
+    for entry in entries:
+        entry.check()
+    return entries
 
 
 @dataclass
@@ -142,7 +188,7 @@ class Comparison:
             if steps < 1:
                 raise ValueError(f"steps={steps} for problem {spec!r}; allowed: an integer >= 1")
             problem = get_problem(spec)
-            self.resolved[spec] = (problem.spec, problem.label)
+            self.resolved[spec] = (problem.spec, full_label(spec, problem.label))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -176,6 +222,7 @@ class Comparison:
             steps=steps,
             evals=self.evals,
             problem_label=label,
+            custom=c.custom,
         )
 
     def _tuned(self, c: Contender) -> bool:
@@ -207,6 +254,9 @@ class Comparison:
         return [self.spec(problem, steps, c, hyperparameters, s) for s in range(self.seeds)]
 
     def default_trials(self, problem: str, steps: int, c: Contender) -> list[TrialSpec]:
+        """The untuned defaults (none for a custom class without a default ``lr``)."""
+        if c.default_lr is None:
+            return []
         seeds = self.default_seeds or self.seeds
         hyperparameters = {**c.options, "lr": c.default_lr}
         return [self.spec(problem, steps, c, hyperparameters, s) for s in range(seeds)]
@@ -227,6 +277,132 @@ def best_lr(trials: list[StoredTrial]) -> float | None:
 
 
 ProgressFn = Callable[[dict[str, Any]], None]
+#: a trial to hand to the executor and whether a tuner may prune it
+Job = tuple[TrialSpec, bool]
+
+
+class Planner:
+    """Which trials a comparison needs, in which order, and which are reused — with no executor.
+
+    `start` returns every trial to run first (the defaults and the tuning of every pair,
+    in pair order); `finished` takes each result and returns what it unlocks (Optuna's next
+    points; the seed reruns once a pair's tuning is complete). A trial whose key is in `known`
+    (stored) is counted as reused and not handed out; a trial two roles need (seed 0 at the
+    best point *is* that tuning trial) is handed out once.
+
+    `results(keys)` reads stored trials (the store's `get`); `slots`: how many trials run at
+    once (Optuna asks for about one point per free slot and study).
+
+    The total is known from the start: the trials planned, the points the tuners will still
+    ask for, and an estimate of the seed reruns (seeds − 1 per pair not yet tuned; seed 0 is the
+    tuning trial) — `approximate` while any estimate is in it. When a pair's reruns turn out
+    fewer (every rate diverged, or they coincide with the default trials) the difference is
+    counted as `skipped`, so the total never goes down.
+    """
+
+    def __init__(
+        self,
+        comparison: Comparison,
+        known: set[str],
+        results: Callable[[list[str]], dict[str, StoredTrial]],
+        slots: int = 1,
+    ) -> None:
+        comparison.resolve()
+        self.comparison = comparison
+        self.known = set(known)
+        self.results = results
+        self.slots = slots
+        self.pairs = {(p, c.label): (p, steps, c) for p, steps, c in comparison.pairs()}
+        self.tunings = {key: comparison.tuning(p, n, c) for key, (p, n, c) in self.pairs.items()}
+        self.planned: set[str] = set()
+        self.reused = 0
+        self.skipped = 0
+        self.seeded: set[tuple[str, str]] = set()
+        self._listeners: dict[str, list[tuple[str, str]]] = {}
+
+    # -- the total ------------------------------------------------------------------------------
+    @property
+    def estimated_reruns(self) -> int:
+        return sum(max(0, self.comparison.seeds - 1) for k in self.pairs if k not in self.seeded)
+
+    @property
+    def total(self) -> int:
+        remaining = sum(t.remaining for t in self.tunings.values())
+        return len(self.planned) + remaining + self.estimated_reruns + self.skipped
+
+    @property
+    def approximate(self) -> bool:
+        return self.estimated_reruns > 0
+
+    # -- the plan -------------------------------------------------------------------------------
+    def start(self) -> list[Job]:
+        jobs: list[Job] = []
+        for pair, tuning in self.tunings.items():
+            problem, steps, c = self.pairs[pair]
+            jobs += self._plan(self.comparison.default_trials(problem, steps, c))
+            specs = tuning.initial()
+            for spec in tuning.done_before():  # Optuna: told in an earlier run
+                if spec.key not in self.planned:
+                    self.planned.add(spec.key)
+                    self.reused += 1
+            jobs += self._feed(pair, specs)
+        return jobs
+
+    def finished(self, spec: TrialSpec, result: TrialResult) -> list[Job]:
+        self.known.add(spec.key)
+        jobs: list[Job] = []
+        for pair in self._listeners.pop(spec.key, []):
+            self.tunings[pair].observe(spec, result)
+            jobs += self._feed(pair, [])
+        return jobs
+
+    def _plan(self, specs: list[TrialSpec], prune: bool = False) -> list[Job]:
+        jobs = []
+        for spec in specs:
+            if spec.key in self.planned:
+                continue
+            self.planned.add(spec.key)
+            if spec.key in self.known:
+                self.reused += 1
+            else:
+                jobs.append((spec, prune))
+        return jobs
+
+    def _parallel(self) -> int:
+        """Tuning trials in flight per study: about one per slot, spread over the studies."""
+        active = sum(not t.complete for t in self.tunings.values())
+        return max(1, math.ceil(self.slots / max(1, active)))
+
+    def _feed(self, pair: tuple[str, str], specs: list[TrialSpec]) -> list[Job]:
+        """Plan `specs` and whatever the tuning asks for next; results already stored are
+        observed at once (which may ask for more); a complete tuning unlocks its seeds."""
+        tuning = self.tunings[pair]
+        jobs: list[Job] = []
+        while True:
+            specs = [*specs, *(tuning.more(self._parallel()) if tuning.remaining else [])]
+            for spec in specs:
+                self._listeners.setdefault(spec.key, []).append(pair)
+            jobs += self._plan(specs, prune=tuning.prune)
+            stored = [s for s in specs if s.key in self.known]
+            if not stored:
+                break
+            results = self.results([s.key for s in stored]) if tuning.needs_results else {}
+            for spec in stored:
+                if pair in self._listeners.get(spec.key, []):
+                    self._listeners[spec.key].remove(pair)
+                    trial = results.get(spec.key)
+                    tuning.observe(spec, trial.result if trial else None)
+            specs = []
+        if tuning.complete and pair not in self.seeded:
+            self.seeded.add(pair)
+            problem, steps, c = self.pairs[pair]
+            grid = self.comparison.grid_trials(problem, steps, c)
+            lr = best_lr(list(self.results([s.key for s in grid]).values()))
+            before = len(self.planned)
+            if lr is not None:
+                jobs += self._plan(self.comparison.seed_trials(problem, steps, c, lr))
+            self.skipped += max(0, self.comparison.seeds - 1 - (len(self.planned) - before))
+        return jobs
 
 
 def run_comparison(
@@ -236,104 +412,54 @@ def run_comparison(
     progress: ProgressFn | None = None,
     executor: BaseExecutor | None = None,
 ) -> dict[str, int]:
-    """Run every trial the protocol needs that is not in `store` yet.
+    """Run every trial the protocol needs that is not in `store` yet (the `Planner` decides
+    which; the executor runs them).
 
     `executor`: where the trials run (default: a local `Executor` with `workers` processes;
     e.g. `optimlab.lab.ray_executor.RayExecutor`); it is closed at the end.
-    `progress` receives ``{"event": "planned", "total": N, "done": D}`` when the total grows and
-    ``{"event": "finished", "spec": TrialSpec, "status": S, "done": D, "total": N}`` per trial.
-    Returns counts: run (this call), reused (already stored), total.
+    `progress` receives ``{"event": "planned", "total": N, "done": D, "approximate": bool}``
+    once the first trials are planned and whenever the total changes, and
+    ``{"event": "finished", "spec": TrialSpec, "result": TrialResult, "status": S, "reason": R,
+    "done": D, "total": N, "approximate": bool}`` per trial. Returns counts: run (this call), reused (already stored),
+    total.
     """
-    comparison.resolve()
-    counts = {"run": 0, "reused": 0, "total": 0}
-    planned: set[str] = set()
-    tunings = {(p, c.label): comparison.tuning(p, steps, c) for p, steps, c in comparison.pairs()}
-    pairs = {(p, c.label): (p, steps, c) for p, steps, c in comparison.pairs()}
-    listeners: dict[str, list[tuple[str, str]]] = {}
-    seeded: set[tuple[str, str]] = set()
     executor = executor if executor is not None else Executor(store, workers)
+    planner = Planner(comparison, store.keys(), store.get, executor.slots)
+    run = 0
+    shown = -1
 
-    def notify(event: dict[str, Any]) -> None:
-        if progress is not None:
-            progress(event)
+    def event(name: str, **extra: Any) -> dict[str, Any]:
+        done = run + planner.reused + planner.skipped
+        return {
+            "event": name,
+            "done": done,
+            "total": planner.total,
+            "approximate": planner.approximate,
+            **extra,
+        }
 
-    def done() -> int:
-        return counts["run"] + counts["reused"]
-
-    def update_total() -> None:
-        total = len(planned) + sum(t.remaining for t in tunings.values())
-        if total != counts["total"]:
-            counts["total"] = total
-            notify({"event": "planned", "total": total, "done": done()})
-
-    def plan(specs: list[TrialSpec], prune: bool = False) -> None:
-        for spec in specs:
-            if spec.key in planned:
-                continue
-            planned.add(spec.key)
-            if not executor.submit(spec, prune):
-                counts["reused"] += 1
-        update_total()
-
-    def parallel() -> int:
-        """Tuning trials in flight per study: about one per worker, spread over the studies."""
-        active = sum(not t.complete for t in tunings.values())
-        return max(1, math.ceil(executor.slots / max(1, active)))
-
-    def feed(pair: tuple[str, str], specs: list[TrialSpec]) -> None:
-        """Hand `specs` and whatever the tuning asks for next to the executor; results already
-        stored are observed at once (which may ask for more)."""
-        tuning = tunings[pair]
-        while True:
-            specs = [*specs, *(tuning.more(parallel()) if tuning.remaining else [])]
-            for spec in specs:
-                listeners.setdefault(spec.key, []).append(pair)
-            plan(specs, prune=tuning.prune)
-            stored = [s for s in specs if executor.is_done(s)]
-            if not stored:
-                break
-            results = store.get([s.key for s in stored]) if tuning.needs_results else {}
-            for spec in stored:
-                if pair in listeners.get(spec.key, []):
-                    listeners[spec.key].remove(pair)
-                    trial = results.get(spec.key)
-                    tuning.observe(spec, trial.result if trial else None)
-            specs = []
-        if tuning.complete and pair not in seeded:
-            seeded.add(pair)
-            problem, steps, c = pairs[pair]
-            grid = comparison.grid_trials(problem, steps, c)
-            lr = best_lr(list(store.get([s.key for s in grid]).values()))
-            if lr is not None:
-                plan(comparison.seed_trials(problem, steps, c, lr))
-
-    def finished(spec: TrialSpec, result: TrialResult) -> None:
-        for pair in listeners.pop(spec.key, []):
-            tunings[pair].observe(spec, result)
-            feed(pair, [])
+    def submit(jobs: list[Job]) -> None:
+        nonlocal shown
+        for spec, prune in jobs:
+            executor.submit(spec, prune)
+        if progress is not None and planner.total != shown:
+            shown = planner.total
+            progress(event("planned"))
 
     with executor:
-        for pair, tuning in tunings.items():
-            problem, steps, c = pairs[pair]
-            plan(comparison.default_trials(problem, steps, c))
-            specs = tuning.initial()
-            for spec in tuning.done_before():  # Optuna: told in an earlier run
-                if spec.key not in planned:
-                    planned.add(spec.key)
-                    counts["reused"] += 1
-            feed(pair, specs)
+        submit(planner.start())
         while executor.pending:
             spec, result = executor.wait_one()
-            counts["run"] += 1
-            notify(
-                {
-                    "event": "finished",
-                    "spec": spec,
-                    "status": result.status,
-                    "done": done(),
-                    "total": counts["total"],
-                }
-            )
-            finished(spec, result)
-        update_total()
-    return counts
+            run += 1
+            if progress is not None:  # before the tuner is told (a Ctrl-C here loses nothing)
+                progress(
+                    event(
+                        "finished",
+                        spec=spec,
+                        result=result,
+                        status=result.status,
+                        reason=result.reason,
+                    )
+                )
+            submit(planner.finished(spec, result))
+    return {"run": run, "reused": planner.reused, "total": len(planner.planned)}

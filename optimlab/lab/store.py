@@ -62,11 +62,14 @@ class StoredTrial:
     result: TrialResult
     finished_at: float
     pid: int
+    #: the key it is stored under (a custom optimizer's file digest is part of it, and the spec
+    #: read back carries no file): use this, not ``spec.key``
+    key: str = ""
 
     def as_record(self) -> dict[str, Any]:
         """The exported form: problem, optimizer, hyperparameters, seed, status, metrics, …"""
         return {
-            "key": self.spec.key,
+            "key": self.key or self.spec.key,
             "problem": self.spec.problem_label or self.spec.problem,
             "problem_spec": self.spec.problem,
             "optimizer": self.spec.optimizer,
@@ -201,7 +204,7 @@ class ResultStore:
 
     def get(self, keys: list[str] | None = None) -> dict[str, StoredTrial]:
         """Stored trials by key (all of them, or those among `keys`)."""
-        return {trial.spec.key: trial for trial in self.iter(keys)}
+        return {trial.key: trial for trial in self.iter(keys)}
 
     def iter(self, keys: list[str] | None = None) -> Iterator[StoredTrial]:
         query = "SELECT * FROM trials ORDER BY finished_at"
@@ -225,7 +228,7 @@ class ResultStore:
             result = TrialResult(
                 row["status"], json.loads(row["metrics"]), row["reason"], row["predictions"]
             )
-            yield StoredTrial(spec, result, row["finished_at"], row["pid"])
+            yield StoredTrial(spec, result, row["finished_at"], row["pid"], row["key"])
 
     def count(self) -> int:
         with closing(_connect(self.path)) as connection:

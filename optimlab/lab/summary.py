@@ -18,8 +18,16 @@ problem p, r(p, s) = t(p, s) / min over s of t(p, s) (∞ if s never reaches the
 optimizers by the mean of ρ_s over that τ grid (the normalized area under the profile), ties
 broken by their mean per-problem rank.
 
-Per-problem rank: by mean test accuracy over the seeds (classification) or mean final test
-loss (regression); an optimizer whose tuned runs all diverged comes last.
+Per-problem rank: by test accuracy (classification) or final test loss (regression) across
+the seeds, with ties where the difference is within noise (`optimlab.lab.significance`: Welch's
+t-test, Holm's correction): rank = 1 + the number of optimizers significantly better. An
+optimizer whose tuned runs all diverged or failed is not ranked (rank None, its status and
+reason say why). A problem that no optimizer learned (chance accuracy, or no drop from the
+starting loss) is reported as such and left out of the overall ranking.
+
+Wall-clock time to the target (``seconds_to_target``) sits beside the steps: the training time
+(evaluations and the first step's warm-up excluded) until the evaluation step at which the mean
+curve met the target, mean over seeds.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import numpy as np
 
 from optimlab import __version__
 from optimlab.lab.protocol import Comparison, Contender, best_lr
+from optimlab.lab.significance import chance_accuracy, learned, tied_ranks
 from optimlab.lab.store import ResultStore, StoredTrial
 from optimlab.lab.trial import jsonable
 
@@ -47,6 +56,7 @@ STATS = (
     "val_accuracy",
     "test_accuracy",
     "seconds_per_step",
+    "warmup_seconds",
 )
 
 
@@ -90,19 +100,34 @@ def ensemble_accuracy(trials: list[StoredTrial], test_targets: np.ndarray | None
     return float((mean.argmax(1) == test_targets).mean())
 
 
-def mean_curve(trials: list[StoredTrial], key: str = "train_loss") -> dict[str, list[Any]]:
+def mean_curve(
+    trials: list[StoredTrial], key: str = "train_loss", seconds: bool = False
+) -> dict[str, list[Any]]:
     """Mean and std over the ok seeds of a curve, at each evaluation step that every seed
-    reached (early stopping and divergence cut curves short)."""
-    curves = [t.result.metrics["curve"] for t in trials if t.result.status == "ok"]
+    reached (early stopping and divergence cut curves short). `seconds`: also the mean
+    training seconds at each step (when the trials recorded them)."""
+    ok = [t for t in trials if t.result.status == "ok"]
+    curves = [t.result.metrics["curve"] for t in ok]
     if not curves:
         return {"step": [], "mean": [], "std": []}
     length = min(len(c["step"]) for c in curves)
     values = np.array([[np.nan if v is None else v for v in c[key][:length]] for c in curves])
-    return {
+    out = {
         "step": curves[0]["step"][:length],
         "mean": [float(v) for v in np.nanmean(values, axis=0)],
         "std": [float(v) for v in np.nanstd(values, axis=0)],
     }
+    timings = [t.result.metrics.get("curve_seconds") for t in ok]
+    if seconds and all(t is not None and len(t) >= length for t in timings):
+        out["seconds"] = [float(v) for v in np.mean([t[:length] for t in timings], axis=0)]
+    return out
+
+
+def seconds_at(curve: dict[str, list[Any]], step: int | None) -> float | None:
+    """The mean training seconds at evaluation step `step` of a mean curve (None if unknown)."""
+    if step is None or "seconds" not in curve:
+        return None
+    return curve["seconds"][curve["step"].index(step)]
 
 
 def steps_to(curve: dict[str, list[Any]], target: float) -> int | None:
@@ -183,24 +208,39 @@ def summarize(
                 entries[label]["steps_to_targets"][tolerance_key(tol)] = reached
                 steps_tables[tol].setdefault(plabel, {})[label] = reached
             entries[label]["steps_to_target"] = steps_tables[RANKING_TOLERANCE][plabel][label]
+            entries[label]["seconds_to_target"] = seconds_at(
+                curve, entries[label]["steps_to_target"]
+            )
         ranking = _rank_problem(entries, task)
-        for position, label in enumerate(ranking, start=1):
-            entries[label]["rank"] = position
         per_problem_ranking[plabel] = ranking
+        info = _learned(entries, curves, task, test_targets.get(problem))
         problems[plabel] = {
             "spec": canonical,
             "task": task,
             "steps": steps,
+            "metric": METRICS[task],
+            **info,
             "target_tolerance": RANKING_TOLERANCE,
             "target_train_loss": targets[RANKING_TOLERANCE],
             "target_train_losses": {tolerance_key(t): v for t, v in targets.items()},
             "optimizers": entries,
         }
-    profiles = {tol: performance_profile(steps_tables[tol], labels) for tol in TARGET_TOLERANCES}
+    # the overall ranking: problems someone learned, optimizers that ran somewhere
+    learned_problems = [p for p in problems if problems[p]["learned"]]
+    ranked_labels = [
+        label
+        for label in labels
+        if any(problems[p]["optimizers"][label]["rank"] is not None for p in problems)
+    ]
+    profiles = {
+        tol: performance_profile({p: steps_tables[tol][p] for p in learned_problems}, ranked_labels)
+        for tol in TARGET_TOLERANCES
+    }
     profile = profiles[RANKING_TOLERANCE]
     overall = []
-    for label in labels:
-        ranks = [problems[p]["optimizers"][label]["rank"] for p in problems]
+    for label in ranked_labels:
+        ranks = [problems[p]["optimizers"][label]["rank"] for p in learned_problems]
+        ranks = [r for r in ranks if r is not None]
         overall.append(
             {
                 "optimizer": label,
@@ -214,8 +254,16 @@ def summarize(
             }
         )
     overall.sort(key=lambda r: (-r["profile_score"], r["mean_rank"] or math.inf))
+    previous: tuple[Any, Any] | None = None
     for position, row in enumerate(overall, start=1):
-        row["rank"] = position
+        key = (row["profile_score"], row["mean_rank"])  # equal on both: a shared rank
+        row["rank"] = overall[position - 2]["rank"] if key == previous else position
+        previous = key
+    unranked = [
+        {"optimizer": label, "reason": _unranked_reason(problems, label)}
+        for label in labels
+        if label not in ranked_labels
+    ]
     counts = {"ok": 0, "diverged": 0, "failed": 0}
     for t in trials.values():
         counts[t.result.status] = counts.get(t.result.status, 0) + 1
@@ -241,6 +289,9 @@ def summarize(
                 for p, info in problems.items()
             },
             "ranking": overall,
+            "unranked": unranked,
+            "ranked_problems": learned_problems,
+            "recommendations": recommendations(problems, overall, unranked),
             "per_problem_ranking": per_problem_ranking,
             "target_tolerance": RANKING_TOLERANCE,
             "performance_profile": {"tau": TAUS, **profile},
@@ -286,10 +337,29 @@ def _pair(
         trials[s.key] for s in comparison.default_trials(problem, steps, c) if s.key in trials
     ]
     entry["default"] = {"lr": c.default_lr, **seed_statistics(defaults, classification)}
-    entry["status"] = (
-        "ok" if entry["seeds_ok"] else ("diverged" if grid and lr is None else "incomplete")
-    )
-    return entry, mean_curve(seeds)
+    metric = "test_accuracy" if classification else "final_test_loss"
+    entry["values"] = [
+        t.result.metrics[metric]
+        for t in seeds
+        if t.result.status == "ok" and t.result.metrics.get(metric) is not None
+    ]
+    entry["status"], entry["reason"] = _status(entry, grid, lr)
+    return entry, mean_curve(seeds, seconds=True)
+
+
+def _status(entry: dict[str, Any], grid: list[StoredTrial], lr: float | None) -> tuple[str, str]:
+    """``ok``; ``failed`` (every tuning trial raised: the class rejected a value, a bug in a
+    custom optimizer…; the first reason); ``diverged`` (none finished with a finite loss);
+    ``incomplete`` (not run yet)."""
+    if entry["seeds_ok"]:
+        return "ok", ""
+    if grid and all(t.result.status == "failed" for t in grid):
+        return "failed", grid[0].result.reason or "every trial failed"
+    if grid and lr is None:
+        failed = sum(t.result.status == "failed" for t in grid)
+        detail = f" ({failed} failed)" if failed else ""
+        return "diverged", f"every learning rate diverged{detail}"
+    return "incomplete", "not run yet"
 
 
 def _curves(comparison: Comparison, trials: dict[str, StoredTrial]) -> dict[str, Any]:
@@ -318,15 +388,146 @@ def _curves(comparison: Comparison, trials: dict[str, StoredTrial]) -> dict[str,
     return out
 
 
+#: the metric each task is ranked by: summary key, display name, unit, direction
+METRICS = {
+    "classification": {
+        "key": "test_accuracy",
+        "name": "test accuracy",
+        "unit": "%",
+        "higher_is_better": True,
+        "label": "test accuracy ↑ %",
+    },
+    "regression": {
+        "key": "final_test_loss",
+        "name": "test loss",
+        "unit": "",
+        "higher_is_better": False,
+        "label": "test loss ↓",
+    },
+}
+
+
 def _rank_problem(entries: dict[str, dict[str, Any]], task: str) -> list[str]:
+    """Set each entry's ``rank`` (tied where within noise; None if it has no finished seed) and
+    ``tied_with``; return the labels ordered by rank, then mean, unranked last."""
+    metric = METRICS[task]
+    ranked = {label: e["values"] for label, e in entries.items() if e["values"]}
+    ranks = tied_ranks(ranked, metric["higher_is_better"]) if ranked else {}
+    sign = -1.0 if metric["higher_is_better"] else 1.0
+    for label, entry in entries.items():
+        entry["rank"] = ranks.get(label)
+        entry["tied_with"] = [
+            other for other in ranks if other != label and ranks[other] == ranks.get(label)
+        ]
+
     def key(label: str) -> tuple[float, float]:
-        e = entries[label]
-        if task == "classification" and e.get("test_accuracy_mean") is not None:
-            return (-e["test_accuracy_mean"], e.get("final_test_loss_mean") or math.inf)
-        loss = e.get("final_test_loss_mean")
-        return (math.inf if loss is None else loss, 0.0)
+        values = ranked.get(label)
+        if not values:
+            return (math.inf, math.inf)
+        return (ranks[label], sign * float(np.mean(values)))
 
     return sorted(entries, key=key)
+
+
+def _learned(
+    entries: dict[str, dict[str, Any]],
+    curves: dict[str, dict[str, list[Any]]],
+    task: str,
+    test_targets: np.ndarray | None,
+) -> dict[str, Any]:
+    """``learned`` and its ``learned_reason`` (see `optimlab.lab.significance.learned`)."""
+    if task == "classification" and test_targets is not None:
+        chance = chance_accuracy(test_targets)
+        accuracies = [e["test_accuracy_mean"] for e in entries.values()]
+        best = max((a for a in accuracies if a is not None), default=None)
+        ok = learned(best_accuracy=best, chance=chance)
+        shown = "none finished" if best is None else f"{100 * best:.1f} %"
+        reason = f"best test accuracy {shown}, chance {100 * chance:.1f} %"
+        return {"learned": ok, "learned_reason": reason, "chance_accuracy": chance}
+    starts = [c["mean"][0] for c in curves.values() if c["mean"]]
+    start = float(np.mean(starts)) if starts else None
+    losses = [e["final_train_loss_mean"] for e in entries.values()]
+    best = min((v for v in losses if v is not None), default=None)
+    ok = learned(best_loss=best, start_loss=start)
+    shown = "none finished" if best is None else f"{best:.4g}"
+    start_text = "unknown" if start is None else f"{start:.4g}"
+    reason = f"best final training loss {shown}, starting loss {start_text}"
+    return {"learned": ok, "learned_reason": reason, "chance_accuracy": None}
+
+
+def _unranked_reason(problems: dict[str, dict[str, Any]], label: str) -> str:
+    reasons = {problems[p]["optimizers"][label]["reason"] for p in problems}
+    statuses = {problems[p]["optimizers"][label]["status"] for p in problems}
+    status = statuses.pop() if len(statuses) == 1 else "failed or diverged"
+    return f"{status} on every problem: {'; '.join(sorted(r for r in reasons if r))}"
+
+
+def format_metric(task: str, mean: float | None, std: float | None) -> str:
+    """``98.0 ± 0.3 %`` (accuracy) or ``0.0123 ± 0.0004`` (loss)."""
+    if mean is None:
+        return "—"
+    if task == "classification":
+        spread = f" ± {100 * std:.1f}" if std is not None else ""
+        return f"{100 * mean:.1f}{spread} %"
+    spread = f" ± {std:.2g}" if std is not None else ""
+    return f"{mean:.4g}{spread}"
+
+
+def _names(labels: list[str]) -> str:
+    return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
+
+
+def problem_recommendation(problem: str, info: dict[str, Any]) -> str:
+    """One line: the winner, its tuned rate and result, and who is tied with it."""
+    entries, task = info["optimizers"], info["task"]
+    if not info["learned"]:
+        return f"{problem}: no optimizer learned this problem ({info['learned_reason']})"
+    ranked = [label for label, e in entries.items() if e["rank"] is not None]
+    if not ranked:
+        return f"{problem}: every optimizer failed or diverged"
+    best = min(ranked, key=lambda label: (entries[label]["rank"], -_score(entries[label], task)))
+    e = entries[best]
+    key = METRICS[task]["key"]
+    result = format_metric(task, e.get(f"{key}_mean"), e.get(f"{key}_std"))
+    line = f"{problem}: {best} at lr {e['best_lr']:.3g} — {METRICS[task]['name']} {result}"
+    if e["tied_with"]:
+        line += f", tied with {_names(e['tied_with'])} (difference within noise)"
+    return line
+
+
+def _score(entry: dict[str, Any], task: str) -> float:
+    mean = float(np.mean(entry["values"])) if entry["values"] else -math.inf
+    return mean if METRICS[task]["higher_is_better"] else -mean
+
+
+def recommendations(
+    problems: dict[str, dict[str, Any]], overall: list[dict[str, Any]], unranked: list[dict]
+) -> dict[str, Any]:
+    """The one-line answers: per problem and overall (the overall leaders, tied if their
+    profile scores are equal; the problems left out and why)."""
+    per_problem = {p: problem_recommendation(p, info) for p, info in problems.items()}
+    learned_count = sum(info["learned"] for info in problems.values())
+    left_out = [p for p, info in problems.items() if not info["learned"]]
+    if not overall or not learned_count:
+        line = "overall: no ranking — " + (
+            "every optimizer failed or diverged"
+            if not overall
+            else "no optimizer learned any problem"
+        )
+    else:
+        leaders = [row["optimizer"] for row in overall if row["rank"] == 1]
+        line = (
+            f"overall: {_names(leaders)} (performance-profile score "
+            f"{overall[0]['profile_score']:.3f} on {learned_count} learned problem"
+            f"{'s' if learned_count != 1 else ''})"
+        )
+        if len(leaders) > 1:
+            line += ", tied"
+    if left_out:
+        line += f"; left out, not learned: {', '.join(left_out)}"
+    if unranked:
+        line += f"; not ranked: {', '.join(u['optimizer'] for u in unranked)}"
+    return {"overall": line, "problems": per_problem}
 
 
 def summarize_store(

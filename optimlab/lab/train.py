@@ -9,9 +9,12 @@ comparison.
 Metrics of an ``ok`` trial (losses are data losses on the full split, in eval mode):
 ``final_train_loss``, ``final_val_loss``, ``final_test_loss``, ``train_accuracy``,
 ``val_accuracy``, ``test_accuracy`` (classification), ``best_val_loss``, ``steps_run``,
-``stopped_early``, ``seconds_per_step`` (training steps only), ``seconds`` (all, wall clock), ``cpu_seconds``
-(all, this process's CPU time), and ``curve``
-(``step``, ``train_loss``, ``val_loss``, ``val_accuracy`` at each evaluation, step 0 included).
+``stopped_early``, ``seconds_per_step`` (training steps after the first), ``warmup_seconds``
+(the first step: a numba kernel's compile or cache load, lazy initialization — kept apart so
+it does not inflate the per-step time), ``seconds`` (all, wall clock), ``cpu_seconds`` (all,
+this process's CPU time), ``curve`` (``step``, ``train_loss``, ``val_loss``, ``val_accuracy``
+at each evaluation, step 0 included) and ``curve_seconds`` (the training wall clock so far at
+each of those evaluations, evaluations themselves excluded).
 
 A caller may end a run early through ``stop_if(step, curve)``, asked after each evaluation: a
 returned reason ends the run with status ``diverged``, that reason and ``pruned: true`` (how a
@@ -92,7 +95,15 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
     started, cpu_started = time.perf_counter(), time.process_time()
     model = problem.build_model(spec.seed)
     model.train()
-    optimizer = create(spec.optimizer, model.parameters(), **optimizer_kwargs(spec.hyperparameters))
+    kwargs = optimizer_kwargs(spec.hyperparameters)
+
+    def build(params: Any) -> torch.optim.Optimizer:
+        """The trial's optimizer on `params` (a list, or param groups the problem made)."""
+        if spec.custom is not None:  # the user's class, carried by the spec
+            return spec.custom.build(params, **kwargs)
+        return create(spec.optimizer, params, **kwargs)
+
+    optimizer = problem.build_optimizer(model, build)
     schedule = make_schedule(spec.schedule, optimizer, spec.steps)
     generator = torch.Generator().manual_seed(spec.seed)
     x_train, y_train = problem.train
@@ -100,7 +111,13 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
     batch = min(problem.batch_size, n)
     checkpoints = eval_steps(spec.steps, spec.evals)
 
-    curve: dict[str, list[Any]] = {"step": [], "train_loss": [], "val_loss": [], "val_accuracy": []}
+    curve: dict[str, list[Any]] = {
+        "step": [],
+        "train_loss": [],
+        "val_loss": [],
+        "val_accuracy": [],
+    }
+    curve_seconds: list[float] = []
     best_val, best_state, since_best = math.inf, None, 0
 
     def record(step: int) -> float:
@@ -110,10 +127,11 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
         curve["train_loss"].append(train_loss)
         curve["val_loss"].append(val_loss)
         curve["val_accuracy"].append(val_accuracy)
+        curve_seconds.append(train_seconds)
         return val_loss
 
+    train_seconds, warmup_seconds, step, stopped_early, diverged_at = 0.0, 0.0, 0, False, None
     record(0)
-    train_seconds, step, stopped_early, diverged_at = 0.0, 0, False, None
     pruned = stop_if(0, curve) if stop_if is not None else None
     if pruned is not None:
         diverged_at = 0
@@ -138,7 +156,10 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
         optimizer.step()
         schedule.after_step()
         step += 1
-        train_seconds += time.perf_counter() - tick
+        elapsed = time.perf_counter() - tick
+        train_seconds += elapsed
+        if step == 1:
+            warmup_seconds = elapsed
         if step in checkpoints:
             val_loss = record(step)
             if not math.isfinite(val_loss) or not math.isfinite(curve["train_loss"][-1]):
@@ -161,8 +182,12 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
 
     metrics: dict[str, Any] = {
         "steps_run": step,
-        "seconds_per_step": train_seconds / max(step, 1),
+        "seconds_per_step": (
+            (train_seconds - warmup_seconds) / (step - 1) if step > 1 else train_seconds
+        ),
+        "warmup_seconds": warmup_seconds,
         "curve": curve,
+        "curve_seconds": curve_seconds,
         "best_val_loss": best_val,
         "stopped_early": stopped_early,
     }

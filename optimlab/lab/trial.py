@@ -32,11 +32,16 @@ class TrialSpec:
     evals: int = 20
     #: display name of the problem (not part of the identity)
     problem_label: str = field(default="", compare=False)
+    #: the user's optimizer (`optimlab.lab.custom_optimizers.CustomOptimizer`) when `optimizer`
+    #: is its label (``mine.py:MyOpt``) rather than a registry name; it travels to the workers
+    custom: Any = field(default=None, compare=False)
 
     def identity(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("problem_label")
+        data = {k: v for k, v in asdict(self).items() if k not in ("problem_label", "custom")}
         data["hyperparameters"] = jsonable(self.hyperparameters)
+        if self.custom is not None and self.custom.file_text is not None:
+            # an edited optimizer file is another optimizer: its results are not reused
+            data["optimizer_file"] = hashlib.sha256(self.custom.file_text.encode()).hexdigest()
         return data
 
     @property

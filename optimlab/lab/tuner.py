@@ -31,13 +31,39 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from optimlab.lab.trial import TrialResult, TrialSpec
 from optimlab.optim.registry import get_info
 
-if TYPE_CHECKING:
-    from optimlab.lab.protocol import Comparison, Contender
+
+# --- what a tuner needs from the comparison (a narrow interface: this module does not import
+# optimlab.lab.protocol, which imports it) ------------------------------------------------------
+class Contender(Protocol):
+    """One optimizer entry (`optimlab.lab.protocol.Contender`)."""
+
+    label: str
+    name: str
+    options: dict[str, Any]
+    custom: Any
+
+    @property
+    def default_lr(self) -> float | None: ...
+
+
+class Comparison(Protocol):
+    """What the tuner reads and calls on the comparison (`optimlab.lab.protocol.Comparison`):
+    the problems' canonical specs, the schedule and evaluation count (parts of a study's name),
+    and the factory of trial specs."""
+
+    resolved: dict[str, tuple[str, str]]
+    schedule: str
+    evals: int
+
+    def spec(
+        self, problem: str, steps: int, c: Any, hyperparameters: dict[str, Any], seed: int
+    ) -> TrialSpec: ...
+
 
 TUNERS = ("grid", "optuna")
 JOURNAL_NAME = "optuna.journal"
@@ -151,6 +177,8 @@ def parse_search(text: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def _defaults(c: Contender) -> dict[str, Any]:
+    if c.custom is not None:  # a user's class: only its learning rate is searched
+        return {"lr": c.default_lr or 1e-3}
     return get_info(c.name).cls.default_hyperparameters(c.options.get("convention", "torch"))
 
 

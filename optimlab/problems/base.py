@@ -40,6 +40,10 @@ class Problem:
         default_steps: a step budget that trains this problem reasonably (used when a suite does
             not say otherwise).
         hessian_fn: for problems with a closed-form, constant Hessian (``quadratic-deep``).
+        lr_groups: optional ``model -> [(parameters, lr factor), ...]``: the parameters to
+            train, one param group each, with learning rate factor × the trial's (fine-tuning's
+            discriminative rates); parameters left out are not trained. None: every parameter
+            of the model, one group. Use `build_optimizer` to honour it.
     """
 
     name: str
@@ -56,6 +60,9 @@ class Problem:
     early_stopping: int = 0
     default_steps: int = 500
     hessian_fn: Callable[[], torch.Tensor] | None = field(default=None, repr=False)
+    lr_groups: Callable[[torch.nn.Module], list[tuple[list[torch.nn.Parameter], float]]] | None = (
+        field(default=None, repr=False)
+    )
     #: short display name: the name and the options that differ from the defaults
     label: str = ""
 
@@ -87,6 +94,23 @@ class Problem:
     def spec(self) -> str:
         """The canonical ``name:key=value:...`` text of this problem (every option, sorted)."""
         return format_spec(self.name, self.options)
+
+    def build_optimizer(
+        self,
+        model: torch.nn.Module,
+        make: Callable[[Any], torch.optim.Optimizer],
+    ) -> torch.optim.Optimizer:
+        """``make(params)`` on this problem's parameters of `model`: all of them, or one param
+        group per entry of `lr_groups` with that group's learning rate multiplied by its
+        factor after construction (so the optimizer's own default or the trial's ``lr`` is the
+        base, and schedules, which start from each group's rate, keep the ratio)."""
+        if self.lr_groups is None:
+            return make(model.parameters())
+        groups = self.lr_groups(model)
+        optimizer = make([{"params": params} for params, _ in groups])
+        for group, (_, factor) in zip(optimizer.param_groups, groups):
+            group["lr"] = group["lr"] * factor
+        return optimizer
 
     def hessian(self) -> torch.Tensor:
         """The constant Hessian of the loss in the parameters (quadratic problems only)."""

@@ -128,6 +128,17 @@ def import_cache(cache: dict[str, Any]) -> None:
     _IMPORTED.update(cache)
 
 
+def remember(key: str, value: Any) -> None:
+    """Keep a computed artefact (a pretrained backbone) with the generated data sets, so that
+    `export_cache` hands it to the executors' workers too."""
+    _IMPORTED[key] = value
+
+
+def recall(key: str) -> Any | None:
+    """What `remember` (here, or in the process that exported its cache) kept under `key`."""
+    return _IMPORTED.get(key)
+
+
 def preload(names: list[str]) -> None:
     """Generate the slow data sets among `names` ("mnist1d") now, e.g. before starting workers."""
     if "mnist1d" in names:

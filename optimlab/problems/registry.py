@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from optimlab.problems import data, models
+from optimlab.problems import data, models, transfer
 from optimlab.problems.base import Problem, Split, format_spec
 from optimlab.spec import parse_item
 
@@ -294,6 +294,29 @@ def _deep_mlp(o: dict[str, Any]) -> Problem:
     )
 
 
+def _mnist1d_transfer(o: dict[str, Any]) -> Problem:
+    if o["freeze"] and o["backbone_lr"] != 1.0:
+        raise ValueError(
+            f"problem 'mnist1d-transfer': backbone_lr={o['backbone_lr']!r} with freeze=true; a "
+            f"frozen backbone has no learning rate (give one of the two)"
+        )
+    backbone = None
+    if o["pretrained"]:
+        stored = transfer.pretrained_backbone(
+            o["arch"], o["width"], o["pretrain_steps"], o["cache"]
+        )
+        backbone = stored["backbone"]
+    problem = classification(
+        "mnist1d-transfer",
+        o,
+        transfer.splits(o["examples"]),
+        transfer.model_builder(o["arch"], o["width"], backbone, o["freeze"]),
+        default_steps=300,
+    )
+    problem.lr_groups = transfer.lr_groups(o["freeze"], o["backbone_lr"])
+    return problem
+
+
 def _torchvision(o: dict[str, Any]) -> Problem:
     from optimlab.problems import torchvision_data
 
@@ -384,6 +407,34 @@ PROBLEMS: dict[str, ProblemInfo] = {
                 **REGULARIZATION,
             },
             _deep_mlp,
+        ),
+        ProblemInfo(
+            "mnist1d-transfer",
+            "fine-tune on MNIST-1D digits 5-9 a network pretrained on digits 0-4 (fresh head)",
+            {
+                "batch_size": Option(50, "minibatch size", low=1),
+                "examples": Option(
+                    50, "training sequences per target class (0: all, about 350)", low=0
+                ),
+                "pretrained": Option(
+                    True, "start from the pretrained backbone (false: from scratch)", (True, False)
+                ),
+                "freeze": Option(False, "train the head only", choices=(False, True)),
+                "backbone_lr": Option(
+                    1.0,
+                    "the backbone's learning rate as a factor of the head's",
+                    low=0.0,
+                    high=10.0,
+                ),
+                "arch": Option(
+                    "mlp", "network: mlp (2 hidden layers) or cnn (3 convolutions)", ("mlp", "cnn")
+                ),
+                "width": Option(100, "hidden width (mlp) or channels (cnn)", low=1),
+                "pretrain_steps": Option(2000, "Adam steps of pretraining on digits 0-4", low=1),
+                "cache": Option(transfer.DEFAULT_CACHE, "directory of the pretrained backbones"),
+                **REGULARIZATION,
+            },
+            _mnist1d_transfer,
         ),
         ProblemInfo(
             "torchvision",

@@ -83,6 +83,8 @@ def render_html(summary: dict[str, Any]) -> str:
         version=summary["optimlab_version"],
         run=summary["run"],
         ranking=summary["ranking"],
+        unranked=summary.get("unranked", []),
+        recommendations=summary.get("recommendations", {"problems": {}, "overall": ""}),
         problems=summary["problems"],
         problem_info=summary["problem_info"],
         per_problem_ranking=summary["per_problem_ranking"],

@@ -121,5 +121,6 @@ def performance_profile(
     title = "performance profile" + (f" (target tol {tolerance:g})" if tolerance else "")
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, ncol=2, loc="lower right")
+    if axes.get_legend_handles_labels()[0]:  # nobody ranked: no curve, no legend
+        axes.legend(fontsize=7, ncol=2, loc="lower right")
     return to_svg(figure)

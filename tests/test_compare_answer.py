@@ -1,0 +1,454 @@
+"""`optimlab compare`'s answer (issue 10): bad values rejected before training, failed trials never
+ranked, ties within noise, problems nobody learned left out, progress a log file can read,
+Ctrl-C that says how to resume, `optimlab demo` through the CLI, the planner without an executor."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from optimlab.cli import main
+from optimlab.lab.protocol import Comparison, Planner, contenders, lr_grid
+from optimlab.lab.significance import (
+    bootstrap_p,
+    chance_accuracy,
+    holm,
+    learned,
+    tied_ranks,
+    welch_p,
+)
+from optimlab.lab.store import ResultStore
+from optimlab.lab.summary import problem_recommendation
+from optimlab.lab.trial import TrialResult
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- 1. every bad value exits 2 before any training --------------------------------------------
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("adam:lr=-1", "Adam: invalid lr=-1; lr must be in [0, inf)"),
+        ("adam:betas=0.9/1.5", "Adam: invalid betas[1]=1.5; betas[1] must be in [0, 1)"),
+        ("adam:eps=0", "Adam: invalid eps=0; eps must be in (0, inf)"),
+        ("sgd:nesterov=true", "SGD: nesterov=True requires momentum > 0"),
+        ("adam:lr=nan", "Adam: invalid lr=nan"),
+        ("adam:lr=abc", "Adam: invalid lr='abc'; lr must be a real number"),
+        ("adam:convention=pytorch", "invalid convention='pytorch'; convention must be one of"),
+        ("adam:lr=0.1:lr=0.2", "option 'lr' given twice in spec item 'adam:lr=0.1:lr=0.2'"),
+        ("sgd,adam:weight_decay=-1", "Adam: invalid weight_decay=-1"),
+    ],
+)
+def test_bad_optimizer_value_exits_2_before_training(spec, message, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code = main(["compare", "--optimizers", spec, "--problems", "digits-mlp", "--out", str(out)])
+    captured = capsys.readouterr()
+    error = " ".join(captured.err.split())
+    assert code == 2, captured
+    assert "Invalid value for --optimizers" in error and message in error
+    assert "Traceback" not in captured.err + captured.out
+    assert not (out / "results.sqlite").exists()  # nothing trained, nothing stored
+
+
+FAILING_PROBLEM = """
+import torch
+from optimlab.problems import Problem
+
+def make():
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+    y = x.sum(1, keepdim=True)
+    def broken_model(seed):
+        raise RuntimeError("this model cannot be built")
+    return Problem(
+        name="broken", options={}, train=(x, y), val=(x, y), test=(x, y),
+        build_model=broken_model, loss_fn=torch.nn.functional.mse_loss, batch_size=16,
+        task="regression",
+    )
+"""
+
+
+def test_an_optimizer_whose_trials_all_fail_is_failed_and_unranked(tmp_path, capsys) -> None:
+    path = tmp_path / "broken.py"
+    path.write_text(FAILING_PROBLEM)
+    args = ["compare", "--problems", f"{path}:make", "--optimizers", "adam"]
+    args += ["--steps", "5", "--grid-points", "2", "--seeds", "2", "--workers", "1"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 0
+    output = capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    (entries,) = summary["problems"].values()
+    assert entries["adam"]["status"] == "failed"  # never "diverged"
+    assert "this model cannot be built" in entries["adam"]["reason"]
+    assert entries["adam"]["rank"] is None and summary["ranking"] == []
+    assert summary["unranked"][0]["optimizer"] == "adam"
+    assert "failed on every problem" in summary["unranked"][0]["reason"]
+    assert "no ranking" in summary["recommendations"]["overall"]
+    assert "this model cannot be built" in " ".join(output.split())
+
+
+# --- 3. honest statistics against hand-made numbers --------------------------------------------
+def student_t_two_sided_p(t: float, df: float) -> float:
+    """2·∫_|t|^∞ of Student's t density, by the trapezoid rule (independent of scipy)."""
+    x = np.linspace(abs(t), 400.0, 2_000_001)
+    norm = math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))
+    density = norm * (1 + x**2 / df) ** (-(df + 1) / 2)
+    return float(2 * np.sum((density[1:] + density[:-1]) / 2 * np.diff(x)))
+
+
+def test_welch_matches_the_hand_computed_statistic() -> None:
+    a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0, 8.0, 10.0]
+    va, vb = 5 / 3 / 4, 10 / 5  # sample variances over n
+    t = (2.5 - 6.0) / math.sqrt(va + vb)  # -2.2514
+    df = (va + vb) ** 2 / (va**2 / 3 + vb**2 / 4)  # Welch–Satterthwaite: 5.52
+    assert welch_p(a, b) == pytest.approx(student_t_two_sided_p(t, df), abs=1e-4)
+    assert welch_p([1.0], [5.0, 6.0]) == 1.0  # one seed: nothing can be claimed
+    assert welch_p([1.0, 1.0], [2.0, 2.0]) == 0.0 and welch_p([1.0, 1.0], [1.0, 1.0]) == 1.0
+
+
+def test_bootstrap_fallback_separates_and_overlaps() -> None:
+    apart = bootstrap_p(np.array([1.0, 1.1, 0.9, 1.05]), np.array([3.0, 3.1, 2.9, 3.05]))
+    together = bootstrap_p(np.array([1.0, 1.1, 0.9, 1.05]), np.array([1.02, 0.95, 1.08, 1.0]))
+    assert apart < 0.01 and together > 0.5
+
+
+def test_holm_step_down() -> None:
+    # α = 0.05, m = 4: thresholds 0.0125, 0.0167, 0.025, 0.05 for the sorted p-values
+    assert holm([0.01, 0.04, 0.015, 0.2]) == [True, False, True, False]
+    assert holm([0.02, 0.001]) == [True, True]  # 0.001 <= 0.025, then 0.02 <= 0.05
+    assert holm([0.03, 0.001]) == [True, True] and holm([0.03, 0.026]) == [False, False]
+    assert holm([0.3, 0.001, 0.024]) == [False, True, True]
+
+
+def test_ties_where_seeds_overlap_ranks_where_they_do_not() -> None:
+    values = {
+        "adam": [0.980, 0.975, 0.983],
+        "nadam": [0.978, 0.981, 0.976],  # overlaps adam: tied
+        "rmsprop": [0.979, 0.977, 0.982],  # overlaps both: tied
+        "sgd": [0.90, 0.91, 0.905],  # clearly worse than the three
+        "adagrad": [0.60, 0.61, 0.605],  # clearly worse than everyone
+    }
+    ranks = tied_ranks(values, higher_is_better=True)
+    assert ranks == {"adam": 1, "nadam": 1, "rmsprop": 1, "sgd": 4, "adagrad": 5}
+    # one optimizer leaves the plateau (adagrad on the 10-layer sigmoid net): the rest tie at 2
+    plateau = {f"o{i}": [0.100 + 0.001 * i, 0.103, 0.099] for i in range(6)}
+    plateau["adagrad"] = [0.19, 0.20, 0.185]
+    ranks = tied_ranks(plateau, higher_is_better=True)
+    assert ranks.pop("adagrad") == 1 and set(ranks.values()) == {2}
+    losses = {"a": [1.0, 1.1, 0.9], "b": [5.0, 5.2, 4.9], "c": [1.05, 0.95, 1.0]}
+    assert tied_ranks(losses, higher_is_better=False) == {"a": 1, "c": 1, "b": 3}
+
+
+def test_a_problem_nobody_learned_is_reported_and_left_out() -> None:
+    targets = np.array([0] * 103 + list(range(1, 10)) * 99)
+    chance = chance_accuracy(targets)
+    assert chance == pytest.approx(103 / (103 + 9 * 99))
+    assert not learned(best_accuracy=0.103, chance=chance)  # the 10-layer sigmoid net
+    assert learned(best_accuracy=0.95, chance=chance)
+    assert not learned(best_loss=2.29, start_loss=2.30) and learned(best_loss=0.5, start_loss=2.3)
+    info = {
+        "task": "classification",
+        "learned": False,
+        "learned_reason": "best test accuracy 10.3 %, chance 10.3 %",
+        "optimizers": {},
+    }
+    line = problem_recommendation("deep-mlp:depth=10:activation=sigmoid", info)
+    assert line.startswith("deep-mlp:depth=10:activation=sigmoid: no optimizer learned")
+
+
+def test_recommendation_names_rate_result_and_ties() -> None:
+    entry = {
+        "rank": 1,
+        "values": [0.98, 0.977, 0.983],
+        "best_lr": 0.0719,
+        "test_accuracy_mean": 0.980,
+        "test_accuracy_std": 0.003,
+        "tied_with": ["nadam", "rmsprop"],
+    }
+    info = {"task": "classification", "learned": True, "optimizers": {"adam": entry}}
+    assert problem_recommendation("digits-mlp", info) == (
+        "digits-mlp: adam at lr 0.0719 — test accuracy 98.0 ± 0.3 %, tied with nadam and "
+        "rmsprop (difference within noise)"
+    )
+
+
+# --- 8. the plan, without an executor ---------------------------------------------------------
+def test_planner_plans_grid_defaults_and_seed_reruns_without_an_executor(tmp_path) -> None:
+    comparison = Comparison(
+        [("quadratic-deep", 10)], contenders("sgd,adam"), lr_grid(3, 3e-3, 0.3), seeds=3
+    )
+    comparison.default_seeds = 1
+    store: dict = {}
+
+    def results(keys):
+        return {k: store[k] for k in keys if k in store}
+
+    planner = Planner(comparison, set(), results)
+    jobs = planner.start()
+    # per optimizer: 1 default + 3 grid points; 2 seed reruns each estimated up front
+    assert len(jobs) == 2 * (1 + 3) and planner.total == 2 * (1 + 3 + 2)
+    assert planner.approximate
+    grid_keys = {s.key for s, _ in jobs if s.seed == 0 and s.lr in comparison.grid}
+    # finish sgd's grid: the best (lowest val loss) point gets its seeds 1 and 2, not seed 0 again
+    from optimlab.lab.store import StoredTrial
+
+    later = []
+    for spec, _ in jobs:
+        loss = {0.003: 3.0, 0.03: 1.0, 0.3: 2.0}.get(spec.lr, 5.0)
+        result = TrialResult("ok", {"final_val_loss": loss})
+        store[spec.key] = StoredTrial(spec, result, 0.0, 0)
+        later += planner.finished(spec, result)
+    assert len(grid_keys) == 6
+    assert sorted((s.optimizer, s.lr, s.seed) for s, _ in later) == [
+        ("adam", 0.03, 1),
+        ("adam", 0.03, 2),
+        ("sgd", 0.03, 1),
+        ("sgd", 0.03, 2),
+    ]
+    assert not planner.approximate and planner.total == 12 == len(planner.planned)
+    # a resumed planner reuses everything stored and hands out only what is missing
+    resumed = Planner(comparison, set(store), results)
+    again = resumed.start()
+    assert sorted(s.key for s, _ in again) == sorted(s.key for s, _ in later)
+    assert resumed.reused == 8 and resumed.total == 12
+
+
+# --- 6. progress a log file can read, Ctrl-C, demo ----------------------------------------------
+def test_piped_run_prints_progress_lines_whose_first_total_is_what_is_stored(
+    tmp_path, capsys
+) -> None:
+    args = ["compare", "--problems", "quadratic-deep,digits-logreg", "--optimizers", "sgd,adam"]
+    args += ["--steps", "10", "--grid-points", "3", "--seeds", "3", "--workers", "1"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("compare:")]
+    assert len(lines) >= 2
+    first = re.match(r"compare: (\d+)/(≈?)(\d+) trials", lines[0])
+    assert first and first[2] == "≈"  # seed reruns estimated before tuning is done
+    last = re.match(r"compare: (\d+)/(\d+) trials .*ETA", lines[-1])
+    assert last and last[1] == last[2]
+    stored = ResultStore(tmp_path).count()
+    assert int(first[3]) == stored == int(last[2])
+    assert "last: " in lines[-1]
+
+
+def test_demo_runs_through_the_cli_with_shrunk_budgets(tmp_path, capsys) -> None:
+    # demo used to pass typer's OptionInfo objects to compare: "unknown executor <...OptionInfo>"
+    args = ["demo", "--steps", "4", "--grid-points", "1", "--seeds", "1", "--workers", "1"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["run"]["suite"] == "quick" and len(summary["run"]["optimizers"]) == 9
+    assert "deep-mlp:depth=10:activation=sigmoid" in summary["problems"]  # full labels
+    assert "overall:" in capsys.readouterr().out
+
+
+def test_ctrl_c_says_what_is_stored_and_how_to_resume(tmp_path) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "optimlab.cli", "compare", "--problems", "digits-mlp"]
+    command += ["--optimizers", "sgd,adam", "--steps", "300", "--grid-points", "6"]
+    command += ["--seeds", "1", "--workers", "1", "--out", str(out), "--fresh"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    assert process.stderr is not None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # wait until at least one trial is stored
+        line = process.stderr.readline()
+        if re.match(r"compare: [1-9]\d*/", line):
+            break
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    assert process.wait(timeout=120) == 130
+    stored = ResultStore(out).count()
+    assert f"interrupted: {stored} trials are stored" in rest
+    resume = rest.strip().splitlines()[-1].strip()
+    assert resume.startswith("optimlab compare ") and "--fresh" not in resume
+    assert "Traceback" not in rest
+    # the printed command resumes: it reuses every stored trial
+    argv = shlex.split(resume)[1:]
+    finished = subprocess.run(
+        [sys.executable, "-m", "optimlab.cli", *argv], capture_output=True, text=True, env=env
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert re.search(rf"\d+ trials run, {stored} reused", " ".join(finished.stdout.split()))
+
+
+# --- 4 and 7: your own optimizer, curves for TensorBoard ---------------------------------------
+MY_OPTIMIZER = '''
+import torch
+
+
+class MyOpt(torch.optim.Optimizer):
+    """Sign descent with momentum (signSGD with an EMA of the gradient)."""
+
+    def __init__(self, params, lr=0.01, beta=0.9):
+        if not 0 <= beta < 1:
+            raise ValueError(f"MyOpt: invalid beta={beta}; beta must be in [0, 1)")
+        super().__init__(params, dict(lr=lr, beta=beta))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                m = self.state[p].setdefault("m", torch.zeros_like(p))
+                m.mul_(group["beta"]).add_(p.grad, alpha=1 - group["beta"])
+                p.add_(m.sign(), alpha=-group["lr"])
+'''
+
+
+def test_own_optimizer_and_torch_optim_ranked_beside_a_built_in(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.py").write_text(MY_OPTIMIZER)
+    args = ["compare", "--optimizers", "adam,torch.optim:AdamW,mine.py:MyOpt"]
+    args += ["--problems", "digits-mlp", "--steps", "40", "--grid-points", "3", "--seeds", "2"]
+    args += ["--workers", "2", "--out", "out", "--log-dir", "tb"]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    entries = summary["problems"]["digits-mlp"]
+    assert set(entries) == {"adam", "torch.optim:AdamW", "mine.py:MyOpt"}
+    assert all(e["status"] == "ok" and e["rank"] is not None for e in entries.values())
+    assert {r["optimizer"] for r in summary["ranking"]} == set(entries)
+    # the default rate of a custom class is its signature's
+    assert entries["mine.py:MyOpt"]["default"]["lr"] == 0.01
+    assert entries["torch.optim:AdamW"]["default"]["lr"] == 0.001
+    stored = ResultStore(tmp_path / "out")
+    # every trial's curves are a TensorBoard run: one event file per stored trial
+    assert len(list((tmp_path / "tb").rglob("events.out.tfevents.*"))) == stored.count()
+    capsys.readouterr()
+    assert main(args) == 0  # resumes: the custom trials are found again
+    assert re.search(rf"0 trials run, {stored.count()} reused", capsys.readouterr().out)
+    # an edited optimizer file is another optimizer: its trials run again, the others do not
+    # (a new process, as a user's next command is: this one remembers the text it read)
+    (tmp_path / "mine.py").write_text(MY_OPTIMIZER.replace("Sign descent", "Sign descent!"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    edited = subprocess.run(
+        [sys.executable, "-m", "optimlab.cli", *args], capture_output=True, text=True, env=env
+    )
+    assert edited.returncode == 0, edited.stderr
+    ran = int(re.search(r"(\d+) trials run", edited.stdout)[1])
+    my_trials = sum(t.spec.optimizer == "mine.py:MyOpt" for t in stored.iter()) // 2
+    assert ran == my_trials > 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("mine.py:MyOpt:beta=1.5", "MyOpt: invalid beta=1.5; beta must be in [0, 1)"),
+        ("mine.py:Nope", "Nope"),
+        ("mine.py:MyOpt:gamma=1", "unknown option 'gamma' for optimizer mine.py:MyOpt"),
+        ("missing.py:MyOpt", "does not exist"),
+        ("torch.optim:RAdam:lr=-1", "Invalid learning rate: -1"),
+    ],
+)
+def test_bad_custom_optimizer_exits_2(spec, message, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.py").write_text(MY_OPTIMIZER)
+    code = main(["compare", "--optimizers", spec, "--problems", "digits-mlp", "--out", "out"])
+    captured = capsys.readouterr()
+    assert code == 2 and "Traceback" not in captured.err
+    error = " ".join(captured.err.split())
+    assert "Invalid value for --optimizers" in error and message in error
+    assert not (tmp_path / "out" / "results.sqlite").exists()
+
+
+# --- 3. a hand-made comparison with known overlaps, through summarize ------------------------
+def hand_made_summary() -> dict:
+    """Two classification problems, four optimizers, three seeds each, numbers chosen by hand:
+    on "easy" adam and nadam overlap (tied), sgd is clearly behind, adagrad clearly last; on
+    "stuck" everyone sits at chance (10 balanced classes: 10 %)."""
+    from optimlab.lab.store import StoredTrial
+    from optimlab.lab.summary import summarize
+
+    accuracy = {
+        ("easy", "adam"): [0.980, 0.975, 0.983],
+        ("easy", "nadam"): [0.978, 0.981, 0.976],
+        ("easy", "sgd"): [0.90, 0.91, 0.905],
+        ("easy", "adagrad"): [0.60, 0.61, 0.605],
+        ("stuck", "adam"): [0.101, 0.099, 0.100],
+        ("stuck", "nadam"): [0.100, 0.102, 0.098],
+        ("stuck", "sgd"): [0.103, 0.100, 0.101],
+        ("stuck", "adagrad"): [0.097, 0.101, 0.100],
+    }
+    #: steps at which each optimizer's training loss reaches 0.1 on "easy"
+    fast = {"adam": 4, "nadam": 8, "sgd": 16, "adagrad": 10**9}
+    problems = {"easy": "digits-logreg", "stuck": "deep-mlp:depth=10:activation=sigmoid"}
+    comparison = Comparison(
+        [(spec, 16) for spec in problems.values()],
+        contenders("adam,nadam,sgd,adagrad"),
+        [0.01],
+        seeds=3,
+        default_seeds=1,
+    )
+    comparison.resolve()
+    trials = {}
+    for name, spec in problems.items():
+        for c in comparison.optimizers:
+            for trial in comparison.seed_trials(spec, 16, c, 0.01):
+                value = accuracy[(name, c.label)][trial.seed]
+                start = 2.3
+                losses = [
+                    start,
+                    *(
+                        0.05 if s >= fast[c.label] and name == "easy" else 2.2
+                        for s in (1, 2, 4, 8, 16)
+                    ),
+                ]
+                metrics = {
+                    "final_val_loss": losses[-1],
+                    "final_train_loss": losses[-1],
+                    "final_test_loss": losses[-1],
+                    "test_accuracy": value,
+                    "seconds_per_step": 0.001,
+                    "warmup_seconds": 0.05,
+                    "curve": {
+                        "step": [0, 1, 2, 4, 8, 16],
+                        "train_loss": losses,
+                        "val_loss": losses,
+                        "val_accuracy": [value] * 6,
+                    },
+                    "curve_seconds": [0.0, 0.05, 0.051, 0.053, 0.057, 0.065],
+                }
+                trials[trial.key] = StoredTrial(trial, TrialResult("ok", metrics), 0.0, 0)
+    targets = {spec: np.arange(1000) % 10 for spec in problems.values()}
+    return summarize(comparison, trials, targets)
+
+
+def test_hand_made_summary_ties_overlaps_and_leaves_out_the_unlearned_problem() -> None:
+    summary = hand_made_summary()
+    easy = summary["problems"]["digits-logreg"]
+    assert {label: e["rank"] for label, e in easy.items()} == {
+        "adam": 1,
+        "nadam": 1,
+        "sgd": 3,
+        "adagrad": 4,
+    }
+    assert easy["adam"]["tied_with"] == ["nadam"]
+    stuck = "deep-mlp:depth=10:activation=sigmoid"  # the full label, options included
+    info = summary["problem_info"]
+    assert info["digits-logreg"]["learned"] and not info[stuck]["learned"]
+    assert summary["ranked_problems"] == ["digits-logreg"]
+    answers = summary["recommendations"]
+    assert answers["problems"]["digits-logreg"] == (
+        "digits-logreg: adam at lr 0.01 — test accuracy 97.9 ± 0.4 %, tied with nadam "
+        "(difference within noise)"
+    )
+    assert answers["problems"][stuck].startswith(f"{stuck}: no optimizer learned this problem")
+    assert "left out, not learned: " + stuck in answers["overall"]
+    # the overall ranking is the profile on the learned problem alone: adam reaches the target
+    # first (step 4), nadam at 8 (ratio 2), sgd at 16 (ratio 4), adagrad never
+    order = [(r["optimizer"], r["rank"]) for r in summary["ranking"]]
+    assert order == [("adam", 1), ("nadam", 2), ("sgd", 3), ("adagrad", 4)]
+    assert easy["adam"]["seconds_to_target"] == pytest.approx(0.053)
+    assert easy["adam"]["seconds_per_step_mean"] == pytest.approx(0.001)  # warm-up apart
+    assert easy["adam"]["warmup_seconds_mean"] == pytest.approx(0.05)
