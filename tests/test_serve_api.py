@@ -138,7 +138,10 @@ def test_a_newly_registered_optimizer_appears_and_runs(
 
 def test_functions_and_scenarios(client: TestClient) -> None:
     functions = client.get("/api/functions").json()
-    assert functions[1]["name"] == "quadratic" and functions[1]["takes_options"] == ["angle", "condition"]
+    assert functions[1]["name"] == "quadratic" and functions[1]["takes_options"] == [
+        "angle",
+        "condition",
+    ]
     scenarios = client.get("/api/scenarios").json()
     assert scenarios[0]["name"] == "ravine" and len(scenarios[0]["explanation"]) == 2
     outcome = client.get("/api/scenarios/ravine").json()
@@ -213,7 +216,9 @@ def test_bad_bodies(client: TestClient) -> None:
 def test_caps_answer_422(client: TestClient) -> None:
     over = client.post("/api/landscape", json={"function": "ravine", "optimizers": "sgd",
                                                "steps": landscape.MAX_STEPS + 1})  # fmt: skip
-    assert over.status_code == 422 and f"at most {landscape.MAX_STEPS} steps" in over.json()["detail"]
+    assert (
+        over.status_code == 422 and f"at most {landscape.MAX_STEPS} steps" in over.json()["detail"]
+    )
     many = ",".join(["sgd"] * (landscape.MAX_TRAJECTORIES - 1))
     ok = client.post("/api/landscape", json={"function": "ravine", "optimizers": many, "steps": 2})
     assert ok.status_code == 200
@@ -221,9 +226,13 @@ def test_caps_answer_422(client: TestClient) -> None:
     theory = client.post("/api/landscape", json={"function": "ravine", "optimizers": many,
                                                  "steps": 2, "theory": True})  # fmt: skip
     assert theory.status_code == 422 and "at most 16" in theory.json()["detail"]
-    grid = client.get("/api/surface", params={"function": "ravine", "points": landscape.MAX_GRID + 1})
+    grid = client.get(
+        "/api/surface", params={"function": "ravine", "points": landscape.MAX_GRID + 1}
+    )
     assert grid.status_code == 422 and grid.json()["field"] == "points"
-    assert client.get("/api/surface", params={"function": "ravine", "points": "x"}).status_code == 422
+    assert (
+        client.get("/api/surface", params={"function": "ravine", "points": "x"}).status_code == 422
+    )
     assert client.get("/api/scenarios/nope").status_code == 422
 
 
@@ -237,7 +246,10 @@ def test_runs_listing_summary_trials_and_curves(client: TestClient, root: Path) 
     trials = client.get("/api/run/trials", params={"path": "cmp"}).json()
     assert trials["count"] == 3 and {t["optimizer"] for t in trials["trials"]} == {"sgd", "adam"}
     newest = max(t["finished_at"] for t in trials["trials"])
-    assert client.get("/api/run/trials", params={"path": "cmp", "since": newest}).json()["trials"] == []
+    assert (
+        client.get("/api/run/trials", params={"path": "cmp", "since": newest}).json()["trials"]
+        == []
+    )
     store_trial(root / "cmp", "adam", 1, 4.0)
     fresh = client.get("/api/run/trials", params={"path": "cmp", "since": newest}).json()
     assert [t["seed"] for t in fresh["trials"]] == [1] and fresh["count"] == 4
@@ -316,7 +328,7 @@ def test_cli_serve_imports_nothing_heavy() -> None:
         if isinstance(node, ast.Import | ast.ImportFrom)
         for alias in node.names
     }
-    assert imports <= {"__future__", "ipaddress", "typer"}, imports
+    assert imports <= {"__future__", "contextlib", "ipaddress", "typer"}, imports
 
 
 def test_cli_serve_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
