@@ -17,15 +17,15 @@ import torch
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from optimlab.cli import main  # noqa: E402
-from optimlab.lab.store import DB_NAME, ResultStore  # noqa: E402
-from optimlab.lab.trial import TrialResult, TrialSpec  # noqa: E402
-from optimlab.landscapes import get_function, run_landscape  # noqa: E402
-from optimlab.optim.registry import REGISTRY, OptimizerInfo, list_optimizers  # noqa: E402
-from optimlab.serve import files, landscape  # noqa: E402
-from optimlab.serve.app import create_app  # noqa: E402
+from optimlab.cli import main
+from optimlab.lab.store import DB_NAME, ResultStore
+from optimlab.lab.trial import TrialResult, TrialSpec
+from optimlab.landscapes import get_function, run_landscape
+from optimlab.optim.registry import REGISTRY, OptimizerInfo, list_optimizers
+from optimlab.serve import files, landscape
+from optimlab.serve.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -294,9 +294,10 @@ def test_run_paths_outside_the_root_are_404(client: TestClient, root: Path) -> N
 
 def test_the_store_is_opened_read_only(root: Path) -> None:
     directory = root / "cmp"
-    with files.connect_read_only(directory / DB_NAME) as connection:
-        with pytest.raises(sqlite3.OperationalError, match="readonly"):
-            connection.execute("DELETE FROM trials")
+    connection = files.connect_read_only(directory / DB_NAME)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        connection.execute("DELETE FROM trials")
+    connection.close()
     assert files.DB_NAME == DB_NAME
 
 
