@@ -4,6 +4,8 @@ const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
   "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"];
 const $ = (id) => document.getElementById(id);
 let REGISTRY = {}, FUNCTIONS = {}, SCENARIOS = {};
+let plotlyLoaded;
+const plotlyReady = new Promise((resolve) => { plotlyLoaded = resolve; });
 let state = null, surface = null, result = null, timer = null, sequence = 0;
 
 // ---- spec strings (the CLI's syntax: name:key=value:key=value, items comma-separated) ----------
@@ -204,8 +206,10 @@ async function getJSON(url, options) {
   if (!response.ok) throw new Error(`${body.field ? body.field + ": " : ""}${body.detail}`);
   return body;
 }
-async function loadSurface() {
-  surface = await getJSON(`/api/surface?function=${encodeURIComponent(functionSpec())}&points=80`);
+let surfaceLoading = null;
+function loadSurface() {
+  surfaceLoading = getJSON(`/api/surface?function=${encodeURIComponent(functionSpec())}&points=80`).then((s) => { surface = s; });
+  return surfaceLoading;
 }
 let pending = null;
 function changed() {
@@ -226,6 +230,8 @@ async function run() {
     result = answer;
     $("error").textContent = "";
     if (state.frame === null || state.frame > state.steps) state.frame = state.steps;
+    await Promise.all([plotlyReady, surfaceLoading]);
+    if (mine !== sequence) return;
     draw();
     $("status").textContent = `${answer.runs.length} trajectories`;
   } catch (error) {
@@ -386,9 +392,8 @@ async function main() {
   setupDrag();
   syncInputs();
   if (state.start) $("start-out").textContent = `(${fmt(state.start[0])}, ${fmt(state.start[1])})`;
-  await loadSurface();
   if (state.scenario in SCENARIOS) showLesson(state.scenario);
-  await run();
+  await Promise.all([loadSurface(), run()]);
   document.body.dataset.ready = "1";  // interactive: controls wired, first view drawn
 }
 main().catch((error) => { $("error").textContent = String(error.message || error); });
