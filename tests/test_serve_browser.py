@@ -101,6 +101,9 @@ def test_playground_loads_clean_and_offline(page: sync_api.Page, server: str) ->
     assert len(drawn) == 2 and all(len(x) == 61 for x in drawn)
     assert drawn[0][0] == -7.0  # ravine's default start
     assert page.inner_text("#error") == ""
+    page.goto(server + "/?sc=ravine")  # a scenario opens as a lesson with its measured checks
+    page.wait_for_selector("#lesson li.holds", state="visible", timeout=30_000)
+    assert "Ravine" in page.inner_text("#lesson")
     for page_path in ("/runs", "/run?path=live"):
         page.goto(server + page_path)
         page.wait_for_load_state("networkidle")

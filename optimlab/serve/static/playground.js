@@ -344,7 +344,7 @@ async function showLesson(name) {
   const box = $("lesson");
   if (!name) { box.style.display = "none"; return; }
   const s = SCENARIOS[name];
-  box.style.display = "";
+  box.style.display = "block";
   box.innerHTML = `<b>${escapeHTML(s.title)}</b><p>${s.explanation.map(escapeHTML).join(" ")}</p><p><i>measuring…</i></p>`;
   const outcome = await getJSON(`/api/scenarios/${encodeURIComponent(name)}`);
   if (state.scenario !== name) return;
