@@ -5,6 +5,9 @@ reason, only when chromium or Playwright is absent."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +26,7 @@ if not Path(CHROMIUM).exists():
 
 from optimlab.lab.store import ResultStore  # noqa: E402
 from optimlab.lab.trial import TrialResult, TrialSpec  # noqa: E402
+from optimlab.serve import files  # noqa: E402
 from optimlab.serve.app import create_app  # noqa: E402
 
 
@@ -170,3 +174,35 @@ def test_a_run_page_shows_a_trial_stored_after_it_opened(
     page.wait_for_function("() => document.querySelectorAll('#trials tr').length === 3")
     assert "adam" in page.inner_text("#trials")
     assert page.inner_text("#trial-count") == "(2 stored)"
+
+
+def test_a_run_page_follows_a_running_compare(
+    page: sync_api.Page, server: str, results: Path
+) -> None:
+    """The real thing: `optimlab compare` runs in another process; the page, opened after its
+    first trial landed, shows the next ones without a reload (and never locks the writer)."""
+    out = results / "running"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-m", "optimlab.cli", "compare", "--problems", "quadratic-deep",
+               "--optimizers", "sgd,adam", "--steps", "150", "--grid-points", "4", "--seeds", "2",
+               "--workers", "1", "--out", str(out)]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "results.sqlite").is_file() or not files.read_trials(out):
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "compare stored no trial in 60 s"
+            time.sleep(0.2)
+        page.goto(server + "/run?path=running")
+        ready(page)
+        shown = page.locator("#trials tr").count() - 1
+        stored = len(files.read_trials(out))
+        assert shown >= 1
+        page.wait_for_function(
+            "(n) => document.querySelectorAll('#trials tr').length - 1 > n", arg=max(shown, stored),
+            timeout=60_000,
+        )  # fmt: skip
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+    assert page.errors == []  # type: ignore[attr-defined]
