@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +41,128 @@ def test_list_table(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_unknown_command_is_a_usage_error() -> None:
     assert main(["no-such-command"]) == 2
+
+
+# --- a fast CLI (issue 11, item 7) --------------------------------------------------------------
+# Timing lives in benchmarks/cli_speed.py; these tests check the cause of slowness instead: which
+# heavy modules get imported. Every module under optimlab/cli/ must keep them out of its top level.
+
+HEAVY = ("torch", "numba", "matplotlib", "optimlab.optim", "optimlab.lab", "optimlab.problems",
+         "optimlab.landscapes", "optimlab.diagnose", "optimlab.report")  # fmt: skip
+CLI_MODULES = sorted(
+    p.stem for p in (Path(optimlab.__file__).parent / "cli").glob("*.py") if p.stem != "__main__"
+)
+
+
+def heavy_imports(code: str) -> list[str]:
+    """Run `code` in a fresh interpreter; the heavy modules it imported."""
+    probe = (
+        f"import sys, json\n{code}\n"
+        f"print(json.dumps([m for m in {list(HEAVY)!r} if m in sys.modules]))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "COLUMNS": "80"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def subcommands() -> list[str]:
+    import typer.main
+
+    from optimlab.cli.app import app
+
+    return sorted(typer.main.get_command(app).commands)
+
+
+def test_import_optimlab_is_light_until_an_optimizer_is_touched():
+    assert heavy_imports("import optimlab") == []
+    touched = heavy_imports("import optimlab; optimlab.Adam")
+    assert "torch" in touched and "optimlab.optim" in touched
+
+
+def test_lazy_names_are_the_real_ones_and_dir_is_honest():
+    from optimlab import optim
+
+    for name in optimlab.__all__:
+        if name != "__version__":
+            assert getattr(optimlab, name) is getattr(optim, name)
+    assert set(optimlab.__all__) <= set(dir(optimlab))
+    assert not {"importlib", "Any", "TYPE_CHECKING", "annotations"} & set(dir(optimlab))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        optimlab.nope  # noqa: B018
+
+
+@pytest.mark.parametrize("module", CLI_MODULES)
+def test_cli_module_imports_nothing_heavy(module):
+    """Fails, until merged, for the command modules other branches make lazy."""
+    assert heavy_imports(f"import optimlab.cli.{module}") == [], module
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"]])
+def test_version_and_help_import_nothing_heavy(argv):
+    assert heavy_imports(f"from optimlab.cli import main; main({argv!r})") == []
+
+
+@pytest.mark.parametrize("command", ["compare", "demo", "diagnose", "export", "landscape",
+                                     "list", "lr-find"])  # fmt: skip
+def test_subcommand_help_imports_nothing_heavy(command):
+    assert command in subcommands()
+    code = f"from optimlab.cli import main; main([{command!r}, '--help'])"
+    assert heavy_imports(code) == [], command
+
+
+def test_every_subcommand_is_in_the_help_test():
+    assert subcommands() == ["compare", "demo", "diagnose", "export", "landscape", "list",
+                             "lr-find"]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["compare", "demo", "diagnose", "export", "landscape",
+                                     "list", "lr-find"])  # fmt: skip
+def test_help_shows_boolean_flags_as_flags(command, capsys):
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "<bool>" not in out and "--help" in out
+    for line in out.splitlines():
+        if line.strip().startswith("--json"):
+            assert line.split()[1][0] not in "<[", line  # the help text follows the flag
+
+
+def test_literals_in_cli_modules_agree_with_the_library():
+    """The CLI repeats a few constants as literals so that it need not import torch."""
+    import importlib
+
+    diagnose_cli = importlib.import_module("optimlab.cli.diagnose")
+    lr_find_cli = importlib.import_module("optimlab.cli.lr_find")
+    lr_find = importlib.import_module("optimlab.diagnose.lr_find")
+    run = importlib.import_module("optimlab.diagnose.run")
+
+    assert ",".join(run.CHECKS) == diagnose_cli.CHECKS_TEXT
+    assert diagnose_cli.DEFAULT_OPTIMIZER == run.DEFAULT_OPTIMIZER
+    assert lr_find_cli.RULES == lr_find.RULES
+
+
+def test_diagnose_table_wraps_at_narrow_widths_and_never_cuts_numbers(capsys, tmp_path,
+                                                                      monkeypatch):  # fmt: skip
+    monkeypatch.setenv("COLUMNS", "60")
+    argv = ["diagnose", "--problem", "deep-mlp:depth=6:width=16:activation=sigmoid:init=xavier",
+            "--checks", "lr,gradflow", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out
+    # (the last line is the page's path, as long as the path)
+    assert max(len(line) for line in out.splitlines() if not line.startswith("page:")) <= 60
+    result = json.loads((tmp_path / "diagnosis.json").read_text())
+    joined = " ".join(out.replace("│", " ").split())
+    assert f"{result['gradflow']['shrink_factor']:.3g}" in joined
+
+
+def test_top_level_help_lists_every_command_with_a_whole_summary(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    commands = out.split("Commands:")[1].splitlines()[1:]
+    assert [line.split()[0] for line in commands if line.strip()] == [
+        "list", "demo", "compare", "export", "landscape", "diagnose", "lr-find",
+    ]  # fmt: skip
+    assert not any(line.endswith("...") for line in commands)
+    assert max(len(line) for line in out.splitlines()) <= 80

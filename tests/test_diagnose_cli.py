@@ -49,7 +49,8 @@ def test_diagnose_writes_a_self_contained_page_and_json(capsys, tmp_path):
     for key in ("vanishing", "exploding", "layers", "advice"):
         assert key in result["gradflow"]
     assert len(result["gradflow"]["layers"]) == 5
-    assert result["lr"]["suggestion"] > 0
+    # A 4-layer sigmoid net's loss barely moves in the range test: flat, no number.
+    assert result["lr"]["verdict"] == "flat" and result["lr"]["suggestion"] is None
     assert len(result["landscape"]["slice_2d"]["losses"]) == 21
     assert json.loads((out / "diagnosis.json").read_text()) == result
     page = (out / "index.html").read_text()
@@ -84,6 +85,18 @@ def test_run_diagnosis_skips_checks_that_do_not_apply():
          ["--optimizer", "unknown option 'speed'"]),
         (["lr-find", "--problem", "digits-mlp", "--optimizer", "sgd", "--plot", "x.svg"],
          ["--plot", "x.svg", ".png"]),
+        (["lr-find", "--problem", "digits-mlp", "--optimizer", "sgd", "--num-iter", "1"],
+         ["--num-iter", "1", "[2, 1000]"]),
+        (["lr-find", "--problem", "digits-mlp", "--optimizer", "sgd", "--start-lr", "0"],
+         ["--start-lr", "0.0", "> 0"]),
+        (["lr-find", "--problem", "digits-mlp", "--optimizer", "sgd", "--end-lr", "inf"],
+         ["--end-lr", "inf", "finite"]),
+        (["lr-find", "--problem", "digits-mlp", "--optimizer", "sgd", "--start-lr", "1",
+          "--end-lr", "0.1"], ["--end-lr", "must be greater than --start-lr 1.0"]),
+        (["lr-find", "--problem", "digits-mlp", "--optimizer", "sgd", "--suggest", "best"],
+         ["--suggest", "'best'", "valley, steepest, minimum"]),
+        (["lr-find", "--problem", "digits-mlp", "--optimizer", "sgd", "--num-iter", "ten"],
+         ["--num-iter", "valid integer"]),
     ],
 )  # fmt: skip
 def test_bad_input_exits_2_with_a_message(argv, words, capsys):
@@ -98,3 +111,54 @@ def test_run_diagnosis_bad_arguments_raise_value_error():
         run_diagnosis("digits-mlp", "adam", "curvature")
     with pytest.raises(ValueError, match="unknown optimizer"):
         run_diagnosis("digits-mlp", "lion", "lr")
+
+
+@pytest.fixture
+def no_computation(monkeypatch):
+    """Fail the test if a problem is ever built: the path must be refused before any work."""
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a problem was built before the output path was checked")
+
+    monkeypatch.setattr("optimlab.problems.get_problem", refuse)
+    monkeypatch.setattr("optimlab.problems.registry.get_problem", refuse, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("where", "why"),
+    [
+        ("missing-dir/x.png", "directory 'missing-dir' does not exist"),
+        ("afile/x.png", "'afile' is not a directory"),
+        ("adir", "'adir' is a directory"),
+        ("/proc/x.png", "cannot write in '/proc'"),
+    ],
+)
+def test_lr_find_plot_path_is_checked_before_any_work(where, why, tmp_path, monkeypatch,
+                                                       capsys, no_computation):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir.png").mkdir()
+    where = "adir.png" if where == "adir" else where
+    why = why.replace("'adir'", "'adir.png'")
+    argv = ["lr-find", "--problem", "digits-mlp", "--optimizer", "adam", "--plot", where]
+    assert main(argv) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert "--plot" in error and where in error and why in error
+
+
+@pytest.mark.parametrize(
+    ("where", "why"),
+    [
+        ("afile", "'afile': exists and is not a directory"),
+        ("afile/sub", "'afile' is a file, not a directory"),
+        ("/proc/nope", "cannot write in '/proc'"),
+    ],
+)
+def test_diagnose_out_path_is_checked_before_any_work(where, why, tmp_path, monkeypatch,
+                                                      capsys, no_computation):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    assert main(["diagnose", "--problem", "digits-mlp", "--out", where]) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert "--out" in error and why in error
+    assert (tmp_path / "afile").read_text() == ""

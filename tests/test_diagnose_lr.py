@@ -106,8 +106,10 @@ def test_nonfinite_loss_stops_the_test():
 
     result = lr_find(model, data, loss_fn, torch.optim.SGD(model.parameters(), lr=0.1))
     assert result.stop_reason == "nonfinite" and len(result.losses) == 7
-    assert math.isfinite(result.suggestion.lr) and result.suggestion.lr > 0
+    # Six finite points at rates of ~1e-7 never move the loss: nothing to suggest.
+    assert result.suggestion.verdict.verdict == "flat" and result.suggestion.lr is None
     assert result.to_json()["losses"][-1] is None
+    assert result.to_json()["suggestion"] is None
 
 
 @pytest.mark.parametrize("make", ["optimlab-adam", "optimlab-momentum", "torch-adam", "torch-sgd"])
@@ -207,7 +209,7 @@ def test_suggestion_on_a_clean_curve_sits_in_the_descent():
 def test_suggestion_survives_noise_and_early_spikes(noise, spike_at, spike, seed):
     lrs, losses = synthetic_curve(noise, spike_at, spike, seed)
     s = suggest_lr(lrs, losses)
-    assert s.rule == "valley"
+    assert s.rule == "valley" and s.verdict.usable
     assert 3e-4 < s.lr < 3e-2  # the clean curve's descent, whatever the noise or spike
 
 
@@ -218,27 +220,29 @@ def test_robust_curve_removes_a_spike_and_keeps_a_line():
 
 
 @pytest.mark.parametrize(
-    "losses",
+    ("losses", "verdict"),
     [
-        [],
-        [math.nan] * 5,
-        [math.inf, 1.0, 0.5],
-        [2.0] * 50,  # flat
-        [1.0 + 0.1 * i for i in range(50)],  # rising from the start
-        [2.0, 1.0],  # too short
+        ([], "short"),
+        ([math.nan] * 5, "nonfinite"),
+        ([math.inf, 1.0, 0.5], "nonfinite"),
+        ([2.0] * 50, "flat"),
+        ([1.0 + 0.1 * i for i in range(50)], "flat"),  # rising from the start
+        ([2.0, 1.0], "short"),
     ],
 )
-def test_suggestion_is_never_nan(losses):
+def test_a_curve_that_says_nothing_gets_no_number_and_never_nan(losses, verdict):
     lrs = lr_schedule(1e-7, 10.0, max(len(losses), 2))[: len(losses)]
     s = suggest_lr(lrs, losses)
-    assert math.isfinite(s.lr) and s.lr > 0
-    assert s.rule in ("valley", "steepest", "fallback")
+    assert s.verdict.verdict == verdict and not s.reliable
+    assert s.lr is None
+    assert s.verdict.reason
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"num_iter": 101}, "num_iter=101"),
+        ({"num_iter": 1001}, "num_iter=1001"),
+        ({"suggest": "best"}, "suggest='best'; allowed: valley, steepest, minimum"),
         ({"num_iter": 1}, "num_iter=1"),
         ({"start_lr": 0.0}, "start_lr=0.0"),
         ({"start_lr": 1.0, "end_lr": 0.5}, "end_lr=0.5 must be greater"),

@@ -1,16 +1,30 @@
-"""The `optimlab` command line. One module per command; `main(argv) -> int` runs without a subprocess."""
+"""The `optimlab` command line. One module per command; `main(argv) -> int` runs without a subprocess.
+
+The typer application (`optimlab.cli.app`, which imports every command module) is loaded when
+`main` runs or `app` is first touched, so that importing one command module stays cheap.
+"""
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
-import typer
 
-from optimlab.cli.app import app
+def _load_app() -> Any:
+    from optimlab.cli.app import app
+
+    # Importing the submodule bound the name `app` here to the module; the public name is the
+    # Typer application, as it was before the import became lazy.
+    globals()["app"] = app
+    return app
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with `argv` (default: sys.argv[1:]) and return the exit code."""
+    import typer
+
+    app = _load_app()
+
     try:
         result = app(args=argv, prog_name="optimlab", standalone_mode=False)
     except typer.Exit as exit_:
@@ -31,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     """Console-script entry point."""
     sys.exit(main())
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return _load_app()
+    raise AttributeError(f"module 'optimlab.cli' has no attribute {name!r}")
 
 
 __all__ = ["app", "main", "run"]

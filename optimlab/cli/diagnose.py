@@ -5,25 +5,73 @@
 
 Writes DIR/index.html (self-contained, figures embedded) and DIR/diagnosis.json; prints a
 summary, or with ``--json`` the JSON object keyed by check. Progress goes to stderr.
+
+Nothing heavy is imported at module level (torch, optimlab.diagnose, optimlab.problems): the
+command's ``--help`` must answer in well under a second, and bad input is refused before torch
+loads. Option defaults and help texts are therefore literals.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
-import torch
 import typer
-from rich.console import Console
-from rich.table import Table
-
-from optimlab.diagnose.run import CHECKS, DEFAULT_OPTIMIZER, optimizer_factory, parse_checks
-from optimlab.problems import get_problem, list_problems
 
 DEFAULT_OUT = "results/diagnose"
+#: optimlab.diagnose.run.CHECKS and DEFAULT_OPTIMIZER, repeated as literals so that this module
+#: does not import torch (a test checks they agree)
+CHECKS_TEXT = "lr,gradflow,hessian,landscape"
+DEFAULT_OPTIMIZER = "adam"
+
+
+def _probe_writable(directory: Path, path: str, hint: str) -> None:
+    """Create and delete a file in `directory`: the only check that also holds for root, for
+    read-only file systems and for /proc (os.access says yes to root for almost everything)."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".optimlab-probe-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise typer.BadParameter(
+            f"{path!r}: cannot write in {str(directory)!r} ({reason})", param_hint=hint
+        ) from None
+
+
+def check_output_file(path: str, hint: str) -> None:
+    """Refuse an output file that cannot be written, before any work: its directory must exist
+    and be writable, and the path must not be a directory."""
+    target = Path(path)
+    if target.is_dir():
+        raise typer.BadParameter(f"{path!r} is a directory; give a file name", param_hint=hint)
+    parent = target.parent
+    if not parent.exists():
+        raise typer.BadParameter(
+            f"{path!r}: directory {str(parent)!r} does not exist", param_hint=hint
+        )
+    if not parent.is_dir():
+        raise typer.BadParameter(f"{path!r}: {str(parent)!r} is not a directory", param_hint=hint)
+    _probe_writable(parent, path, hint)
+
+
+def check_output_dir(path: str, hint: str) -> None:
+    """Refuse an output directory that cannot be created or written, before any work: the
+    directory, or its nearest existing ancestor (where it would be created), must be a
+    writable directory. Nothing is created here."""
+    target = Path(path)
+    existing = next((p for p in (target, *target.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        where = "exists and is not a directory" if existing == target else (
+            f"{str(existing)!r} is a file, not a directory"
+        )  # fmt: skip
+        raise typer.BadParameter(f"{path!r}: {where}", param_hint=hint)
+    _probe_writable(existing, path, hint)
 
 
 def check_problem(spec: str, hint: str = "--problem") -> None:
+    from optimlab.problems import get_problem, list_problems
+
     try:
         get_problem(spec)
     except ValueError as error:
@@ -34,6 +82,10 @@ def check_problem(spec: str, hint: str = "--problem") -> None:
 
 
 def check_optimizer(spec: str, hint: str = "--optimizer") -> None:
+    import torch
+
+    from optimlab.diagnose.run import optimizer_factory
+
     try:
         _, make = optimizer_factory(spec)
         # Hyperparameter ranges are checked by the optimizer's constructor: build one.
@@ -46,21 +98,22 @@ def command(
     problem: str = typer.Option(
         ...,
         "--problem",
-        help=f"Problem spec, e.g. deep-mlp:depth=10:activation=sigmoid. "
-        f"Names: {', '.join(list_problems())}.",
+        help="Problem spec, e.g. deep-mlp:depth=10:activation=sigmoid (names: `optimlab "
+        "compare --help`; an unknown name lists them).",
     ),
     optimizer: str = typer.Option(
         DEFAULT_OPTIMIZER, "--optimizer", help="One optimizer spec, e.g. adam:lr=0.001."
     ),
     checks: str = typer.Option(
-        ",".join(CHECKS), "--checks", help=f"Comma-separated checks: {', '.join(CHECKS)}."
+        CHECKS_TEXT, "--checks", help="Comma-separated checks: lr, gradflow, hessian, landscape."
     ),
     out: str = typer.Option(DEFAULT_OUT, "--out", help="Output directory (index.html, JSON)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
     seed: int = typer.Option(0, "--seed", help="Seed of the model's initial weights."),
 ) -> int:
     """Diagnose a problem: LR range test, gradient flow, Hessian, loss landscape."""
-    from optimlab.diagnose.run import run_diagnosis
+    check_output_dir(out, "--out")
+    from optimlab.diagnose.run import parse_checks, run_diagnosis
 
     try:
         names = parse_checks(checks)
@@ -68,8 +121,8 @@ def command(
         raise typer.BadParameter(str(error), param_hint="--checks") from None
     check_problem(problem)
     check_optimizer(optimizer)
-    if Path(out).exists() and not Path(out).is_dir():
-        raise typer.BadParameter(f"{out!r} exists and is not a directory", param_hint="--out")
+    from rich.console import Console
+
     errors = Console(stderr=True)
     results = run_diagnosis(
         problem, optimizer, names, out, seed=seed, progress=lambda m: errors.log(m)
@@ -79,16 +132,24 @@ def command(
         typer.echo(json.dumps(results, allow_nan=False))
         errors.print(f"page: {index}")
         return 0
+    print_findings(results, optimizer)
+    typer.echo(f"page: {index}")
+    return 0
+
+
+def print_findings(results: dict, optimizer: str) -> None:
+    """The findings as a table that wraps (never cuts) its cells, then the advice."""
+    from rich.console import Console
+    from rich.table import Table
+
     from optimlab.diagnose.page import findings
 
+    console = Console()
     table = Table(title=f"diagnosis of {results['meta']['problem_label']} with {optimizer}")
-    table.add_column("check")
-    table.add_column("finding")
+    table.add_column("check", no_wrap=True)
+    table.add_column("finding", overflow="fold")
     for check, text, _level in findings(results):
         table.add_row(check, text)
-    console = Console()
     console.print(table)
     for line in results.get("gradflow", {}).get("advice", []):
         console.print(f"• {line}")
-    console.print(f"page: {index}")
-    return 0

@@ -1,6 +1,7 @@
 """Why is training slow or stuck? Measurements that name the failure modes.
 
-* `lr_find` — the learning-rate range test: too small or too large a learning rate;
+* `lr_find` — the learning-rate range test: too small or too large a learning rate, and
+  `curve_verdict`: how far to trust its suggestion;
 * `gradient_flow` — vanishing or exploding gradients, dead ReLUs, with advice;
 * `analyze_hessian` (and `HessianOperator`, `eigenvalues`, `hutchinson_trace`,
   `spectral_density`) — curvature: λmax, λmin (saddle points), trace, condition number;
@@ -12,7 +13,13 @@ or an iterable of batches, a ``loss_fn(output, target)`` and any ``torch.optim.O
 models and optimizers are restored after each measurement.
 """
 
-from optimlab.diagnose.gradflow import GradFlowResult, LayerFlow, gradient_flow
+from optimlab.diagnose.gradflow import (
+    Architecture,
+    GradFlowResult,
+    LayerFlow,
+    describe_architecture,
+    gradient_flow,
+)
 from optimlab.diagnose.hessian import (
     HessianOperator,
     HessianResult,
@@ -24,7 +31,14 @@ from optimlab.diagnose.hessian import (
     lanczos,
     spectral_density,
 )
-from optimlab.diagnose.lr_find import LRFindResult, LRSuggestion, lr_find, suggest_lr
+from optimlab.diagnose.lr_find import (
+    CurveVerdict,
+    LRFindResult,
+    LRSuggestion,
+    curve_verdict,
+    lr_find,
+    suggest_lr,
+)
 from optimlab.diagnose.run import CHECKS, diagnose_model, run_diagnosis
 from optimlab.diagnose.slices import (
     PathSlice,
@@ -39,6 +53,8 @@ from optimlab.diagnose.slices import (
 
 __all__ = [
     "CHECKS",
+    "Architecture",
+    "CurveVerdict",
     "GradFlowResult",
     "HessianOperator",
     "HessianResult",
@@ -51,6 +67,8 @@ __all__ = [
     "Slice2D",
     "SpectralDensity",
     "analyze_hessian",
+    "curve_verdict",
+    "describe_architecture",
     "diagnose_model",
     "eigenvalues",
     "filter_normalized_direction",

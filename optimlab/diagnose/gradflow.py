@@ -21,10 +21,15 @@ Flags:
 * **exploding** — the opposite growth by more than `exploding_factor`, or a non-finite gradient.
 * **dead_relu** — some ReLU layer has more than `dead_threshold` of its units dead.
 
-The advice names the fixes that apply to what was found and to the model's architecture (which
-activations it uses, whether it has normalization layers): ReLU/Leaky ReLU instead of
-sigmoid/tanh, He or Xavier initialization, batch norm, residual connections, a smaller learning
-rate, gradient clipping. The model and optimizer are restored afterwards.
+The advice names the fixes that apply to what was found and never one already in place. It
+reads the model's settings (`Architecture`, from `describe_architecture`): its activations and
+normalization layers (from the modules), its residual connections (a module with
+``residual=True``, as optimlab's `Block`), and its initialization, recognised from the initial
+weights' standard deviation per layer against each scheme's (`infer_init`); a problem's own
+options (``activation``, ``init``, ``batchnorm``, ``residual``), when given, take precedence.
+Fixes: ReLU/Leaky ReLU instead of sigmoid/tanh, He or Xavier initialization matched to the
+activation, batch norm, residual connections, a smaller learning rate, gradient clipping. The
+model and optimizer are restored afterwards.
 """
 
 from __future__ import annotations
@@ -56,7 +61,97 @@ DEAD_THRESHOLD = 0.5
 LARGE_UPDATE = 0.1
 
 SATURATING = (nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Softsign, nn.Hardsigmoid)
+RELU_LIKE = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish)
 WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd)
+#: a layer's weight std within this factor of a scheme's std is recognised as that scheme
+INIT_TOLERANCE = 1.15
+INIT_NAMES = {"xavier": "Xavier (Glorot)", "he": "He (Kaiming)", "default": "PyTorch's default"}
+
+
+@dataclass
+class Architecture:
+    """What the advice needs to know about a model.
+
+    Attributes:
+        activations: the activation module types, sorted (``["Sigmoid"]``).
+        saturating: it has sigmoid/tanh-like units; relu_like: it has ReLU-like units.
+        init: ``"xavier"``, ``"he"``, ``"default"`` (PyTorch's) or ``"unknown"``.
+        normalization: it has a batch/layer/group/instance-norm layer.
+        residual: it has skip connections.
+    """
+
+    activations: list[str]
+    saturating: bool
+    relu_like: bool
+    init: str
+    normalization: bool
+    residual: bool
+
+    @property
+    def matching_init(self) -> str:
+        """The init its activations call for: Xavier for saturating units only, He otherwise."""
+        return "xavier" if self.saturating and not self.relu_like else "he"
+
+
+def _init_stds(fan_in: int, fan_out: int) -> dict[str, float]:
+    """Each scheme's weight standard deviation for a layer (normal and uniform variants alike):
+    Xavier √(2/(fan_in+fan_out)), He √(2/fan_in), PyTorch's default U(±1/√fan_in) → 1/√(3·fan_in).
+    """
+    return {
+        "xavier": math.sqrt(2.0 / (fan_in + fan_out)),
+        "he": math.sqrt(2.0 / fan_in),
+        "default": 1.0 / math.sqrt(3.0 * fan_in),
+    }
+
+
+def infer_init(model: nn.Module) -> str:
+    """The initialization scheme of the model's weighted layers, recognised from their weights:
+    the scheme whose standard deviation is within `INIT_TOLERANCE` of the measured one, agreed
+    on by at least two thirds of the layers; ``"unknown"`` otherwise. Meaningful on initial
+    weights (training moves them away)."""
+    votes: list[str] = []
+    for _, module in weighted_layers(model):
+        weight = module.weight.detach()
+        if weight.dim() < 2 or weight.numel() < 16:
+            continue
+        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(weight)
+        std = weight.float().std().item()
+        if not std > 0:
+            votes.append("unknown")
+            continue
+        ratios = {k: abs(math.log(std / v)) for k, v in _init_stds(fan_in, fan_out).items()}
+        best = min(ratios, key=ratios.get)
+        votes.append(best if ratios[best] < math.log(INIT_TOLERANCE) else "unknown")
+    if not votes:
+        return "unknown"
+    winner = max(set(votes), key=votes.count)
+    return winner if votes.count(winner) * 3 >= 2 * len(votes) else "unknown"
+
+
+def describe_architecture(model: nn.Module, settings: dict[str, Any] | None = None) -> Architecture:
+    """The model's settings, read from its modules and weights; `settings` (a problem's options:
+    ``activation``, ``init``, ``batchnorm``, ``residual``) override what they name."""
+    modules = list(model.modules())
+    activations = sorted(
+        {type(m).__name__ for m in modules if isinstance(m, SATURATING + RELU_LIKE)}
+    )
+    saturating = any(isinstance(m, SATURATING) for m in modules)
+    relu_like = any(isinstance(m, RELU_LIKE) for m in modules)
+    init = infer_init(model)
+    normalization = any(isinstance(m, NORMALIZATION) for m in modules)
+    residual = any(getattr(m, "residual", False) is True for m in modules)
+    settings = settings or {}
+    if settings.get("activation") in ("sigmoid", "tanh"):
+        saturating, relu_like = True, False
+    elif settings.get("activation") in ("relu", "leaky_relu"):
+        saturating, relu_like = False, True
+    if settings.get("init") in INIT_NAMES:
+        init = settings["init"]
+    if isinstance(settings.get("batchnorm"), bool):
+        normalization = normalization or settings["batchnorm"]
+    if isinstance(settings.get("residual"), bool):
+        residual = residual or settings["residual"]
+    return Architecture(activations, saturating, relu_like, init, normalization, residual)
 
 
 @dataclass
@@ -85,6 +180,13 @@ class GradFlowResult:
     advice: list[str]
     steps: int
     thresholds: dict[str, float] = field(default_factory=dict)
+    #: the model's settings the advice read (`Architecture` as a dict)
+    architecture: dict[str, Any] = field(default_factory=dict)
+    #: the fixes recommended, as codes: relu, xavier_init, he_init, batchnorm, residual,
+    #: smaller_lr, leaky_relu
+    fixes: list[str] = field(default_factory=list)
+    #: the fixes that would apply but are already in place
+    in_place: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -124,12 +226,14 @@ def gradient_flow(
     exploding_factor: float = EXPLODING_FACTOR,
     dead_threshold: float = DEAD_THRESHOLD,
     seed: int = 0,
+    settings: dict[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> GradFlowResult:
     """Measure gradient flow over `steps` training steps (see the module docstring).
 
     The model is trained in train mode with `optimizer` (its learning rate as given) on
     minibatches of `data`; afterwards the model and the optimizer are restored exactly.
+    `settings` (a problem's options) tell the advice what the model already has.
     """
     trainable_parameters(model)
     check_data(data)
@@ -149,6 +253,8 @@ def gradient_flow(
             f"model {type(model).__name__} has no Linear or Conv layer with a trainable weight; "
             f"gradient flow is measured per such layer"
         )
+    # Read before the steps: the init is recognised from the initial weights.
+    architecture = describe_architecture(model, settings)
     relus = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
     grad_sums = [0.0] * len(layers)
     weight_sums = [0.0] * len(layers)
@@ -231,7 +337,7 @@ def gradient_flow(
             "large_update": LARGE_UPDATE,
         },
     )
-    result.advice = advise(result, model)
+    result.advice = advise(result, model, architecture)
     return result
 
 
@@ -255,59 +361,113 @@ def _attach_dead(
                 break
 
 
-def advise(result: GradFlowResult, model: nn.Module) -> list[str]:
-    """The fixes that apply to what was measured, worded for this model."""
-    modules = list(model.modules())
-    saturating = sorted({type(m).__name__ for m in modules if isinstance(m, SATURATING)})
-    has_norm = any(isinstance(m, NORMALIZATION) for m in modules)
-    has_relu = any(isinstance(m, nn.ReLU) for m in modules)
+def advise(
+    result: GradFlowResult, model: nn.Module, architecture: Architecture | None = None
+) -> list[str]:
+    """The fixes that apply to what was measured, worded for this model, leaving out those
+    already in place (`architecture`, read from `model` when not given). Also fills
+    `result.fixes`, `result.in_place` and `result.architecture`."""
+    arch = architecture or describe_architecture(model)
+    result.architecture = asdict(arch)
+    saturating = [a for a in arch.activations if a in {c.__name__ for c in SATURATING}]
+    current_init = INIT_NAMES.get(arch.init, "not recognised")
     advice: list[str] = []
+    fixes: list[str] = []
+    in_place: list[str] = []
+
+    def recommend(code: str, text: str) -> None:
+        if code not in fixes:
+            fixes.append(code)
+            advice.append(text)
+
+    def init_fix(why: str) -> None:
+        wanted = arch.matching_init
+        if arch.init == wanted:
+            in_place.append(f"{INIT_NAMES[wanted]} init")
+            return
+        activation = "sigmoid/tanh units" if wanted == "xavier" else "ReLU-like units"
+        recommend(
+            f"{wanted}_init",
+            f"Initialize for the activation: {INIT_NAMES[wanted]} init for {activation} "
+            f"(this model's init: {current_init}), {why}.",
+        )
+
     if result.vanishing:
-        if saturating:
-            advice.append(
-                f"Replace the saturating activations ({', '.join(saturating)}) by ReLU or Leaky "
-                f"ReLU: their derivative is at most 1/4 (sigmoid) or 1 (tanh) and shrinks the "
-                f"gradient at every layer."
+        if arch.saturating:
+            names = ", ".join(saturating) or "sigmoid/tanh"
+            recommend(
+                "relu",
+                f"Replace the saturating activations ({names}) by ReLU or Leaky ReLU, with He "
+                f"init: their derivative is at most 1/4 (sigmoid) or 1 (tanh) and shrinks the "
+                f"gradient at every layer.",
             )
-        advice.append(
-            "Initialize for the activation: He (Kaiming) init for ReLU-like units, Xavier "
-            "(Glorot) for tanh/sigmoid, so that the variance of the signal stays constant "
-            "through the layers."
-        )
-        if not has_norm:
-            advice.append(
+        init_fix("so that the variance of the signal stays constant through the layers")
+        if arch.normalization:
+            in_place.append("normalization layers")
+        else:
+            recommend(
+                "batchnorm",
                 "Add batch normalization before the activations: it keeps pre-activations out "
-                "of the saturated range."
+                "of the saturated range.",
             )
-        advice.append(
-            "Add residual (skip) connections h ← h + f(h): the identity path carries the "
-            "gradient around each layer."
-        )
+        if arch.residual:
+            in_place.append("residual connections")
+        else:
+            recommend(
+                "residual",
+                "Add residual (skip) connections h ← h + f(h): the identity path carries the "
+                "gradient around each layer.",
+            )
     if result.exploding:
-        advice.append(
+        recommend(
+            "smaller_lr",
             "Use a smaller learning rate, and clip the gradient norm "
-            "(torch.nn.utils.clip_grad_norm_) to stop single large steps."
+            "(torch.nn.utils.clip_grad_norm_) to stop single large steps.",
         )
-        advice.append(
-            "Check the initialization scale: He or Xavier init keep activations and gradients "
-            "of constant variance; larger weights make them grow layer by layer."
-        )
-        if not has_norm:
-            advice.append("Batch normalization bounds the scale of the pre-activations.")
+        init_fix("as larger weights make activations and gradients grow layer by layer")
+        if arch.normalization:
+            in_place.append("normalization layers")
+        else:
+            recommend("batchnorm", "Batch normalization bounds the scale of the pre-activations.")
     if result.dead_relu:
-        advice.append(
-            "Many ReLU units are dead (zero for every example): use Leaky ReLU, a smaller "
-            "learning rate, and He init with zero biases so units start in their active range."
-        )
+        he = "" if arch.init == "he" else ", and He init with zero biases"
+        if "LeakyReLU" in arch.activations:
+            in_place.append("Leaky ReLU")
+            recommend(
+                "smaller_lr",
+                f"Many ReLU units are dead (zero for every example): use Leaky ReLU in their "
+                f"place too, or a smaller learning rate{he}.",
+            )
+        else:
+            recommend(
+                "leaky_relu",
+                f"Many ReLU units are dead (zero for every example): use Leaky ReLU or a "
+                f"smaller learning rate{he}, so units start in their active range.",
+            )
+        if he and "he_init" not in fixes:
+            fixes.append("he_init")
+        elif not he:
+            in_place.append("He (Kaiming) init")
     if result.large_updates and not result.exploding:
-        advice.append(
+        recommend(
+            "smaller_lr",
             f"One step changes some layer's weights by more than {LARGE_UPDATE:.0%} of their "
-            f"norm (healthy is ~0.1%): use a smaller learning rate or gradient clipping."
+            f"norm (healthy is ~0.1%): use a smaller learning rate or gradient clipping.",
+        )
+    in_place = list(dict.fromkeys(in_place))
+    if in_place and (result.vanishing or result.exploding or result.dead_relu):
+        advice.append(
+            f"Already in place, so not the fix: {', '.join(in_place)}."
+            + (" The remaining levers are the depth and the learning rate." if not fixes else "")
         )
     if not advice:
-        kind = "the ReLU units" if has_relu else "the activations"
+        kind = "the ReLU units" if any(isinstance(m, nn.ReLU) for m in model.modules()) else (
+            "the activations"
+        )  # fmt: skip
         advice.append(
             f"Gradient flow looks healthy: the gradient norm changes by a factor "
             f"{result.shrink_factor:.3g} from the output to the input layer and {kind} are alive."
         )
+    result.fixes = fixes
+    result.in_place = in_place
     return advice

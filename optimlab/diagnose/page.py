@@ -38,8 +38,15 @@ def findings(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     results = {name: value for name, value in results.items() if name not in skipped}
     if "lr" in results:
         lr = results["lr"]
-        out.append(("Learning rate", f"suggested {num(lr['suggestion'], '.3g')} ({lr['rule']} "
-                    f"rule; the loss was lowest at {num(lr['minimum'], '.3g')})", "ok"))  # fmt: skip
+        if lr["suggestion"] is None:
+            text, level = f"no suggestion: {lr['reason']}", "bad"
+        else:
+            text = (f"suggested {num(lr['suggestion'], '.3g')} ({lr['rule']} rule; the loss was "
+                    f"lowest at {num(lr['minimum'], '.3g')})")  # fmt: skip
+            level = "ok" if lr["reliable"] else "warn"
+            if not lr["reliable"]:
+                text += f"; unreliable: {lr['reason']}"
+        out.append(("Learning rate", text, level))
     if "gradflow" in results:
         flow = results["gradflow"]
         flags = [n.replace("_", " ") for n in ("vanishing", "exploding", "dead_relu") if flow[n]]

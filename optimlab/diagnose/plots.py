@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,12 @@ def lr_find_figure(result: LRFindResult, title: str = "Learning-rate range test"
     suggestion = result.suggestion
     if suggestion.valley_range is not None:
         axes.axvspan(*suggestion.valley_range, color="#2ca02c", alpha=0.08, label="valley")
-    axes.axvline(suggestion.lr, color="#d62728", lw=2, label=f"suggestion {suggestion.lr:.3g}")
+    verdict = suggestion.verdict
+    if suggestion.lr is not None:
+        style = "-" if verdict.reliable else "--"
+        mark = "" if verdict.reliable else f" ({verdict.verdict}: unreliable)"
+        axes.axvline(suggestion.lr, color="#d62728", lw=2, ls=style,
+                     label=f"suggestion {suggestion.lr:.3g}{mark}")  # fmt: skip
     if suggestion.steepest is not None and suggestion.steepest != suggestion.lr:
         axes.axvline(suggestion.steepest, color="#ff7f0e", lw=1, ls=":",
                      label=f"steepest {suggestion.steepest:.3g}")  # fmt: skip
@@ -75,7 +81,14 @@ def lr_find_figure(result: LRFindResult, title: str = "Learning-rate range test"
     axes.set_xlabel("learning rate")
     axes.set_ylabel("loss")
     axes.set_title(f"{title} (stopped: {result.stop_reason})")
-    axes.legend(fontsize=8)
+    # The verdict, in the picture itself: a flat or noisy curve must not look authoritative.
+    colour = "#2ca02c" if verdict.reliable else "#d62728"
+    axes.text(0.01, 0.01, textwrap.fill(verdict.reason, 90), transform=axes.transAxes,
+              fontsize=7, color=colour, va="bottom", ha="left",
+              bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": colour})  # fmt: skip
+    if len(shown) == 0:
+        axes.set_xlim(result.start_lr, result.end_lr)
+    axes.legend(fontsize=8, loc="upper left")
     axes.grid(alpha=0.3)
     return figure
 

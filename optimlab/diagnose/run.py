@@ -89,9 +89,11 @@ def diagnose_model(
     batch_size: int | None = 128,
     landscape_steps: int = 200,
     seed: int = 0,
+    settings: dict[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run `checks` on any model; return (JSON-ready results keyed by check, result objects)."""
+    """Run `checks` on any model; return (JSON-ready results keyed by check, result objects).
+    `settings` (a problem's options) tell the gradient-flow advice what the model has."""
     results: dict[str, Any] = {}
     objects: dict[str, Any] = {}
     say = progress or (lambda _message: None)
@@ -113,7 +115,7 @@ def diagnose_model(
         def flow() -> dict[str, Any]:
             found = gradient_flow(
                 model, data, loss_fn, make_optimizer(model.parameters()),
-                batch_size=batch_size, seed=seed,
+                batch_size=batch_size, seed=seed, settings=settings,
             )  # fmt: skip
             objects["gradflow"] = found
             return found.to_json()
@@ -215,6 +217,7 @@ def run_diagnosis(
         batch_size=problem.batch_size,
         landscape_steps=steps,
         seed=seed,
+        settings=problem.options,
         progress=progress,
     )
     results["meta"] = {
