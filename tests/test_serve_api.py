@@ -8,6 +8,8 @@ import ast
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -321,7 +323,20 @@ def test_pages_and_vendored_plotly(client: TestClient) -> None:
 
 
 # ---- the command ------------------------------------------------------------------------------
-def test_cli_serve_imports_nothing_heavy() -> None:
+@pytest.mark.parametrize(
+    "code",
+    ["import optimlab.cli.serve", "from optimlab.cli.serve import command, is_exposed"],
+)  # fmt: skip
+def test_cli_serve_imports_nothing_heavy(code: str) -> None:
+    heavy = ["fastapi", "uvicorn", "starlette", "plotly", "torch", "numpy", "optimlab.serve",
+             "optimlab.landscapes", "optimlab.lab"]  # fmt: skip
+    probe = (
+        f"import sys, json\n{code}\nprint(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
     tree = ast.parse((ROOT / "optimlab" / "cli" / "serve.py").read_text())
     imports = {
         (node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
