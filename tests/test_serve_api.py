@@ -199,6 +199,12 @@ def test_bad_input_is_422_with_the_cli_message(
         ({"function": "ravine", "optimizers": 3}, "optimizers", "spec string"),
         ({"function": "ravine", "optimizers": "sgd", "file": "x.py"}, "file", "unknown field"),
         ({"function": "lion.py:Lion", "optimizers": "sgd"}, "function", "valid functions"),
+        ({"function": "ravine,saddle", "optimizers": "sgd"}, "function", "2 functions given, one"),
+        (
+            {"function": "quadratic:condition=0", "optimizers": "sgd"},
+            "function",
+            "must be a number ≥ 1",
+        ),
         ({"function": "ravine", "optimizers": "lion.py"}, "optimizers", "valid names"),
     ],
 )
@@ -206,6 +212,15 @@ def test_each_bad_field_is_named(client: TestClient, body: dict, field: str, wor
     answer = client.post("/api/landscape", json=body)
     assert answer.status_code == 422, answer.text
     assert answer.json()["field"] == field and words in answer.json()["detail"]
+
+
+def test_without_the_serve_extra_the_command_says_what_is_missing(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # `import uvicorn` raises ImportError
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "uvicorn is missing" in err and "optimlab[serve]" in err
 
 
 def test_bad_bodies(client: TestClient) -> None:

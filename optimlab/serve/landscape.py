@@ -46,8 +46,17 @@ def parse_function(text: Any) -> Landscape:
             "function", f"invalid function={text!r}; expected a name such as 'ravine'"
         )
     try:
-        ((name, options),) = parse_spec(text)
+        parsed = parse_spec(text)
+        if len(parsed) != 1:
+            raise RequestError(
+                "function",
+                f"invalid function={text!r}: {len(parsed)} functions given, one expected "
+                f"(name[:key=value...]); valid functions: {', '.join(list_functions())}",
+            )
+        ((name, options),) = parsed
         return get_function(name, **options)
+    except RequestError:
+        raise
     except ValueError as error:
         message = str(error)
         if "valid" not in message:
