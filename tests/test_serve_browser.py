@@ -206,3 +206,41 @@ def test_a_run_page_follows_a_running_compare(
         process.kill()
         process.wait(timeout=10)
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_animation_optimizers_noise_and_3d_view(page: sync_api.Page, server: str) -> None:
+    page.goto(server + "/?f=ravine&o=sgd:lr=0.5&s=30")
+    ready(page)
+    frame = lambda: int(page.inner_text("#frame-out"))  # noqa: E731
+    assert frame() == 30
+    page.click("#reset")
+    assert frame() == 0 and len(paths(page)[0]) == 1  # only the start is drawn
+    page.click("#step")
+    assert frame() == 1 and len(paths(page)[0]) == 2
+    page.click("#play")
+    page.wait_for_function("() => Number(document.getElementById('frame-out').textContent) >= 30")
+    assert "t=" not in page.url  # the full view needs no step in the URL
+    page.select_option("#add-name", "adam")
+    page.click("#add")
+    page.wait_for_function("() => document.getElementById('contour').data.length === 5")
+    assert "adam:lr=0.001" in parse_qs(urlparse(page.url).query)["o"][0]
+    page.locator("#optimizers .opt button").first.click()  # remove sgd
+    page.wait_for_function(
+        "() => document.getElementById('contour').data.slice(3).map((t) => t.name).join() "
+        "=== 'adam:lr=0.001'"
+    )
+    quiet = paths(page)[0]
+    page.locator("#noise").fill("1")
+    page.wait_for_function("() => location.search.includes('n=1')")
+    page.wait_for_function(
+        "(x1) => document.getElementById('contour').data[3].x[1] !== x1", arg=quiet[1]
+    )
+    noisy = paths(page)[0]
+    page.check("#view3d")
+    page.wait_for_function("() => document.getElementById('surface3d').data?.length === 2")
+    assert page.locator("#surface3d").is_visible() and not page.locator("#contour").is_visible()
+    assert "v3=1" in page.url
+    page.goto(page.url)
+    ready(page)
+    assert paths(page)[0] == noisy and page.locator("#surface3d").is_visible()
+    assert page.errors == []  # type: ignore[attr-defined]
