@@ -10,7 +10,6 @@ reads a file.
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 from typing import Any
 
@@ -285,10 +284,6 @@ def functions() -> list[dict[str, Any]]:
         info["takes_options"] = sorted(info["options"])
         found.append(info)
     return found
-
-
-def finite(value: float) -> bool:
-    return math.isfinite(value)
 
 
 __all__ = [
