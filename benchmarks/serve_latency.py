@@ -54,8 +54,8 @@ def start_server(results: Path) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
     assert process.stdout is not None
     for line in process.stdout:
-        if line.startswith("optimlab serve: "):
-            return process, line.split()[2].rstrip("/")
+        if line.startswith("serving "):
+            return process, line.split()[1].rstrip("/")
     raise RuntimeError("the server did not start")
 
 

@@ -29,8 +29,8 @@ def start(tmp_path: Path, *options: str) -> tuple[subprocess.Popen, str]:
     )  # fmt: skip
     assert process.stdout is not None
     for line in process.stdout:
-        if line.startswith("optimlab serve: "):
-            return process, line.split()[2]
+        if line.startswith("serving "):
+            return process, line.split()[1]
     process.kill()
     raise AssertionError("no URL printed: " + (process.stderr.read() if process.stderr else ""))
 

@@ -83,7 +83,7 @@ def command(
         for server_ in getattr(server, "servers", []):
             for sock in server_.sockets:
                 bound = sock.getsockname()[1]
-        typer.echo(f"optimlab serve: {url_of(host, bound)}  (results: {root.resolve()})")
+        typer.echo(f"serving {url_of(host, bound)}  (results: {root.resolve()})")
         typer.echo("press Ctrl-C to stop")
         sys.stdout.flush()
 
