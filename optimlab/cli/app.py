@@ -11,7 +11,7 @@ from __future__ import annotations
 import typer
 
 from optimlab import __version__
-from optimlab.cli import compare, demo, diagnose, export, list_optimizers, lr_find
+from optimlab.cli import compare, demo, diagnose, export, list_optimizers, lr_find, serve
 from optimlab.cli import landscape as landscape_command
 
 app = typer.Typer(
@@ -52,3 +52,6 @@ app.command("landscape", short_help="Optimizers moving on a 2D loss surface.")(
 )
 app.command("diagnose", short_help="Why training is slow or stuck: four checks.")(diagnose.command)
 app.command("lr-find", short_help="The learning-rate range test, with a verdict.")(lr_find.command)
+app.command("serve", short_help="The playground and live comparisons in the browser.")(
+    serve.command
+)

@@ -1,0 +1,133 @@
+"""How fast `optimlab serve` answers, measured against a running server (a subprocess).
+
+* the landscape request of the issue: every registered optimizer (9) × 500 steps on Rosenbrock,
+  each request from a different start so that none is answered from the server's cache
+  (p50 / p95 over ``--requests``), beside the same computation in-process
+  (``run_landscape``, the floor the server cannot beat: ratio = HTTP / in-process);
+* the same request repeated (answered from the server's cache of identical requests);
+* the playground page's interactive time in Debian's chromium: from navigation start to the
+  moment the page marks itself ready (controls wired, first trajectories drawn).
+
+    PYTHONPATH=. .venv/bin/python benchmarks/serve_latency.py [--requests 40] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from optimlab.landscapes import run_landscape
+from optimlab.optim.registry import list_optimizers
+
+STEPS = 500
+
+
+def post(url: str, body: dict) -> float:
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    started = time.perf_counter()
+    with urllib.request.urlopen(request) as response:
+        response.read()
+        assert response.status == 200
+    return time.perf_counter() - started
+
+
+def start_server(results: Path) -> tuple[subprocess.Popen, str]:
+    command = [
+        sys.executable,
+        "-m",
+        "optimlab.cli",
+        "serve",
+        "--port",
+        "0",
+        "--results",
+        str(results),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("serving "):
+            return process, line.split()[1].rstrip("/")
+    raise RuntimeError("the server did not start")
+
+
+def page_interactive(url: str, repeats: int) -> list[float]:
+    from playwright.sync_api import sync_playwright
+
+    times = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-background-networking"],
+        )
+        for _ in range(repeats):
+            page = browser.new_page()
+            page.goto(url + "/")
+            page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+            times.append(page.evaluate("() => performance.now()") / 1000)
+            page.close()
+        browser.close()
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--page-repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    spec = ",".join(list_optimizers())
+    starts = [(-1.5 + 0.01 * i, 2.0 - 0.01 * i) for i in range(args.requests + 3)]
+    process, url = start_server(Path("results"))
+    try:
+        endpoint = url + "/api/landscape"
+        body = {"function": "rosenbrock", "optimizers": spec, "steps": STEPS}
+        for start in starts[:3]:  # warm: imports, first allocations
+            post(endpoint, {**body, "start": start})
+        fresh = [post(endpoint, {**body, "start": s}) for s in starts[3:]]
+        cached = [post(endpoint, {**body, "start": starts[3]}) for _ in range(args.requests)]
+        run_landscape("rosenbrock", spec, steps=STEPS, starts=[starts[0]])  # warm, as the server is
+        in_process = []
+        for start in starts[3 : 3 + min(10, args.requests)]:
+            began = time.perf_counter()
+            run_landscape("rosenbrock", spec, steps=STEPS, starts=[start])
+            in_process.append(time.perf_counter() - began)
+        try:
+            page = page_interactive(url, args.page_repeats)
+        except Exception as error:  # no chromium / playwright: the table says so
+            print(f"page interactive time not measured: {error}", file=sys.stderr)
+            page = []
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    rows = {
+        f"landscape {len(list_optimizers())} optimizers × {STEPS} steps, HTTP (uncached)": fresh,
+        "same, in-process run_landscape (floor)": in_process,
+        "same request repeated, HTTP (server cache)": cached,
+        "playground page interactive (chromium)": page,
+    }
+    print("| measurement | n | p50 ms | p95 ms |\n| --- | ---: | ---: | ---: |")
+    table = {}
+    for name, values in rows.items():
+        if not values:
+            continue
+        p50, p95 = (float(np.percentile(values, q)) * 1000 for q in (50, 95))
+        table[name] = {"n": len(values), "p50_ms": p50, "p95_ms": p95}
+        print(f"| {name} | {len(values)} | {p50:.1f} | {p95:.1f} |")
+    ratio = np.median(fresh) / np.median(in_process)
+    print(f"\nHTTP / in-process (p50): {ratio:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": table, "http_over_in_process": ratio}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
