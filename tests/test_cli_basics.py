@@ -98,13 +98,16 @@ def test_cli_module_imports_nothing_heavy(module):
     assert heavy_imports(f"import optimlab.cli.{module}") == [], module
 
 
+#: every subcommand, sorted (a new command must be added here, so its help is tested)
+COMMANDS = ["compare", "demo", "diagnose", "export", "landscape", "list", "lr-find", "serve"]
+
+
 @pytest.mark.parametrize("argv", [["--version"], ["--help"]])
 def test_version_and_help_import_nothing_heavy(argv):
     assert heavy_imports(f"from optimlab.cli import main; main({argv!r})") == []
 
 
-@pytest.mark.parametrize("command", ["compare", "demo", "diagnose", "export", "landscape",
-                                     "list", "lr-find"])  # fmt: skip
+@pytest.mark.parametrize("command", COMMANDS)
 def test_subcommand_help_imports_nothing_heavy(command):
     assert command in subcommands()
     code = f"from optimlab.cli import main; main([{command!r}, '--help'])"
@@ -112,12 +115,10 @@ def test_subcommand_help_imports_nothing_heavy(command):
 
 
 def test_every_subcommand_is_in_the_help_test():
-    assert subcommands() == ["compare", "demo", "diagnose", "export", "landscape", "list",
-                             "lr-find"]  # fmt: skip
+    assert subcommands() == COMMANDS
 
 
-@pytest.mark.parametrize("command", ["compare", "demo", "diagnose", "export", "landscape",
-                                     "list", "lr-find"])  # fmt: skip
+@pytest.mark.parametrize("command", COMMANDS)
 def test_help_shows_boolean_flags_as_flags(command, capsys):
     assert main([command, "--help"]) == 0
     out = capsys.readouterr().out
@@ -162,7 +163,7 @@ def test_top_level_help_lists_every_command_with_a_whole_summary(capsys, monkeyp
     out = capsys.readouterr().out
     commands = out.split("Commands:")[1].splitlines()[1:]
     assert [line.split()[0] for line in commands if line.strip()] == [
-        "list", "demo", "compare", "export", "landscape", "diagnose", "lr-find",
+        "list", "demo", "compare", "export", "landscape", "diagnose", "lr-find", "serve",
     ]  # fmt: skip
     assert not any(line.endswith("...") for line in commands)
     assert max(len(line) for line in out.splitlines()) <= 80

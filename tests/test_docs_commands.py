@@ -34,7 +34,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 #: placeholder of a synopsis line -> a real value
 PLACEHOLDERS = {
-    "FUNCTION": "rosenbrock",
+    "FUNCTION": "quadratic",  # takes every option of the synopsis, --theory too
     "SPEC": "adam",
     "P": "digits-logreg",
     "P,...": "digits-logreg,quadratic-deep",
