@@ -88,3 +88,11 @@ def test_bad_input_exits_2_with_a_clear_message(
     err = capsys.readouterr().err
     assert message in " ".join(err.split()), err
     assert not (tmp_path / "x").exists()
+
+
+def test_two_functions_at_once_exit_2_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    # Was "too many values to unpack (expected 1)": Python's words, not the user's problem.
+    assert main(["landscape", "ravine,saddle", "--steps", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "names 2 functions" in err and "one function at a time" in err
+    assert "unpack" not in err

@@ -59,7 +59,13 @@ def _parse_function(text: str) -> Any:
     from optimlab.spec import parse_spec
 
     try:
-        ((name, options),) = parse_spec(text)
+        items = parse_spec(text)
+        if len(items) != 1:
+            raise ValueError(
+                f"{text!r} names {len(items)} functions; one function at a time "
+                "(run the command once per function)"
+            )
+        ((name, options),) = items
         return get_function(name, **options)
     except ValueError as error:
         message = str(error)
