@@ -15,11 +15,6 @@ import numba
 
 from optimlab.optim.kernels.compile import fma
 
-#: flags every kernel reads at ``flags[0:3]``
-MAXIMIZE, L2, DECOUPLED = 0, 1, 2
-#: coefficients every kernel reads at ``coef[t, 0:2]``: weight_decay and 1 - lr * weight_decay
-WD, DECAY = 0, 1
-
 
 @numba.njit(inline="always")
 def decayed_gradient(p, g, maximize, l2, decoupled, wd, decay):
