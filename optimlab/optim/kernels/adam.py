@@ -17,8 +17,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from optimlab.optim.kernels.common import decayed_gradient, lerp, maximum
-from optimlab.optim.kernels.compile import fma
+from optimlab.optim.kernels.common import decayed_gradient, keras_moments, maximum, torch_moments
 from optimlab.optim.kernels.skeleton import (
     coefficient_layout,
     flag_layout,
@@ -32,6 +31,7 @@ from optimlab.optim.kernels.spec import (
     advance_steps,
     common_coefficients,
     common_flags,
+    moment_coefficients,
     per_tensor_rows,
 )
 
@@ -51,8 +51,7 @@ def _torch_loop(p, g, m, v, vmax, k, flags, amsgrad):
     # p += (-lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)
     for j in range(p.shape[0]):
         pj, gj = decayed_gradient(p[j], g[j], maximize, l2, decoupled, wd, decay)
-        mj = lerp(m[j], gj, w1, one)
-        vj = fma(w2 * gj, gj, v[j] * beta2)
+        mj, vj = torch_moments(m[j], v[j], gj, w1, one, beta2, w2)
         m[j] = mj
         v[j] = vj
         if amsgrad:
@@ -68,8 +67,7 @@ def _keras_loop(p, g, m, v, vmax, k, flags, amsgrad):
     # m += (g - m)(1 - b1);  v += (g^2 - v)(1 - b2);  p -= m alpha / (sqrt(v) + eps)
     for j in range(p.shape[0]):
         pj, gj = decayed_gradient(p[j], g[j], maximize, l2, decoupled, wd, decay)
-        mj = m[j] + (gj - m[j]) * w1
-        vj = v[j] + (gj * gj - v[j]) * w2
+        mj, vj = keras_moments(m[j], v[j], gj, w1, w2)
         m[j] = mj
         v[j] = vj
         if amsgrad:
@@ -117,10 +115,7 @@ def _coefficients(
         step_size, root_bias_correction2 = step_scalars(group["lr"], beta1, beta2, int(step), keras)
         return Coefficients(
             *common_coefficients(group),
-            w1=1 - beta1,
-            one=1.0,  # lerp's one (see common.lerp)
-            beta2=beta2,
-            w2=1 - beta2,
+            **moment_coefficients(group["betas"]),
             eps=eps,
             # torch: p += (-lr / bc1) m / ...  (negation is exact); keras: p -= m alpha / ...
             step_size=step_size if keras else -step_size,

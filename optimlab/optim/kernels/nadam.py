@@ -14,8 +14,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from optimlab.optim.kernels.common import decayed_gradient, lerp
-from optimlab.optim.kernels.compile import fma
+from optimlab.optim.kernels.common import decayed_gradient, keras_moments, torch_moments
 from optimlab.optim.kernels.skeleton import (
     coefficient_layout,
     flag_layout,
@@ -30,6 +29,7 @@ from optimlab.optim.kernels.spec import (
     advance_steps,
     common_coefficients,
     common_flags,
+    moment_coefficients,
     per_tensor_rows,
 )
 
@@ -67,8 +67,7 @@ def _nadam(p, g, state, start, stop, k, flags, first):
         # p -= lr (mu' m / (1 - Pi') + (1 - mu) g / (1 - Pi)) / (sqrt(v / bc2) + eps)
         for j in range(p.shape[0]):
             pj, gj = decayed_gradient(p[j], g[j], maximize, l2, decoupled, wd, decay)
-            mj = m[j] + (gj - m[j]) * w1
-            vj = v[j] + (gj * gj - v[j]) * w2
+            mj, vj = keras_moments(m[j], v[j], gj, w1, w2)
             m[j] = mj
             v[j] = vj
             m_hat = mj * mu_next / one_minus_product_next + gj * one_minus_mu / one_minus_product
@@ -79,8 +78,7 @@ def _nadam(p, g, state, start, stop, k, flags, first):
         # p -= lr (1 - mu) / (1 - Pi) g / r;  p -= lr mu' / (1 - Pi') m / r
         for j in range(p.shape[0]):
             pj, gj = decayed_gradient(p[j], g[j], maximize, l2, decoupled, wd, decay)
-            mj = lerp(m[j], gj, w1, one)
-            vj = fma(w2 * gj, gj, v[j] * beta2)
+            mj, vj = torch_moments(m[j], v[j], gj, w1, one, beta2, w2)
             m[j] = mj
             v[j] = vj
             root = np.sqrt(vj / bias_correction2) + eps
@@ -134,10 +132,7 @@ def _coefficients(
         )
         return Coefficients(
             *common_coefficients(group),
-            w1=1 - beta1,
-            one=1.0,  # lerp's one (see common.lerp)
-            beta2=beta2,
-            w2=1 - beta2,
+            **moment_coefficients(group["betas"]),
             eps=eps,
             lr=lr,
             bias_correction2=bias_correction2,
