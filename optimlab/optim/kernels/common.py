@@ -15,6 +15,11 @@ import numba
 
 from optimlab.optim.kernels.compile import fma
 
+#: The common positions, for a kernel not (yet) on the skeleton (skeleton.COMMON_FLAGS and
+#: COMMON_COEFFICIENTS name them; a skeleton kernel reads them through skeleton.prologue).
+MAXIMIZE, L2, DECOUPLED = 0, 1, 2
+WD, DECAY = 0, 1
+
 
 @numba.njit(inline="always")
 def decayed_gradient(p, g, maximize, l2, decoupled, wd, decay):
