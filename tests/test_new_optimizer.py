@@ -13,6 +13,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import numba
+import numpy as np
 import pytest
 import torch
 
@@ -27,6 +29,15 @@ from optimlab.optim import doc_tables
 from optimlab.optim.base import Optimizer, scaled_sub_
 from optimlab.optim.declaration import Convergence, OptimizerInfo
 from optimlab.optim.hyperparameters import NON_NEGATIVE
+from optimlab.optim.kernels.common import decayed_gradient
+from optimlab.optim.kernels.skeleton import (
+    coefficient_layout,
+    flag_layout,
+    fused_kernel,
+    indices,
+    prologue,
+)
+from optimlab.optim.kernels.spec import KernelSpec, common_coefficients, common_flags
 from optimlab.optim.registry import registered
 
 NAME = "sign-descent"
@@ -139,3 +150,62 @@ def test_without_a_kernel_fused_says_so(sign_descent) -> None:
     p.grad = torch.ones(2)
     with pytest.raises(ValueError, match="declares no fused kernel"):
         optimizer.step()
+
+
+# The walkthrough's optional kernel (docs/contributing.md, step 2): the element loop only, the
+# skeleton and the named layouts do the rest.
+Coefficients = coefficient_layout("sign_descent", "lr")
+Flags = flag_layout("sign_descent")
+C = indices(Coefficients)
+
+
+@numba.njit(inline="always")
+def _sign_descent(p, g, state, start, stop, k, flags, first):
+    maximize, l2, decoupled, wd, decay = prologue(k, flags)
+    minus_lr = -k[C.lr]
+    for j in range(p.shape[0]):
+        pj, gj = decayed_gradient(p[j], g[j], maximize, l2, decoupled, wd, decay)
+        p[j] = pj + minus_lr * np.sign(gj)
+
+
+SIGN_DESCENT_SPEC = KernelSpec(
+    kernel=fused_kernel(_sign_descent, "sign_descent"),
+    tensor_state=lambda group: (),
+    coefficients=lambda group, scalars: Coefficients(*common_coefficients(group), lr=group["lr"]),
+    flags=lambda group: Flags(*common_flags(group)),
+)
+
+
+class FusedSignDescent(SignDescent):
+    kernel = staticmethod(lambda: SIGN_DESCENT_SPEC)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"maximize": True},
+        {"weight_decay": 0.1},
+        {"weight_decay": 0.1, "decoupled_weight_decay": True},
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_kernel_is_its_element_loop_only(options, dtype) -> None:
+    """The skeleton-built kernel steps exactly as the reference rule (sign(g) η is exact)."""
+    torch.manual_seed(0)
+    start = torch.randn(3000, dtype=dtype)
+    fused_p = start.clone().requires_grad_()
+    reference_p = start.clone().requires_grad_()
+    fused = FusedSignDescent([fused_p], lr=0.25, impl="fused", **options)
+    reference = FusedSignDescent([reference_p], lr=0.25, impl="reference", **options)
+    for _ in range(3):
+        grad = torch.randn(3000, dtype=dtype)
+        fused_p.grad, reference_p.grad = grad.clone(), grad.clone()
+        fused.step()
+        reference.step()
+    assert torch.equal(fused_p, reference_p)
+    # and the closed form
+    p = torch.tensor([1.0, -1.0, 0.5], dtype=dtype, requires_grad=True)
+    p.grad = torch.tensor([3.0, -0.001, 0.0], dtype=dtype)
+    FusedSignDescent([p], lr=0.25, impl="fused").step()
+    assert p.tolist() == [0.75, -0.75, 0.5]

@@ -48,7 +48,12 @@ def _kernel() -> Any:
     """The fused kernel (optimlab.optim.kernels.adagrad), imported on first use."""
     from optimlab.optim.kernels import adagrad as kernel
 
-    return kernel.SPEC
+    return kernel.make_spec(decayed_lr)
+
+
+def decayed_lr(lr: float | torch.Tensor, lr_decay: float, step: int) -> float | torch.Tensor:
+    """η_t = η / (1 + (t − 1) λ): the step's learning rate, for the reference and the kernel."""
+    return lr / (1 + (step - 1) * lr_decay)
 
 
 class Adagrad(Optimizer):
@@ -119,7 +124,7 @@ class Adagrad(Optimizer):
         if "sum" not in state:
             state["sum"] = torch.full_like(param, group["initial_accumulator_value"])
         total = state["sum"]
-        clr = lr / (1 + (step - 1) * group["lr_decay"])
+        clr = decayed_lr(lr, group["lr_decay"], step)
         if group["convention"] == "keras":
             total.add_(grad * grad)
             param.sub_(grad * clr / (total + eps).sqrt())

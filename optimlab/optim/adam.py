@@ -52,7 +52,23 @@ def _kernel() -> Any:
     """The fused kernel (optimlab.optim.kernels.adam), imported on first use."""
     from optimlab.optim.kernels import adam as kernel
 
-    return kernel.SPEC
+    return kernel.make_spec(step_scalars)
+
+
+def step_scalars(
+    lr: float | torch.Tensor, beta1: float, beta2: float, step: int, keras: bool
+) -> tuple[float | torch.Tensor, float]:
+    """(step size, √(1 − β₂ᵗ)) of step t: the one place both the reference and the kernel get them.
+
+    torch: η / (1 − β₁ᵗ) (ε then goes on √v / √(1 − β₂ᵗ)); Keras: η √(1 − β₂ᵗ) / (1 − β₁ᵗ), the
+    bias correction folded into the step size (ε then goes on √v).  Computed in Python floats
+    exactly as torch.optim and Keras do (`lr` may be a tensor in the reference rule).
+    """
+    bias_correction1 = 1 - beta1**step
+    root_bias_correction2 = math.sqrt(1 - beta2**step)
+    if keras:
+        return lr * root_bias_correction2 / bias_correction1, root_bias_correction2
+    return lr / bias_correction1, root_bias_correction2
 
 
 class Adam(Optimizer):
@@ -93,7 +109,7 @@ class Adam(Optimizer):
         group: dict[str, Any],
         step: int,
     ) -> None:
-        lr, eps = group["lr"], group["eps"]
+        eps = group["eps"]
         beta1, beta2 = group["betas"]
         if "exp_avg" not in state:
             state["exp_avg"] = torch.zeros_like(param)
@@ -101,18 +117,20 @@ class Adam(Optimizer):
         if group["amsgrad"] and "max_exp_avg_sq" not in state:
             state["max_exp_avg_sq"] = torch.zeros_like(param)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        bias_correction1 = 1 - beta1**step
-        bias_correction2 = 1 - beta2**step
+        keras = group["convention"] == "keras"
+        step_size, root_bias_correction2 = step_scalars(group["lr"], beta1, beta2, step, keras)
 
-        if group["convention"] == "keras":
-            alpha = lr * math.sqrt(bias_correction2) / bias_correction1
+        # Two bodies: the conventions differ in their operations, not only in a coefficient
+        # (Keras: m += (g - m)(1 - β₁), torch: lerp; Keras: v += (g² - v)(1 - β₂), torch:
+        # β₂v + (1 - β₂)g² as addcmul; each rounds differently, and parity is bit for bit).
+        if keras:
             exp_avg.add_((grad - exp_avg) * (1 - beta1))
             exp_avg_sq.add_((grad * grad - exp_avg_sq) * (1 - beta2))
             second = exp_avg_sq
             if group["amsgrad"]:
                 second = state["max_exp_avg_sq"]
                 torch.maximum(second, exp_avg_sq, out=second)
-            param.sub_(exp_avg * alpha / (second.sqrt() + eps))
+            param.sub_(exp_avg * step_size / (second.sqrt() + eps))
             return
 
         exp_avg.lerp_(grad, 1 - beta1)
@@ -121,8 +139,8 @@ class Adam(Optimizer):
         if group["amsgrad"]:
             second = state["max_exp_avg_sq"]
             torch.maximum(second, exp_avg_sq, out=second)
-        denom = (second.sqrt() / math.sqrt(bias_correction2)).add_(eps)
-        scaled_addcdiv_(param, exp_avg, denom, lr / bias_correction1)
+        denom = (second.sqrt() / root_bias_correction2).add_(eps)
+        scaled_addcdiv_(param, exp_avg, denom, step_size)
 
 
 class AdamW(Adam):

@@ -47,7 +47,12 @@ def _kernel() -> Any:
     """The fused kernel (optimlab.optim.kernels.adamax), imported on first use."""
     from optimlab.optim.kernels import adamax as kernel
 
-    return kernel.SPEC
+    return kernel.make_spec(bias_correction)
+
+
+def bias_correction(beta1: float, step: int) -> float:
+    """1 − β₁ᵗ: the first moment's bias correction, for the reference and the kernel."""
+    return 1 - beta1**step
 
 
 class Adamax(Optimizer):
@@ -92,17 +97,17 @@ class Adamax(Optimizer):
             state["exp_avg"] = torch.zeros_like(param)
             state["exp_inf"] = torch.zeros_like(param)
         exp_avg, exp_inf = state["exp_avg"], state["exp_inf"]
-        bias_correction = 1 - beta1**step
+        correction = bias_correction(beta1, step)
 
         if group["convention"] == "keras":
             exp_avg.add_((grad - exp_avg) * (1 - beta1))
             torch.maximum(exp_inf.mul_(beta2), grad.abs(), out=exp_inf)
-            param.sub_(exp_avg * lr / ((exp_inf + eps) * bias_correction))
+            param.sub_(exp_avg * lr / ((exp_inf + eps) * correction))
             return
 
         exp_avg.lerp_(grad, 1 - beta1)
         torch.maximum(exp_inf.mul_(beta2), grad.abs().add_(eps), out=exp_inf)
-        scaled_addcdiv_(param, exp_avg, exp_inf, lr / bias_correction)
+        scaled_addcdiv_(param, exp_avg, exp_inf, lr / correction)
 
 
 ADAMAX_INFO = OptimizerInfo(

@@ -39,7 +39,7 @@ State: ``step``, ``mu_product``, ``exp_avg`` (m), ``exp_avg_sq`` (v).
 from __future__ import annotations
 
 import functools
-from typing import Any, Unpack
+from typing import Any, NamedTuple, Unpack
 
 import torch
 
@@ -68,7 +68,29 @@ def _kernel() -> Any:
     momentum schedule from here (the kernel never imports this module)."""
     from optimlab.optim.kernels import nadam as kernel
 
-    return kernel.make_spec(NAdam.momentum_schedule)
+    return kernel.make_spec(NAdam.momentum_schedule, step_scalars)
+
+
+class StepScalars(NamedTuple):
+    """The scalars of step t, given Π_t (the running product, as stored)."""
+
+    mu: float  # μ_t
+    mu_next: float  # μ_{t+1}
+    mu_product_next: float  # Π_{t+1} = Π_t μ_{t+1}
+    bias_correction2: float  # 1 − β₂ᵗ
+
+
+def step_scalars(
+    beta1: float, beta2: float, momentum_decay: float, step: int, mu_product: float
+) -> StepScalars:
+    """μ_t, μ_{t+1}, Π_{t+1} and 1 − β₂ᵗ: the one place the reference and the kernel get them."""
+    mu_next = NAdam.momentum_schedule(beta1, momentum_decay, step + 1)
+    return StepScalars(
+        mu=NAdam.momentum_schedule(beta1, momentum_decay, step),
+        mu_next=mu_next,
+        mu_product_next=mu_product * mu_next,
+        bias_correction2=1 - beta2**step,
+    )
 
 
 class NAdam(Optimizer):
@@ -124,12 +146,11 @@ class NAdam(Optimizer):
             state["exp_avg"] = torch.zeros_like(param)
             state["exp_avg_sq"] = torch.zeros_like(param)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        mu = NAdam.momentum_schedule(beta1, psi, step)
-        mu_next = NAdam.momentum_schedule(beta1, psi, step + 1)
         # Pi_t = Pi_{t-1} mu_t, rounded to the tensor's dtype as torch.optim's `mu_product *= mu`
-        mu_product = as_float(state["mu_product"].mul_(mu))
-        mu_product_next = mu_product * mu_next
-        bias_correction2 = 1 - beta2**step
+        mu_product = as_float(state["mu_product"].mul_(NAdam.momentum_schedule(beta1, psi, step)))
+        mu, mu_next, mu_product_next, bias_correction2 = step_scalars(
+            beta1, beta2, psi, step, mu_product
+        )
 
         if group["convention"] == "keras":
             exp_avg.add_((grad - exp_avg) * (1 - beta1))

@@ -2,43 +2,56 @@
 
 Bytes per float32 parameter and step: read p, g, m, v, write p, m, v = 28; AMSGrad reads and
 writes the running maximum as well (+8).
+
+The per-step scalars (step size, √(1 − β₂ᵗ)) come from the algorithm module's one pure function
+(``optimlab.optim.adam.step_scalars``), passed to :func:`make_spec` so that this module never
+imports the algorithm module (layers point one way).
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numba
 import numpy as np
-from numba import prange
 
-from optimlab.optim.kernels.common import DECAY, WD, decayed_gradient, lerp, maximum
-from optimlab.optim.kernels.compile import fma, jit_kernel, pointer_view
+from optimlab.optim.kernels.common import decayed_gradient, keras_moments, maximum, torch_moments
+from optimlab.optim.kernels.skeleton import (
+    coefficient_layout,
+    flag_layout,
+    fused_kernel,
+    indices,
+    prologue,
+)
 from optimlab.optim.kernels.spec import (
     STEP,
     KernelSpec,
     advance_steps,
     common_coefficients,
     common_flags,
+    moment_coefficients,
     per_tensor_rows,
 )
 
-W1, ONE, BETA2, W2, EPS, STEP_SIZE, ROOT_BC2 = 2, 3, 4, 5, 6, 7, 8
-KERAS, AMSGRAD = 3, 4
+Coefficients = coefficient_layout(
+    "adam", "w1", "one", "beta2", "w2", "eps", "step_size", "root_bias_correction2"
+)
+Flags = flag_layout("adam", "keras", "amsgrad")
+C, F = indices(Coefficients), indices(Flags)
 
 
 @numba.njit(inline="always")
-def _torch_loop(p, g, m, v, vmax, n, k, maximize, l2, decoupled, amsgrad):
-    wd, decay, eps = k[WD], k[DECAY], k[EPS]
-    w1, one, beta2, w2 = k[W1], k[ONE], k[BETA2], k[W2]
-    step_size, root_bc2 = k[STEP_SIZE], k[ROOT_BC2]
+def _torch_loop(p, g, m, v, vmax, k, flags, amsgrad):
+    maximize, l2, decoupled, wd, decay = prologue(k, flags)
+    w1, one, beta2, w2, eps = k[C.w1], k[C.one], k[C.beta2], k[C.w2], k[C.eps]
+    step_size, root_bc2 = k[C.step_size], k[C.root_bias_correction2]
     # m = lerp(m, g, 1 - b1);  v = b2 v + (1 - b2) g^2
-    # p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
-    for j in range(n):
+    # p += (-lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)
+    for j in range(p.shape[0]):
         pj, gj = decayed_gradient(p[j], g[j], maximize, l2, decoupled, wd, decay)
-        mj = lerp(m[j], gj, w1, one)
-        vj = fma(w2 * gj, gj, v[j] * beta2)
+        mj, vj = torch_moments(m[j], v[j], gj, w1, one, beta2, w2)
         m[j] = mj
         v[j] = vj
         if amsgrad:
@@ -48,14 +61,13 @@ def _torch_loop(p, g, m, v, vmax, n, k, maximize, l2, decoupled, amsgrad):
 
 
 @numba.njit(inline="always")
-def _keras_loop(p, g, m, v, vmax, n, k, maximize, l2, decoupled, amsgrad):
-    wd, decay, eps = k[WD], k[DECAY], k[EPS]
-    w1, w2, step_size = k[W1], k[W2], k[STEP_SIZE]
+def _keras_loop(p, g, m, v, vmax, k, flags, amsgrad):
+    maximize, l2, decoupled, wd, decay = prologue(k, flags)
+    w1, w2, eps, step_size = k[C.w1], k[C.w2], k[C.eps], k[C.step_size]
     # m += (g - m)(1 - b1);  v += (g^2 - v)(1 - b2);  p -= m alpha / (sqrt(v) + eps)
-    for j in range(n):
+    for j in range(p.shape[0]):
         pj, gj = decayed_gradient(p[j], g[j], maximize, l2, decoupled, wd, decay)
-        mj = m[j] + (gj - m[j]) * w1
-        vj = v[j] + (gj * gj - v[j]) * w2
+        mj, vj = keras_moments(m[j], v[j], gj, w1, w2)
         m[j] = mj
         v[j] = vj
         if amsgrad:
@@ -64,29 +76,24 @@ def _keras_loop(p, g, m, v, vmax, n, k, maximize, l2, decoupled, amsgrad):
         p[j] = pj - mj * step_size / (np.sqrt(vj) + eps)
 
 
-def _adam(param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
-    for c in prange(chunks.shape[0]):
-        t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
-        p = pointer_view(param_ptrs[t], lo, hi, coef)
-        g = pointer_view(grad_ptrs[t], lo, hi, coef)
-        start = offsets[t] + lo
-        stop = offsets[t] + hi
-        m = state[0, start:stop]
-        v = state[1, start:stop]
-        maximize, l2, decoupled = flags[0], flags[1], flags[2]
-        k = coef[t]
-        # One loop per variant, the flag a constant inside: a branch with a store in the loop
-        # body would keep the compiler from vectorizing it.
-        if flags[AMSGRAD]:
-            vmax = state[2, start:stop]
-            if flags[KERAS]:
-                _keras_loop(p, g, m, v, vmax, hi - lo, k, maximize, l2, decoupled, True)
-            else:
-                _torch_loop(p, g, m, v, vmax, hi - lo, k, maximize, l2, decoupled, True)
-        elif flags[KERAS]:
-            _keras_loop(p, g, m, v, v, hi - lo, k, maximize, l2, decoupled, False)
+@numba.njit(inline="always")
+def _adam(p, g, state, start, stop, k, flags, first):
+    m, v = state[0, start:stop], state[1, start:stop]
+    # One loop per variant, the flag a constant inside: a branch with a store in the loop
+    # body would keep the compiler from vectorizing it.
+    if flags[F.amsgrad]:
+        vmax = state[2, start:stop]
+        if flags[F.keras]:
+            _keras_loop(p, g, m, v, vmax, k, flags, True)
         else:
-            _torch_loop(p, g, m, v, v, hi - lo, k, maximize, l2, decoupled, False)
+            _torch_loop(p, g, m, v, vmax, k, flags, True)
+    elif flags[F.keras]:
+        _keras_loop(p, g, m, v, v, k, flags, False)
+    else:
+        _torch_loop(p, g, m, v, v, k, flags, False)
+
+
+KERNEL = fused_kernel(_adam, "adam")
 
 
 def _tensor_state(group: dict[str, Any]) -> tuple[str, ...]:
@@ -97,41 +104,38 @@ def _tensor_state(group: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
-def _coefficients(group: dict[str, Any], scalars: dict[str, np.ndarray]) -> Any:
-    lr, eps = group["lr"], group["eps"]
+def _coefficients(
+    step_scalars: Callable[..., Any], group: dict[str, Any], scalars: dict[str, np.ndarray]
+) -> Any:
+    eps = group["eps"]
     beta1, beta2 = group["betas"]
     keras = group["convention"] == "keras"
 
     def row(step: float) -> tuple[float, ...]:
-        bias_correction1 = 1 - beta1 ** int(step)
-        bias_correction2 = 1 - beta2 ** int(step)
-        if keras:
-            step_size = lr * math.sqrt(bias_correction2) / bias_correction1
-        else:
-            step_size = -lr / bias_correction1
-        return (
+        step_size, root_bias_correction2 = step_scalars(group["lr"], beta1, beta2, int(step), keras)
+        return Coefficients(
             *common_coefficients(group),
-            1 - beta1,
-            1.0,  # lerp's one (see common.lerp)
-            beta2,
-            1 - beta2,
-            eps,
-            step_size,
-            math.sqrt(bias_correction2),
+            **moment_coefficients(group["betas"]),
+            eps=eps,
+            # torch: p += (-lr / bc1) m / ...  (negation is exact); keras: p -= m alpha / ...
+            step_size=step_size if keras else -step_size,
+            root_bias_correction2=root_bias_correction2,
         )
 
     return per_tensor_rows(row, advance_steps(scalars))
 
 
-SPEC = KernelSpec(
-    kernel=jit_kernel(_adam),
-    tensor_state=_tensor_state,
-    coefficients=_coefficients,
-    flags=lambda group: (
-        *common_flags(group),
-        int(group["convention"] == "keras"),
-        int(group["amsgrad"]),
-    ),
-    scalar_state=(STEP,),
-    bytes_per_param=lambda group: 36 if group["amsgrad"] else 28,
-)
+def make_spec(step_scalars: Callable[..., Any]) -> KernelSpec:
+    """Adam's kernel, given the algorithm's per-step scalars (``adam.step_scalars``)."""
+    return KernelSpec(
+        kernel=KERNEL,
+        tensor_state=_tensor_state,
+        coefficients=partial(_coefficients, step_scalars),
+        flags=lambda group: Flags(
+            *common_flags(group),
+            keras=int(group["convention"] == "keras"),
+            amsgrad=int(group["amsgrad"]),
+        ),
+        scalar_state=(STEP,),
+        bytes_per_param=lambda group: 36 if group["amsgrad"] else 28,
+    )

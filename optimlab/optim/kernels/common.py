@@ -15,9 +15,9 @@ import numba
 
 from optimlab.optim.kernels.compile import fma
 
-#: flags every kernel reads at ``flags[0:3]``
+#: The common positions, for a kernel not (yet) on the skeleton (skeleton.COMMON_FLAGS and
+#: COMMON_COEFFICIENTS name them; a skeleton kernel reads them through skeleton.prologue).
 MAXIMIZE, L2, DECOUPLED = 0, 1, 2
-#: coefficients every kernel reads at ``coef[t, 0:2]``: weight_decay and 1 - lr * weight_decay
 WD, DECAY = 0, 1
 
 
@@ -63,3 +63,16 @@ def clamp_min_zero(x, zero):
     if x < zero:
         return zero
     return x
+
+
+@numba.njit(inline="always")
+def torch_moments(m, v, g, w1, one, beta2, w2):
+    """Adam's two moments as torch.optim rounds them: m = lerp(m, g, 1 - b1) and
+    v = b2 v + (1 - b2) g^2 (``mul_`` then ``addcmul_``, an fma)."""
+    return lerp(m, g, w1, one), fma(w2 * g, g, v * beta2)
+
+
+@numba.njit(inline="always")
+def keras_moments(m, v, g, w1, w2):
+    """Adam's two moments as Keras rounds them: m += (g - m)(1 - b1), v += (g^2 - v)(1 - b2)."""
+    return m + (g - m) * w1, v + (g * g - v) * w2

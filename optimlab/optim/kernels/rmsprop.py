@@ -10,10 +10,16 @@ from typing import Any
 
 import numba
 import numpy as np
-from numba import prange
 
-from optimlab.optim.kernels.common import DECAY, WD, clamp_min_zero, decayed_gradient, lerp
-from optimlab.optim.kernels.compile import fma, jit_kernel, pointer_view
+from optimlab.optim.kernels.common import clamp_min_zero, decayed_gradient, lerp
+from optimlab.optim.kernels.compile import fma
+from optimlab.optim.kernels.skeleton import (
+    coefficient_layout,
+    flag_layout,
+    fused_kernel,
+    indices,
+    prologue,
+)
 from optimlab.optim.kernels.spec import (
     STEP,
     KernelSpec,
@@ -22,16 +28,20 @@ from optimlab.optim.kernels.spec import (
     common_flags,
 )
 
-LR, ALPHA, ONE_MINUS_ALPHA, ONE, EPS, MOMENTUM, ZERO = 2, 3, 4, 5, 6, 7, 8
-KERAS, CENTERED, HAS_MOMENTUM = 3, 4, 5
+Coefficients = coefficient_layout(
+    "rmsprop", "lr", "alpha", "one_minus_alpha", "one", "eps", "momentum", "zero"
+)
+Flags = flag_layout("rmsprop", "keras", "centered", "has_momentum")
+C, F = indices(Coefficients), indices(Flags)
 
 
 @numba.njit(inline="always")
-def _loop(p, g, v, b, a, n, k, maximize, l2, decoupled, keras, centered, has_momentum):
-    wd, decay, lr, eps, mu = k[WD], k[DECAY], k[LR], k[EPS], k[MOMENTUM]
-    alpha, w, one, zero = k[ALPHA], k[ONE_MINUS_ALPHA], k[ONE], k[ZERO]
+def _loop(p, g, v, b, a, k, flags, keras, centered, has_momentum):
+    maximize, l2, decoupled, wd, decay = prologue(k, flags)
+    lr, eps, mu = k[C.lr], k[C.eps], k[C.momentum]
+    alpha, w, one, zero = k[C.alpha], k[C.one_minus_alpha], k[C.one], k[C.zero]
     minus_lr = -lr
-    for j in range(n):
+    for j in range(p.shape[0]):
         pj, gj = decayed_gradient(p[j], g[j], maximize, l2, decoupled, wd, decay)
         if keras:
             # v = alpha v + g^2 (1 - alpha); [a = alpha a + g (1 - alpha)]
@@ -70,38 +80,32 @@ def _loop(p, g, v, b, a, n, k, maximize, l2, decoupled, keras, centered, has_mom
                 p[j] = pj + minus_lr * gj / root
 
 
-def _rmsprop(param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
-    for c in prange(chunks.shape[0]):
-        t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
-        p = pointer_view(param_ptrs[t], lo, hi, coef)
-        g = pointer_view(grad_ptrs[t], lo, hi, coef)
-        start = offsets[t] + lo
-        stop = offsets[t] + hi
-        centered, has_momentum = flags[CENTERED], flags[HAS_MOMENTUM]
-        # Rows: square_avg, then momentum_buffer (momentum > 0), then grad_avg (centered).
-        v = state[0, start:stop]
-        b = state[1, start:stop] if has_momentum else v
-        a = state[1 + has_momentum, start:stop] if centered else v
-        x, l2, dc, k, n = flags[0], flags[1], flags[2], coef[t], hi - lo
-        # One loop per variant, the flags constants inside: a branch with a store in the loop
-        # body would keep the compiler from vectorizing it.
-        if flags[KERAS]:
-            if centered and has_momentum:
-                _loop(p, g, v, b, a, n, k, x, l2, dc, True, True, True)
-            elif centered:
-                _loop(p, g, v, b, a, n, k, x, l2, dc, True, True, False)
-            elif has_momentum:
-                _loop(p, g, v, b, a, n, k, x, l2, dc, True, False, True)
-            else:
-                _loop(p, g, v, b, a, n, k, x, l2, dc, True, False, False)
-        elif centered and has_momentum:
-            _loop(p, g, v, b, a, n, k, x, l2, dc, False, True, True)
+@numba.njit(inline="always")
+def _rmsprop(p, g, state, start, stop, k, flags, first):
+    centered, has_momentum = flags[F.centered], flags[F.has_momentum]
+    # Rows: square_avg, then momentum_buffer (momentum > 0), then grad_avg (centered).
+    v = state[0, start:stop]
+    b = state[1, start:stop] if has_momentum else v
+    a = state[1 + has_momentum, start:stop] if centered else v
+    # One loop per variant, the flags constants inside: a branch with a store in the loop
+    # body would keep the compiler from vectorizing it.
+    if flags[F.keras]:
+        if centered and has_momentum:
+            _loop(p, g, v, b, a, k, flags, True, True, True)
         elif centered:
-            _loop(p, g, v, b, a, n, k, x, l2, dc, False, True, False)
+            _loop(p, g, v, b, a, k, flags, True, True, False)
         elif has_momentum:
-            _loop(p, g, v, b, a, n, k, x, l2, dc, False, False, True)
+            _loop(p, g, v, b, a, k, flags, True, False, True)
         else:
-            _loop(p, g, v, b, a, n, k, x, l2, dc, False, False, False)
+            _loop(p, g, v, b, a, k, flags, True, False, False)
+    elif centered and has_momentum:
+        _loop(p, g, v, b, a, k, flags, False, True, True)
+    elif centered:
+        _loop(p, g, v, b, a, k, flags, False, True, False)
+    elif has_momentum:
+        _loop(p, g, v, b, a, k, flags, False, False, True)
+    else:
+        _loop(p, g, v, b, a, k, flags, False, False, False)
 
 
 def _tensor_state(group: dict[str, Any]) -> tuple[str, ...]:
@@ -116,15 +120,15 @@ def _tensor_state(group: dict[str, Any]) -> tuple[str, ...]:
 def _coefficients(group: dict[str, Any], scalars: dict[str, np.ndarray]) -> Any:
     alpha = group["alpha"]
     advance_steps(scalars)  # RMSProp's rule does not depend on the step; the count is kept
-    return (
+    return Coefficients(
         *common_coefficients(group),
-        group["lr"],
-        alpha,
-        1 - alpha,
-        1.0,  # lerp's one (see common.lerp)
-        group["eps"],
-        group["momentum"],
-        0.0,
+        lr=group["lr"],
+        alpha=alpha,
+        one_minus_alpha=1 - alpha,
+        one=1.0,  # lerp's one (see common.lerp)
+        eps=group["eps"],
+        momentum=group["momentum"],
+        zero=0.0,
     )
 
 
@@ -133,14 +137,14 @@ def _bytes(group: dict[str, Any]) -> int:
 
 
 SPEC = KernelSpec(
-    kernel=jit_kernel(_rmsprop),
+    kernel=fused_kernel(_rmsprop, "rmsprop"),
     tensor_state=_tensor_state,
     coefficients=_coefficients,
-    flags=lambda group: (
+    flags=lambda group: Flags(
         *common_flags(group),
-        int(group["convention"] == "keras"),
-        int(group["centered"]),
-        int(group["momentum"] > 0),
+        keras=int(group["convention"] == "keras"),
+        centered=int(group["centered"]),
+        has_momentum=int(group["momentum"] > 0),
     ),
     scalar_state=(STEP,),
     bytes_per_param=_bytes,

@@ -9,10 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 import numba
-from numba import prange
 
-from optimlab.optim.kernels.common import DECAY, WD, decayed_gradient
-from optimlab.optim.kernels.compile import fma, jit_kernel, pointer_view
+from optimlab.optim.kernels.common import decayed_gradient
+from optimlab.optim.kernels.compile import fma
+from optimlab.optim.kernels.skeleton import (
+    coefficient_layout,
+    flag_layout,
+    fused_kernel,
+    indices,
+    prologue,
+)
 from optimlab.optim.kernels.spec import (
     FROM_GRADIENT,
     KernelSpec,
@@ -20,17 +26,17 @@ from optimlab.optim.kernels.spec import (
     common_flags,
 )
 
-# coef columns after the common two; flags after the common three
-LR, MOMENTUM, KEEP, SCALE = 2, 3, 4, 5
-KERAS, NESTEROV, HAS_MOMENTUM = 3, 4, 5
+Coefficients = coefficient_layout("sgd", "lr", "momentum", "keep", "scale")
+Flags = flag_layout("sgd", "keras", "nesterov", "has_momentum")
+C, F = indices(Coefficients), indices(Flags)
 
 
 @numba.njit(inline="always")
-def _loop(p, g, b, n, k, maximize, l2, decoupled, keras, nesterov, first):
-    wd, decay, lr = k[WD], k[DECAY], k[LR]
-    mu, keep, scale = k[MOMENTUM], k[KEEP], k[SCALE]
+def _loop(p, g, b, k, flags, keras, nesterov, first):
+    maximize, l2, decoupled, wd, decay = prologue(k, flags)
+    lr, mu, keep, scale = k[C.lr], k[C.momentum], k[C.keep], k[C.scale]
     minus_lr = -lr
-    for j in range(n):
+    for j in range(p.shape[0]):
         pj, gj = decayed_gradient(p[j], g[j], maximize, l2, decoupled, wd, decay)
         if keras:
             # v = mu v - lr (1 - dampening) g;  p += v  or  p += mu v - lr g (nesterov)
@@ -48,35 +54,37 @@ def _loop(p, g, b, n, k, maximize, l2, decoupled, keras, nesterov, first):
             p[j] = fma(direction, minus_lr, pj)
 
 
-def _sgd(param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
-    for c in prange(chunks.shape[0]):
-        t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
-        p = pointer_view(param_ptrs[t], lo, hi, coef)
-        g = pointer_view(grad_ptrs[t], lo, hi, coef)
-        x, l2, dc, k, n = flags[0], flags[1], flags[2], coef[t], hi - lo
-        if not flags[HAS_MOMENTUM]:
-            minus_lr = -k[LR]
-            for j in range(n):
-                pj, gj = decayed_gradient(p[j], g[j], x, l2, dc, k[WD], k[DECAY])
-                p[j] = fma(gj, minus_lr, pj)
-            continue
-        b = state[0, offsets[t] + lo : offsets[t] + hi]
-        # One loop per variant, the flags constants inside: a branch in the loop body keeps
-        # the compiler from vectorizing it (NAG ran at half of Momentum's speed).
-        if flags[KERAS]:
-            if flags[NESTEROV]:
-                _loop(p, g, b, n, k, x, l2, dc, True, True, False)
-            else:
-                _loop(p, g, b, n, k, x, l2, dc, True, False, False)
-        elif fresh[t]:
-            if flags[NESTEROV]:
-                _loop(p, g, b, n, k, x, l2, dc, False, True, True)
-            else:
-                _loop(p, g, b, n, k, x, l2, dc, False, False, True)
-        elif flags[NESTEROV]:
-            _loop(p, g, b, n, k, x, l2, dc, False, True, False)
+@numba.njit(inline="always")
+def _plain_loop(p, g, k, flags):
+    maximize, l2, decoupled, wd, decay = prologue(k, flags)
+    minus_lr = -k[C.lr]
+    for j in range(p.shape[0]):
+        pj, gj = decayed_gradient(p[j], g[j], maximize, l2, decoupled, wd, decay)
+        p[j] = fma(gj, minus_lr, pj)
+
+
+@numba.njit(inline="always")
+def _sgd(p, g, state, start, stop, k, flags, first):
+    if not flags[F.has_momentum]:
+        _plain_loop(p, g, k, flags)
+        return
+    b = state[0, start:stop]
+    # One loop per variant, the flags constants inside: a branch in the loop body keeps
+    # the compiler from vectorizing it (NAG ran at half of Momentum's speed).
+    if flags[F.keras]:
+        if flags[F.nesterov]:
+            _loop(p, g, b, k, flags, True, True, False)
         else:
-            _loop(p, g, b, n, k, x, l2, dc, False, False, False)
+            _loop(p, g, b, k, flags, True, False, False)
+    elif first:
+        if flags[F.nesterov]:
+            _loop(p, g, b, k, flags, False, True, True)
+        else:
+            _loop(p, g, b, k, flags, False, False, True)
+    elif flags[F.nesterov]:
+        _loop(p, g, b, k, flags, False, True, False)
+    else:
+        _loop(p, g, b, k, flags, False, False, False)
 
 
 def _tensor_state(group: dict[str, Any]) -> tuple[str, ...]:
@@ -86,16 +94,27 @@ def _tensor_state(group: dict[str, Any]) -> tuple[str, ...]:
 def _coefficients(group: dict[str, Any], scalars: dict) -> tuple[float, ...]:
     lr, dampening = group["lr"], group["dampening"]
     scale = lr if dampening == 0 else lr * (1 - dampening)
-    return (*common_coefficients(group), lr, group["momentum"], 1 - dampening, scale)
+    return Coefficients(
+        *common_coefficients(group),
+        lr=lr,
+        momentum=group["momentum"],
+        keep=1 - dampening,
+        scale=scale,
+    )
 
 
 def _flags(group: dict[str, Any]) -> tuple[int, ...]:
     keras = group["convention"] == "keras"
-    return (*common_flags(group), int(keras), int(group["nesterov"]), int(group["momentum"] != 0))
+    return Flags(
+        *common_flags(group),
+        keras=int(keras),
+        nesterov=int(group["nesterov"]),
+        has_momentum=int(group["momentum"] != 0),
+    )
 
 
 SPEC = KernelSpec(
-    kernel=jit_kernel(_sgd),
+    kernel=fused_kernel(_sgd, "sgd"),
     tensor_state=_tensor_state,
     coefficients=_coefficients,
     flags=_flags,

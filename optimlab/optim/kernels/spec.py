@@ -89,6 +89,12 @@ def common_coefficients(group: dict[str, Any]) -> tuple[float, float]:
     return group["weight_decay"], 1 - group["lr"] * group["weight_decay"]
 
 
+def moment_coefficients(betas: tuple[float, float]) -> dict[str, float]:
+    """The coefficients of Adam's two moments (see common.torch_moments / keras_moments)."""
+    beta1, beta2 = betas
+    return {"w1": 1 - beta1, "one": 1.0, "beta2": beta2, "w2": 1 - beta2}  # one: see common.lerp
+
+
 def advance_steps(scalars: dict[str, np.ndarray]) -> np.ndarray:
     """step += 1 for every tensor (in place, as the reference's ``state["step"] += 1``)."""
     steps = scalars["step"]

@@ -1,0 +1,86 @@
+"""The one kernel skeleton, and the named coefficient and flag layouts every kernel reads.
+
+A fused kernel is its element loop only::
+
+    @numba.njit(inline="always")
+    def _rule(p, g, state, start, stop, k, flags, first):
+        ...  # p, g: this chunk's parameter and gradient; state[row, start:stop]: its state
+             # k: the tensor's coefficient row; flags: the group's flags; first: fresh state
+
+    KERNEL = fused_kernel(_rule, "adam")
+
+:func:`fused_kernel` wraps it in the shared prologue (the parallel loop over chunks, the pointer
+views of the user's tensors, the state offsets) and compiles it with :func:`jit_kernel`.
+
+The coefficient row and the flags are declared by name, once, as namedtuple classes
+(:func:`coefficient_layout`, :func:`flag_layout`): the Python side builds a row with keywords
+(``Coefficients(wd=..., decay=..., beta2=...)``), the kernel indexes it through the layout's
+indices (``k[C.beta2]``, a compile-time constant), so the two can never disagree on a position.
+The common fields come first (``wd, decay``; ``maximize, l2, decoupled``), where
+:mod:`.common` reads them.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from typing import Any
+
+import numba
+from numba import prange
+
+from optimlab.optim.kernels.compile import jit_kernel, pointer_view
+
+#: the coefficients every row starts with: weight_decay and 1 - lr * weight_decay
+COMMON_COEFFICIENTS = ("wd", "decay")
+#: the flags every kernel receives first (see spec.common_flags)
+COMMON_FLAGS = ("maximize", "l2", "decoupled")
+
+
+def coefficient_layout(algorithm: str, *names: str) -> type[tuple[float, ...]]:
+    """A namedtuple class of one kernel's coefficient row: the common two, then `names`."""
+    return collections.namedtuple(f"{algorithm}_coefficients", (*COMMON_COEFFICIENTS, *names))
+
+
+def flag_layout(algorithm: str, *names: str) -> type[tuple[int, ...]]:
+    """A namedtuple class of one kernel's flags: the common three, then `names`."""
+    return collections.namedtuple(f"{algorithm}_flags", (*COMMON_FLAGS, *names))
+
+
+def indices(layout: type[tuple[Any, ...]]) -> Any:
+    """The layout's field positions as an instance of it (``indices(C).beta2 == 4``).
+
+    Bound to a module global, numba freezes it: ``k[C.beta2]`` compiles to a constant index.
+    """
+    return layout(*range(len(layout._fields)))  # type: ignore[attr-defined]
+
+
+@numba.njit(inline="always")
+def prologue(k, flags):
+    """(maximize, l2, decoupled, wd, decay), read once before an element loop.
+
+    Loaded into locals so that the loop body holds no load the compiler must repeat (a store
+    through p might alias flags as far as it knows, and would keep it from vectorizing).
+    """
+    return flags[0], flags[1], flags[2], k[0], k[1]
+
+
+def fused_kernel(element_loop: Callable[..., None], algorithm: str) -> Any:
+    """The compiled kernel (calling convention: see :mod:`.spec`) around `element_loop`.
+
+    `element_loop(p, g, state, start, stop, k, flags, first)` updates one chunk: ``p`` and
+    ``g`` are views of the chunk of the parameter and its gradient, ``state[row, start:stop]``
+    the chunk of each state row, ``k`` the tensor's coefficient row, ``first`` 1 when the
+    tensor's state was just created.  It must be ``numba.njit(inline="always")``.
+    """
+
+    def kernel(param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
+        for c in prange(chunks.shape[0]):
+            t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+            p = pointer_view(param_ptrs[t], lo, hi, coef)
+            g = pointer_view(grad_ptrs[t], lo, hi, coef)
+            element_loop(p, g, state, offsets[t] + lo, offsets[t] + hi, coef[t], flags, fresh[t])
+
+    # numba names a cache file after the source file and the qualified name: one per algorithm
+    kernel.__qualname__ = f"{algorithm}_kernel"
+    return jit_kernel(kernel)
