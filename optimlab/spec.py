@@ -70,8 +70,20 @@ def parse_spec(spec: str) -> list[tuple[str, dict[str, Any]]]:
 
 def optimizer_options(name: str) -> list[str]:
     """The keyword arguments the optimizer `name` accepts."""
-    signature = inspect.signature(get_info(name).cls.__init__)
-    return [p for p in signature.parameters if p not in ("self", "params")]
+    from optimlab.optim.base import CommonOptions
+
+    parameters = inspect.signature(get_info(name).cls.__init__).parameters.values()
+    own = [
+        p.name
+        for p in parameters
+        if p.name not in ("self", "params") and p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    # `**options: Unpack[CommonOptions]`: the options every optimizer takes (convention, ...)
+    takes_common = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    common = (
+        [key for key in CommonOptions.__annotations__ if key not in own] if takes_common else []
+    )
+    return own + common
 
 
 def split_custom_item(item: str) -> tuple[str, str, dict[str, Any]] | None:
