@@ -22,5 +22,7 @@ def test_the_readme_spec_parses():
 
 
 def test_an_unknown_option_still_lists_the_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown option 'bogus' for optimizer 'adam'.*convention"):
+    with pytest.raises(
+        ValueError, match=r"unknown option 'bogus' for optimizer 'adam'.*convention"
+    ):
         parse_optimizer_spec("adam:bogus=1")
