@@ -30,7 +30,7 @@ fuzz: $(STAMP)
 	done
 
 demo: $(STAMP)
-	$(VENV)/bin/optimlab compare --suite quick --out results/demo
+	$(VENV)/bin/optimlab demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
