@@ -17,8 +17,9 @@ from typing import Any
 from optimlab.optim.hyperparameters import CONVENTIONS, NON_NEGATIVE, UNIT_HALF_OPEN, Interval
 from optimlab.optim.registry import REGISTRY, OptimizerInfo
 
-#: options the playground does not offer: how the step is computed, not what it computes
-HIDDEN = ("nonfinite", "impl")
+#: options the playground does not offer: how the step is computed (torch's switches too),
+#: not what it computes
+HIDDEN = ("nonfinite", "impl", "foreach", "fused", "capturable", "differentiable")
 LR_SLIDER = (1e-5, 10.0)
 EPS_SLIDER = (1e-12, 1e-2)
 
