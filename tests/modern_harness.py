@@ -99,3 +99,28 @@ def run_parity(
             if after_step is not None:
                 after_step(optimizer)
     return ours_params, theirs_params, ours, theirs
+
+
+class KerasGroups:
+    """Keras 3 optimizers (``KERAS_BACKEND=torch``) stepping torch tensors, one per parameter
+    group, behind torch.optim's ``step()``: each step the tensors' ``.grad`` are applied to Keras
+    variables holding the same values, and the results are copied back into the tensors."""
+
+    def __init__(self, groups: list[tuple[list[torch.Tensor], Any]]) -> None:
+        import keras
+
+        self.groups = [
+            (
+                params,
+                optimizer,
+                [keras.Variable(p.detach().clone(), dtype="float64") for p in params],
+            )
+            for params, optimizer in groups
+        ]
+
+    def step(self) -> None:
+        for params, optimizer, variables in self.groups:
+            optimizer.apply_gradients(zip([p.grad.detach().clone() for p in params], variables))
+            with torch.no_grad():
+                for param, variable in zip(params, variables):
+                    param.copy_(variable.value)

@@ -67,7 +67,10 @@ class RAdam(Optimizer):
 
     name = "radam"
     DEFAULTS = {"torch": dict(_DEFAULTS), "keras": dict(_DEFAULTS)}
-    RANGES = {"lr": NON_NEGATIVE, "eps": POSITIVE}  # torch allows 0 (then 0/0 on a zero gradient); as Adam
+    RANGES = {
+        "lr": NON_NEGATIVE,
+        "eps": POSITIVE,
+    }  # torch allows 0 (then 0/0 on a zero gradient); as Adam
     STATE = ("step", "exp_avg", "exp_avg_sq")
 
     def __init__(
