@@ -48,7 +48,14 @@ from typing import Any, Unpack
 
 import torch
 
-from optimlab.optim.base import LOW_PRECISION, CommonOptions, Optimizer, Params, as_float
+from optimlab.optim.base import (
+    LOW_PRECISION,
+    CommonOptions,
+    Optimizer,
+    Params,
+    _kernels,
+    selected_impl,
+)
 from optimlab.optim.declaration import Convergence, OptimizerInfo
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE, Interval
 
@@ -77,7 +84,9 @@ def averaging_coefficients(group: dict[str, Any]) -> tuple[float, float]:
     schedule = (k + 1) / warmup_steps if k < warmup_steps else 1.0
     lr = group["lr"] * schedule
     group["scheduled_lr"] = lr
-    lr_max = group["lr_max"] = max(as_float(lr), group["lr_max"])
+    # a tensor lr (one per element) weighs the average by its largest value
+    largest = float(lr.max()) if isinstance(lr, torch.Tensor) else float(lr)
+    lr_max = group["lr_max"] = max(largest, group["lr_max"])
     weight = ((k + 1) ** group["r"]) * (lr_max ** group["weight_lr_power"])
     weight_sum = group["weight_sum"] = group["weight_sum"] + weight
     ckp1 = weight / weight_sum if weight_sum != 0 else 0.0
@@ -95,8 +104,8 @@ class _ScheduleFree(Optimizer):
         raise NotImplementedError
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        for key, value in GROUP_STATE.items():
-            param_group.setdefault(key, value)
+        if isinstance(param_group, dict) and "params" in param_group:
+            param_group = {**GROUP_STATE, **param_group}  # the caller's dict stays as given
         super().add_param_group(param_group)
 
     def _check_group(self, group: dict[str, Any]) -> None:
@@ -139,6 +148,8 @@ class _ScheduleFree(Optimizer):
     def _update_group(
         self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
     ) -> None:
+        if selected_impl(group) == "fused":  # no kernel: the shared message, as every optimizer
+            _kernels(required=True).fused_step(self, None, group, params, grads, required=True)
         lr, ckp1 = averaging_coefficients(group)
         for param, grad in zip(params, grads):
             work = param.float() if param.dtype in LOW_PRECISION else param
@@ -306,7 +317,7 @@ SCHEDULEFREE_ADAMW_INFO = OptimizerInfo(
     rule="z ← z − γ·d (Adam-normalized g at y); x ← (1−c)x + c·z; y = (1−β₁)z + β₁x",
     improves="both (Adam's step size; averaging replaces the learning-rate schedule)",
     samples=({"weight_decay": 0.1}, {"maximize": True}, {"warmup_steps": 10, "r": 1.0}),
-    convergence=Convergence(0.05, (0.03, 3000, 0.05)),
+    convergence=Convergence(0.05, (0.03, 5000, 0.05)),
 )
 SCHEDULEFREE_SGD_INFO = OptimizerInfo(
     name="schedulefree-sgd",
@@ -316,7 +327,7 @@ SCHEDULEFREE_SGD_INFO = OptimizerInfo(
     rule="z ← z − γ·g (at y); x ← (1−c)x + c·z; y = (1−β)z + βx",
     improves="direction (momentum through the interpolation; averaging replaces the schedule)",
     samples=({"weight_decay": 0.1}, {"maximize": True}, {"warmup_steps": 10, "r": 1.0}),
-    convergence=Convergence(0.05, (1e-3, 3000, 0.05)),
+    convergence=Convergence(0.05, (0.01, 5000, 0.05)),
 )
 
 #: what this module registers
