@@ -82,10 +82,16 @@ def measure(steps: int, impl: str) -> list[dict[str, Any]]:
     """One record per (algorithm, convention, dtype, option set), optimlab run with `impl`."""
     records = []
     for name, info in REGISTRY.items():
+        # an optimizer without a torch.optim / Keras twin is compared with its own references
+        # in tests/test_modern_*.py (its rows are in docs/testing.md's modern parity table)
         plans = [
             ("torch", [o for o in ({}, *info.samples) if has_torch_counterpart(info, o)]),
             ("keras", [{}, *info.keras_samples]),
         ]
+        if info.torch_twin is None:
+            plans[0] = ("torch", [])
+        if info.keras_twin is None:
+            plans[1] = ("keras", [])
         for convention, option_sets in plans:
             for dtype_name, dtype in DTYPES.items():
                 for sample in option_sets:

@@ -110,7 +110,7 @@ def test_run_diagnosis_bad_arguments_raise_value_error():
     with pytest.raises(ValueError, match="valid: lr, gradflow, hessian, landscape"):
         run_diagnosis("digits-mlp", "adam", "curvature")
     with pytest.raises(ValueError, match="unknown optimizer"):
-        run_diagnosis("digits-mlp", "lion", "lr")
+        run_diagnosis("digits-mlp", "no-such-optimizer", "lr")
 
 
 @pytest.fixture

@@ -61,8 +61,10 @@ def command(
         typer.echo(json.dumps(rows, indent=2))
         return 0
     table = Table(title="optimlab optimizers", show_lines=True)
-    for column in ("name", "improves", "update rule", "torch defaults", "keras defaults"):
-        table.add_column(column)
+    # the name is what users type: never truncated (schedulefree-adamw was, at 80 columns)
+    table.add_column("name", no_wrap=True, min_width=max(len(row["name"]) for row in rows))
+    for column in ("improves", "update rule", "torch defaults", "keras defaults"):
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(
             row["name"],

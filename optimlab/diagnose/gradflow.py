@@ -53,6 +53,7 @@ from optimlab.diagnose.common import (
     preserved,
     trainable_parameters,
 )
+from optimlab.optim.modes import to_train_point
 
 VANISHING_FACTOR = 100.0
 EXPLODING_FACTOR = 100.0
@@ -274,6 +275,7 @@ def gradient_flow(
 
     with preserved(model, optimizer):
         model.train()
+        to_train_point(optimizer)  # Schedule-Free steps only in train mode
         handles = [m.register_forward_hook(dead_hook(name)) for name, m in relus]
         try:
             stream = batches(data, batch_size, generator)

@@ -57,6 +57,7 @@ from optimlab.diagnose.common import (
     preserved,
     trainable_parameters,
 )
+from optimlab.optim.modes import to_train_point
 
 #: where the valley's suggestion sits between its first (0) and last (1) point, in log lr.
 #: Not the middle: the loss recorded at rate η_i was reached with every smaller rate before it,
@@ -280,6 +281,7 @@ def lr_find(
     generator = torch.Generator().manual_seed(seed)
     with preserved(model, optimizer):
         model.train()
+        to_train_point(optimizer)  # Schedule-Free steps only in train mode
         stream = batches(data, batch_size, generator)
         for i, lr in enumerate(schedule):
             x, y = next(stream)

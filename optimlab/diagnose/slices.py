@@ -44,6 +44,7 @@ from optimlab.diagnose.common import (
     trainable_parameters,
     unflatten,
 )
+from optimlab.optim.modes import evaluation_point, to_train_point
 
 
 def zeroed_parameters(model: nn.Module) -> set[str]:
@@ -225,10 +226,12 @@ def training_path(
     params = trainable_parameters(model)
     with preserved(model, optimizer):
         model.train()
+        to_train_point(optimizer)  # Schedule-Free steps only in train mode
         stream = batches(data, batch_size, torch.Generator().manual_seed(seed))
         for step in range(steps + 1):
             if step in marks:
-                path.append(flatten(p.detach() for p in params).double())
+                with evaluation_point(optimizer):  # Schedule-Free: the path of the average x
+                    path.append(flatten(p.detach() for p in params).double())
             if step == steps:
                 break
             x, y = next(stream)

@@ -35,6 +35,7 @@ import torch
 
 from optimlab.lab.schedules import make_schedule
 from optimlab.lab.trial import TrialResult, TrialSpec, jsonable
+from optimlab.optim.modes import evaluation_point, to_evaluation_point, to_train_point
 from optimlab.optim.registry import create
 from optimlab.problems import Problem, get_problem
 from optimlab.problems.base import Split
@@ -104,6 +105,7 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
         return create(spec.optimizer, params, **kwargs)
 
     optimizer = problem.build_optimizer(model, build)
+    to_train_point(optimizer)
     schedule = make_schedule(spec.schedule, optimizer, spec.steps)
     generator = torch.Generator().manual_seed(spec.seed)
     x_train, y_train = problem.train
@@ -121,8 +123,9 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
     best_val, best_state, since_best = math.inf, None, 0
 
     def record(step: int) -> float:
-        train_loss, _, _ = evaluate(model, problem, problem.train)
-        val_loss, val_accuracy, _ = evaluate(model, problem, problem.val)
+        with evaluation_point(optimizer):  # Schedule-Free: evaluate the average x, not y
+            train_loss, _, _ = evaluate(model, problem, problem.train)
+            val_loss, val_accuracy, _ = evaluate(model, problem, problem.val)
         curve["step"].append(step)
         curve["train_loss"].append(train_loss)
         curve["val_loss"].append(val_loss)
@@ -173,7 +176,8 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
             if val_loss < best_val:
                 best_val, since_best = val_loss, 0
                 if problem.early_stopping:
-                    best_state = copy.deepcopy(model.state_dict())
+                    with evaluation_point(optimizer):
+                        best_state = copy.deepcopy(model.state_dict())
             else:
                 since_best += 1
                 if problem.early_stopping and since_best >= problem.early_stopping:
@@ -200,7 +204,9 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
         reason = pruned or f"non-finite loss at step {diverged_at}"
         return TrialResult("diverged", jsonable(metrics), reason=reason)
     if best_state is not None:
-        model.load_state_dict(best_state)
+        model.load_state_dict(best_state)  # saved at the evaluation point
+    else:
+        to_evaluation_point(optimizer)
     predictions = None
     for split in ("train", "val", "test"):
         loss, accuracy, outputs = evaluate(model, problem, getattr(problem, split))

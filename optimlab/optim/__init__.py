@@ -5,9 +5,12 @@ from optimlab.optim.adagrad import Adagrad
 from optimlab.optim.adam import Adam, AdamW
 from optimlab.optim.adamax import Adamax
 from optimlab.optim.base import Optimizer
+from optimlab.optim.lion import Lion
 from optimlab.optim.nadam import NAdam
+from optimlab.optim.radam import RAdam
 from optimlab.optim.registry import REGISTRY, OptimizerInfo, create, get_info, list_optimizers
 from optimlab.optim.rmsprop import RMSprop
+from optimlab.optim.schedulefree import ScheduleFreeAdamW, ScheduleFreeSGD
 from optimlab.optim.sgd import NAG, SGD, Momentum
 
 __all__ = [
@@ -19,11 +22,15 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "Lion",
     "Momentum",
     "NAdam",
     "Optimizer",
     "OptimizerInfo",
+    "RAdam",
     "RMSprop",
+    "ScheduleFreeAdamW",
+    "ScheduleFreeSGD",
     "create",
     "get_info",
     "list_optimizers",

@@ -13,12 +13,34 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
-from optimlab.optim import adadelta, adagrad, adam, adamax, nadam, rmsprop, sgd
+from optimlab.optim import (
+    adadelta,
+    adagrad,
+    adam,
+    adamax,
+    lion,
+    nadam,
+    radam,
+    rmsprop,
+    schedulefree,
+    sgd,
+)
 from optimlab.optim.base import Optimizer, Params
 from optimlab.optim.declaration import Convergence, OptimizerInfo
 
 #: the algorithm modules, in the order of the chapter
-MODULES: list[ModuleType] = [sgd, adagrad, rmsprop, adadelta, adam, adamax, nadam]
+MODULES: list[ModuleType] = [
+    sgd,
+    adagrad,
+    rmsprop,
+    adadelta,
+    adam,
+    adamax,
+    nadam,
+    radam,
+    lion,
+    schedulefree,
+]
 
 REGISTRY: dict[str, OptimizerInfo] = {
     info.name: info for module in MODULES for info in module.DECLARATIONS

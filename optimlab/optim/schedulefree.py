@@ -1,0 +1,334 @@
+r"""Schedule-Free AdamW and SGD: no learning-rate schedule, an average of the iterates instead.
+
+Defazio, Yang, Mehta, Mishchenko, Khaled & Cutkosky (2024), "The Road Less Scheduled", NeurIPS
+(winner of the self-tuning track of AlgoPerf 2024).  The rule is the ``schedulefree`` package's
+(AdamWScheduleFree, SGDScheduleFree; Facebook Research), operation for operation.
+
+Three sequences: z (the base SGD / Adam iterate), x (the weighted average of the z's, the point to
+*evaluate*) and y (the point where the gradient is taken, an interpolation of the two)::
+
+    y_t = (1 - β) z_t + β x_t                                   (β: momentum, or betas[0])
+    z_{t+1} = z_t - γ_t d_t                                     (d: the (normalized) gradient at y)
+    x_{t+1} = (1 - c_{t+1}) x_t + c_{t+1} z_{t+1}
+
+with γ_t = lr·min(1, (t+1)/warmup_steps), weights w_t = (t+1)^r · (max_{s≤t} γ_s)^weight_lr_power
+and c_{t+1} = w_t / Σ_{s≤t} w_s.  Only y and z are stored: the parameters hold y in train mode,
+and x is recovered as x = (y − (1 − β) z)/β.  AdamW's direction is
+d = g / (√(v/(1 − β₂^{t+1})) + ε) + λ y with v ← β₂ v + (1 − β₂) g² (the weight decay λ y is added
+to the *normalized* gradient, at y: neither torch's L2 nor AdamW's decoupled shrink); SGD's is
+d = g + λ y.
+
+Train and eval
+--------------
+``optimizer.train()`` puts y in the parameters (step only in train mode), ``optimizer.eval()``
+puts x (evaluate, checkpoint).  optimlab's trainer, lr-find and diagnose call them for any
+optimizer that has them.  A batch-norm network's running statistics were gathered at y: recompute
+them at x before evaluating (optimlab's trainer does).
+
+Convention notes
+----------------
+* The package raises when ``step()`` runs before ``train()``; here a new optimizer starts in
+  train mode (before the first step y = z = x, so ``train()`` would change nothing) and ``step()``
+  in eval mode raises.  The group bookkeeping (``k``, ``train_mode``, ``weight_sum``, ``lr_max``,
+  ``scheduled_lr``) lives in each parameter group under the package's names, so state_dicts move
+  between the two, and a state_dict saved in either mode reloads and switches mode correctly.
+* ``weight_decay`` is the package's (see above); ``decoupled_weight_decay`` is refused.
+* Keras 3 ``ScheduleFreeAdamW`` on the torch backend aliases ``momentum_old = momentum.value``
+  with the tensor updated on the next line (docs/conventions.md has a reproduction); optimlab
+  follows the corrected rule, the package's.
+* Defaults: AdamW lr 0.0025, betas (0.9, 0.999), eps 1e-8; SGD lr 1.0, momentum 0.9; both
+  weight_decay 0, warmup_steps 0, r 0, weight_lr_power 2.  ``convention="keras"`` uses the same.
+
+State: ``z`` and (AdamW) ``exp_avg_sq``, the package's names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Unpack
+
+import torch
+
+from optimlab.optim.base import (
+    LOW_PRECISION,
+    CommonOptions,
+    Optimizer,
+    Params,
+    _kernels,
+    selected_impl,
+)
+from optimlab.optim.declaration import Convergence, OptimizerInfo
+from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE, Interval
+
+#: the per-group bookkeeping of the schedule-free average, with its initial values (the package's)
+GROUP_STATE: dict[str, Any] = {
+    "k": 0,
+    "train_mode": True,
+    "weight_sum": 0.0,
+    "lr_max": -1.0,
+    "scheduled_lr": 0.0,
+}
+_AVERAGING = {"warmup_steps": 0, "r": 0.0, "weight_lr_power": 2.0}
+_AVERAGING_RANGES = {
+    "warmup_steps": NON_NEGATIVE,
+    "r": NON_NEGATIVE,
+    "weight_lr_power": NON_NEGATIVE,
+}
+
+
+def averaging_coefficients(group: dict[str, Any]) -> tuple[float, float]:
+    """Advance the group's averaging bookkeeping by one step; return (γ_t, c_{t+1}).
+
+    γ_t = lr·min(1, (k+1)/warmup_steps); w = (k+1)^r · max γ^weight_lr_power; c = w / Σw.
+    """
+    k, warmup_steps = group["k"], group["warmup_steps"]
+    schedule = (k + 1) / warmup_steps if k < warmup_steps else 1.0
+    lr = group["lr"] * schedule
+    group["scheduled_lr"] = lr
+    # a tensor lr (one per element) weighs the average by its largest value
+    largest = float(lr.max()) if isinstance(lr, torch.Tensor) else float(lr)
+    lr_max = group["lr_max"] = max(largest, group["lr_max"])
+    weight = ((k + 1) ** group["r"]) * (lr_max ** group["weight_lr_power"])
+    weight_sum = group["weight_sum"] = group["weight_sum"] + weight
+    ckp1 = weight / weight_sum if weight_sum != 0 else 0.0
+    group["k"] = k + 1
+    return lr, ckp1
+
+
+class _ScheduleFree(Optimizer):
+    """The shared machinery: group bookkeeping, train/eval, the step over a group."""
+
+    COUNTS_STEPS = False
+
+    def _interpolation(self, group: dict[str, Any]) -> float:
+        """β of y = (1 − β) z + β x."""
+        raise NotImplementedError
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if isinstance(param_group, dict) and "params" in param_group:
+            param_group = {**GROUP_STATE, **param_group}  # the caller's dict stays as given
+        super().add_param_group(param_group)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        if group["decoupled_weight_decay"]:
+            raise ValueError(
+                f"{type(self).__name__}: invalid decoupled_weight_decay=True; Schedule-Free's "
+                f"weight_decay is its own rule (λ·y added to the direction), so it must be False"
+            )
+
+    @torch.no_grad()
+    def train(self) -> None:
+        """Put the gradient point y = (1 − β) z + β x in the parameters (before training steps)."""
+        for group in self.param_groups:
+            if not group["train_mode"]:
+                beta = self._interpolation(group)
+                for p in group["params"]:
+                    if "z" in self.state[p]:
+                        p.lerp_(end=self.state[p]["z"].to(p.device, p.dtype), weight=1 - beta)
+                group["train_mode"] = True
+
+    @torch.no_grad()
+    def eval(self) -> None:
+        """Put the average x in the parameters (before evaluating or saving a checkpoint)."""
+        for group in self.param_groups:
+            if group["train_mode"]:
+                beta = self._interpolation(group)
+                for p in group["params"]:
+                    if "z" in self.state[p]:
+                        p.lerp_(end=self.state[p]["z"].to(p.device, p.dtype), weight=1 - 1 / beta)
+                group["train_mode"] = False
+
+    def step(self, closure: Any = None) -> float | None:  # type: ignore[override]
+        if not all(group["train_mode"] for group in self.param_groups):
+            raise RuntimeError(
+                f"{type(self).__name__}.step() called in eval mode: the parameters hold the "
+                f"average x; call optimizer.train() before training steps"
+            )
+        return super().step(closure)
+
+    def _update_group(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        if selected_impl(group) == "fused":  # no kernel: the shared message, as every optimizer
+            _kernels(required=True).fused_step(self, None, group, params, grads, required=True)
+        lr, ckp1 = averaging_coefficients(group)
+        for param, grad in zip(params, grads):
+            work = param.float() if param.dtype in LOW_PRECISION else param
+            grad = grad.to(work.dtype)
+            if group["maximize"]:
+                grad = -grad
+            state = self.state[param]
+            if "z" not in state:
+                state["z"] = work.clone()
+            self.reference_rule(work, grad, state, group, group["k"], lr=lr, ckp1=ckp1)
+            if work is not param:
+                param.copy_(work)
+
+    @staticmethod
+    def _move(
+        y: torch.Tensor,
+        z: torch.Tensor,
+        direction: torch.Tensor,
+        lr: float | torch.Tensor,
+        ckp1: float,
+        beta: float,
+    ) -> None:
+        """y ← (1 − c) y + c z − γ(1 − β(1 − c)) d;  z ← z − γ d (the package's operations)."""
+        y.lerp_(end=z, weight=ckp1)
+        if isinstance(lr, torch.Tensor):
+            y.add_(direction * (lr * (beta * (1 - ckp1) - 1)))
+            z.sub_(direction * lr)
+        else:
+            y.add_(direction, alpha=lr * (beta * (1 - ckp1) - 1))
+            z.sub_(direction, alpha=lr)
+
+
+class ScheduleFreeAdamW(_ScheduleFree):
+    """Schedule-Free AdamW, as schedulefree.AdamWScheduleFree."""
+
+    name = "schedulefree-adamw"
+    DEFAULTS = {
+        convention: {"lr": 0.0025, "betas": (0.9, 0.999), "eps": 1e-8, **_AVERAGING}
+        for convention in ("torch", "keras")
+    }
+    RANGES = {"lr": NON_NEGATIVE, "eps": POSITIVE, **_AVERAGING_RANGES}
+    STATE = ("z", "exp_avg_sq")
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | torch.Tensor | None = None,
+        betas: tuple[float, float] | None = None,
+        eps: float | None = None,
+        weight_decay: float = 0.0,
+        warmup_steps: int | None = None,
+        r: float | None = None,
+        weight_lr_power: float | None = None,
+        **options: Unpack[CommonOptions],
+    ) -> None:
+        super().__init__(
+            params,
+            {
+                "lr": lr,
+                "betas": betas,
+                "eps": eps,
+                "warmup_steps": warmup_steps,
+                "r": r,
+                "weight_lr_power": weight_lr_power,
+            },
+            weight_decay=weight_decay,
+            **options,
+        )
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        super()._check_group(group)
+        if group["betas"][0] == 0:
+            raise ValueError(
+                f"{type(self).__name__}: invalid betas={group['betas']!r}; betas[0] must be in "
+                f"(0, 1): eval() divides by it"
+            )
+
+    def _interpolation(self, group: dict[str, Any]) -> float:
+        return group["betas"][0]
+
+    @staticmethod
+    def reference_rule(
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        state: dict[str, Any],
+        group: dict[str, Any],
+        step: int,
+        lr: float | torch.Tensor = 0.0,
+        ckp1: float = 0.0,
+    ) -> None:
+        beta1, beta2 = group["betas"]
+        if "exp_avg_sq" not in state:
+            state["exp_avg_sq"] = torch.zeros_like(param)
+        exp_avg_sq = state["exp_avg_sq"]
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = exp_avg_sq.div(1 - beta2**step).sqrt_().add_(group["eps"])
+        direction = grad.div(denom)
+        if group["weight_decay"] != 0:
+            direction.add_(param, alpha=group["weight_decay"])
+        _ScheduleFree._move(param, state["z"], direction, lr, ckp1, beta1)
+
+
+class ScheduleFreeSGD(_ScheduleFree):
+    """Schedule-Free SGD, as schedulefree.SGDScheduleFree."""
+
+    name = "schedulefree-sgd"
+    DEFAULTS = {
+        convention: {"lr": 1.0, "momentum": 0.9, **_AVERAGING} for convention in ("torch", "keras")
+    }
+    RANGES = {
+        "lr": NON_NEGATIVE,
+        "momentum": Interval(0.0, 1.0, low_closed=False, high_closed=False),
+        **_AVERAGING_RANGES,
+    }
+    STATE = ("z",)
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | torch.Tensor | None = None,
+        momentum: float | None = None,
+        weight_decay: float = 0.0,
+        warmup_steps: int | None = None,
+        r: float | None = None,
+        weight_lr_power: float | None = None,
+        **options: Unpack[CommonOptions],
+    ) -> None:
+        super().__init__(
+            params,
+            {
+                "lr": lr,
+                "momentum": momentum,
+                "warmup_steps": warmup_steps,
+                "r": r,
+                "weight_lr_power": weight_lr_power,
+            },
+            weight_decay=weight_decay,
+            **options,
+        )
+
+    def _interpolation(self, group: dict[str, Any]) -> float:
+        return group["momentum"]
+
+    @staticmethod
+    def reference_rule(
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        state: dict[str, Any],
+        group: dict[str, Any],
+        step: int,
+        lr: float | torch.Tensor = 0.0,
+        ckp1: float = 0.0,
+    ) -> None:
+        direction = grad
+        if group["weight_decay"] != 0:
+            direction = grad.add(param, alpha=group["weight_decay"])
+        _ScheduleFree._move(param, state["z"], direction, lr, ckp1, group["momentum"])
+
+
+SCHEDULEFREE_ADAMW_INFO = OptimizerInfo(
+    name="schedulefree-adamw",
+    cls=ScheduleFreeAdamW,
+    title="Schedule-Free AdamW",
+    family="both",
+    rule="z ← z − γ·d (Adam-normalized g at y); x ← (1−c)x + c·z; y = (1−β₁)z + β₁x",
+    improves="both (Adam's step size; averaging replaces the learning-rate schedule)",
+    samples=({"weight_decay": 0.1}, {"maximize": True}, {"warmup_steps": 10, "r": 1.0}),
+    convergence=Convergence(0.05, (0.03, 5000, 0.05)),
+)
+SCHEDULEFREE_SGD_INFO = OptimizerInfo(
+    name="schedulefree-sgd",
+    cls=ScheduleFreeSGD,
+    title="Schedule-Free SGD",
+    family="direction",
+    rule="z ← z − γ·g (at y); x ← (1−c)x + c·z; y = (1−β)z + βx",
+    improves="direction (momentum through the interpolation; averaging replaces the schedule)",
+    samples=({"weight_decay": 0.1}, {"maximize": True}, {"warmup_steps": 10, "r": 1.0}),
+    convergence=Convergence(0.05, (0.01, 5000, 0.05)),
+)
+
+#: what this module registers
+DECLARATIONS = (SCHEDULEFREE_ADAMW_INFO, SCHEDULEFREE_SGD_INFO)
