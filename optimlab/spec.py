@@ -100,6 +100,17 @@ def split_custom_item(item: str) -> tuple[str, str, dict[str, Any]] | None:
     return split(item)
 
 
+def expand_presets(spec: str) -> str:
+    """Replace the preset words ``classic`` (the textbook's nine), ``modern`` and ``all`` in an
+    optimizer spec by their optimizers' names: ``"classic,lion"`` -> ``"sgd,...,nadam,lion"``."""
+    from optimlab.optim.registry import PRESETS, preset_optimizers
+
+    return ",".join(
+        ",".join(preset_optimizers(part.strip())) if part.strip() in PRESETS else part
+        for part in spec.split(",")
+    )
+
+
 def parse_optimizer_items(
     spec: str, allow_custom: bool = True
 ) -> list[tuple[str, dict[str, Any], Any]]:
@@ -108,7 +119,7 @@ def parse_optimizer_items(
     `label` as the name) for ``path/to/file.py:Class`` or ``package.module:Class``.
 
     Unknown names or options raise ValueError listing the valid ones."""
-    items = [part for part in spec.split(",") if part.strip()]
+    items = [part for part in expand_presets(spec).split(",") if part.strip()]
     if not items:
         raise ValueError(f"empty spec {spec!r}; expected name[:key=value...][,name...]")
     parsed: list[tuple[str, dict[str, Any], Any]] = []

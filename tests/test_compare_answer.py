@@ -245,10 +245,10 @@ def test_demo_runs_through_the_cli_with_shrunk_budgets(tmp_path, capsys) -> None
     args = ["demo", "--steps", "4", "--grid-points", "1", "--seeds", "1", "--workers", "1"]
     assert main([*args, "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    from optimlab.optim.registry import list_optimizers
+    from optimlab.optim.registry import preset_optimizers
 
     assert summary["run"]["suite"] == "quick"
-    assert len(summary["run"]["optimizers"]) == len(list_optimizers())  # every registered one
+    assert len(summary["run"]["optimizers"]) == len(preset_optimizers("classic"))  # the nine
     assert "deep-mlp:depth=10:activation=sigmoid" in summary["problems"]  # full labels
     assert "overall:" in capsys.readouterr().out
 

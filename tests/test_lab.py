@@ -176,7 +176,10 @@ def test_contenders_parse_and_reject() -> None:
     assert [c.label for c in entries] == ["sgd", "adam:amsgrad=true:lr=0.01"]
     assert entries[1].options == {"amsgrad": True, "lr": 0.01}
     assert entries[0].default_lr == 1e-3
-    assert [c.name for c in contenders(None)] == list_optimizers()
+    nine = ["sgd", "momentum", "nag", "adagrad", "rmsprop", "adadelta", "adam", "adamax", "nadam"]
+    assert [c.name for c in contenders(None)] == nine  # the classic preset: the textbook's nine
+    assert [c.name for c in contenders("all")] == list_optimizers()
+    assert [c.name for c in contenders("classic,lion")] == [*nine, "lion"]
     with pytest.raises(ValueError, match="unknown optimizer 'adamz'; valid names: sgd"):
         contenders("adamz")
     with pytest.raises(ValueError, match="lists an entry twice"):

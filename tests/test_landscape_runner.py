@@ -17,7 +17,7 @@ from optimlab.landscapes.experiment import build_configs, run_landscape
 from optimlab.landscapes.functions import get_function, list_functions
 from optimlab.landscapes.runner import Config, run_batch
 from optimlab.landscapes.tuning import choose, lr_grid
-from optimlab.optim.registry import list_optimizers
+from optimlab.optim.registry import preset_optimizers
 
 
 # ------------------------------------------------------------------------------------------------
@@ -271,7 +271,7 @@ def test_bad_optimizer_and_option() -> None:
 @pytest.mark.parametrize("name", [n for n in list_functions() if n != "quadratic"])
 def test_every_function_runs_every_optimizer_from_its_default_start(name: str) -> None:
     result = run_landscape(name, steps=20, tune=False)
-    assert len(result.runs) == len(list_optimizers())  # the default set is the registry
+    assert len(result.runs) == len(preset_optimizers("classic"))  # the default set
     for run in result.runs:
         assert run.path[0].tolist() == list(get_function(name).default_start)
         assert np.isfinite(run.path).all() and np.isfinite(run.losses).all()

@@ -110,7 +110,15 @@ def sign_descent():
 
 
 def test_registering_lists_it_everywhere(sign_descent, capsys) -> None:
-    assert optimlab.list_optimizers()[-1] == NAME  # the lab's and compare's default sets
+    assert optimlab.list_optimizers()[-1] == NAME
+    # in `--optimizers all` and `modern` (compare's and the lab's), not in the classic default
+    from optimlab.lab.protocol import contenders
+    from optimlab.landscapes.experiment import build_configs
+    from optimlab.optim.registry import preset_optimizers
+
+    assert NAME in preset_optimizers("modern") and NAME not in preset_optimizers("classic")
+    assert NAME in [c.name for c in contenders("all")]
+    assert NAME in {config.name for config in build_configs("all")}
     assert type(optimlab.create(NAME, [torch.zeros(1, requires_grad=True)])) is SignDescent
     assert main(["list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)

@@ -582,7 +582,8 @@ def command(
         None,
         "--optimizers",
         help="Optimizer spec, e.g. sgd,adam:amsgrad=true, your own as mine.py:MyOpt[:k=v] or "
-        "package.module:Class, e.g. torch.optim:AdamW (default: every built-in).",
+        "package.module:Class, e.g. torch.optim:AdamW; presets classic (the textbook's nine, "
+        "the default), modern, all.",
     ),
     seeds: int | None = typer.Option(None, "--seeds", help="Seeds per optimizer at its best rate."),
     workers: int | None = typer.Option(

@@ -25,9 +25,9 @@ from optimlab.lab.schedules import parse_schedule
 from optimlab.lab.store import ResultStore, StoredTrial
 from optimlab.lab.trial import TrialResult, TrialSpec
 from optimlab.lab.tuner import GridTuning, OptunaTuner, OptunaTuning
-from optimlab.optim.registry import get_info, list_optimizers
+from optimlab.optim.registry import get_info
 from optimlab.problems import get_problem
-from optimlab.spec import parse_optimizer_items
+from optimlab.spec import expand_presets, parse_optimizer_items
 
 
 @dataclass(frozen=True)
@@ -144,10 +144,15 @@ class Contender:
 
 
 def contenders(spec: str | None) -> list[Contender]:
-    """Parse ``--optimizers`` (None: every registered optimizer with its defaults) and build each optimizer once
-    on a dummy parameter (`Contender.check`); labels must be unique. ValueError if not."""
+    """Parse ``--optimizers`` and build each optimizer once on a dummy parameter
+    (`Contender.check`); labels must be unique. ValueError if not.
+
+    None means the "classic" preset (the textbook's nine, at their defaults); the preset words
+    ``classic``, ``modern`` and ``all`` stand for their optimizers and mix with other entries
+    (``classic,lion``)."""
     if spec is None:
-        return [Contender(name, name, {}) for name in list_optimizers()]
+        spec = "classic"
+    spec = expand_presets(spec)
     items = parse_optimizer_items(spec)
     labels = [part.strip() for part in spec.split(",") if part.strip()]
     if len(set(labels)) != len(labels):

@@ -28,9 +28,9 @@ DEFAULT_STEPS = 200
 
 
 def default_optimizers() -> str:
-    """Every built-in optimizer, in registry order, as a spec string (the registry is the only
-    list)."""
-    return ",".join(list_optimizers())
+    """The default set: the "classic" preset (the textbook's nine, read from the registry);
+    ``--optimizers all`` (or ``modern``) shows every registered one."""
+    return "classic"
 
 
 OptimizerSpec = str | Sequence[tuple[str, dict[str, Any]]]

@@ -96,6 +96,7 @@ class Adadelta(Optimizer):
 
 ADADELTA_INFO = OptimizerInfo(
     name="adadelta",
+    preset="classic",
     cls=Adadelta,
     title="AdaDelta",
     family="step size",

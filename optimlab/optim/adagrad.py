@@ -136,6 +136,7 @@ class Adagrad(Optimizer):
 
 ADAGRAD_INFO = OptimizerInfo(
     name="adagrad",
+    preset="classic",
     cls=Adagrad,
     title="AdaGrad",
     family="step size",

@@ -172,6 +172,7 @@ class AdamW(Adam):
 
 ADAM_INFO = OptimizerInfo(
     name="adam",
+    preset="classic",
     cls=Adam,
     title="Adam",
     family="both",

@@ -112,6 +112,7 @@ class Adamax(Optimizer):
 
 ADAMAX_INFO = OptimizerInfo(
     name="adamax",
+    preset="classic",
     cls=Adamax,
     title="AdaMax",
     family="both",

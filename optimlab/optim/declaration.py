@@ -50,6 +50,8 @@ class OptimizerInfo:
     family: str
     #: the update rule in one line (torch convention)
     rule: str
+    #: the set it belongs to: "classic" (the textbook's nine, compare's default) or "modern"
+    preset: str = "modern"
     #: the same algorithm in torch.optim and in Keras 3, as factories; None: no twin there
     torch_twin: Twin | None = None
     keras_twin: Twin | None = None

@@ -169,6 +169,7 @@ class NAdam(Optimizer):
 
 NADAM_INFO = OptimizerInfo(
     name="nadam",
+    preset="classic",
     cls=NAdam,
     title="NAdam",
     family="both",

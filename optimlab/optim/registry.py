@@ -79,6 +79,18 @@ def list_optimizers() -> list[str]:
     return list(REGISTRY)
 
 
+#: the named sets of `--optimizers` (compare's default is "classic")
+PRESETS = ("classic", "modern", "all")
+
+
+def preset_optimizers(preset: str) -> list[str]:
+    """The names in a preset: "classic" (the textbook's nine), "modern" or "all", in registry
+    order; ValueError naming the presets otherwise."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown optimizer preset {preset!r}; valid: {', '.join(PRESETS)}")
+    return [name for name, info in REGISTRY.items() if preset in ("all", info.preset)]
+
+
 def get_info(name: str) -> OptimizerInfo:
     """The registry entry for `name`; ValueError listing the valid names if there is none."""
     try:
@@ -103,6 +115,7 @@ def kernel_specs() -> dict[str, Any]:
 
 __all__ = [
     "MODULES",
+    "PRESETS",
     "REGISTRY",
     "Convergence",
     "OptimizerInfo",
@@ -110,6 +123,7 @@ __all__ = [
     "get_info",
     "kernel_specs",
     "list_optimizers",
+    "preset_optimizers",
     "register",
     "registered",
     "unregister",

@@ -141,6 +141,7 @@ class RMSprop(Optimizer):
 
 RMSPROP_INFO = OptimizerInfo(
     name="rmsprop",
+    preset="classic",
     cls=RMSprop,
     title="RMSProp",
     family="step size",

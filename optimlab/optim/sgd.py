@@ -151,6 +151,7 @@ class NAG(SGD):
 
 SGD_INFO = OptimizerInfo(
     name="sgd",
+    preset="classic",
     cls=SGD,
     title="Gradient descent",
     family="none",
@@ -165,6 +166,7 @@ SGD_INFO = OptimizerInfo(
 
 MOMENTUM_INFO = OptimizerInfo(
     name="momentum",
+    preset="classic",
     cls=Momentum,
     title="Momentum",
     family="direction",
@@ -180,6 +182,7 @@ MOMENTUM_INFO = OptimizerInfo(
 
 NAG_INFO = OptimizerInfo(
     name="nag",
+    preset="classic",
     cls=NAG,
     title="Nesterov accelerated gradient",
     family="direction",
