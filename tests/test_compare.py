@@ -306,7 +306,7 @@ def test_user_problem_from_the_command_line(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_suites_are_what_the_issue_asks() -> None:
     from optimlab.cli.compare import build_comparison
-    from optimlab.optim.registry import list_optimizers
+    from optimlab.optim.registry import preset_optimizers
 
     quick = build_comparison("quick", None, None, None, "constant", None)
     labels = [quick.resolved[spec][1] for spec, _ in quick.problems]
@@ -316,7 +316,7 @@ def test_suites_are_what_the_issue_asks() -> None:
     assert len(deep) == 2 and all("depth=10" in spec for spec in deep)
     assert "activation=sigmoid" in deep[0]
     assert "activation=relu" in deep[1] and "init=he" in deep[1]
-    assert [c.name for c in quick.optimizers] == list_optimizers()
+    assert [c.name for c in quick.optimizers] == preset_optimizers("classic")  # the nine
     assert len(quick.grid) == 8 and quick.seeds == 3
     full = build_comparison("full", None, None, None, "constant", None)
     assert len(full.grid) == 36 and full.seeds == 10 and len(full.problems) == 7

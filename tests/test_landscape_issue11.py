@@ -305,10 +305,15 @@ def test_help_shows_flags_as_flags(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_the_default_set_is_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    from optimlab.optim import registry
+
     result = run_landscape("ravine", steps=2)
-    assert [run.optimizer for run in result.runs] == list_optimizers()
-    # the lab reads the registry, not a copy of its names
-    monkeypatch.setattr("optimlab.landscapes.experiment.list_optimizers", lambda: ["adam", "sgd"])
+    assert [run.optimizer for run in result.runs] == registry.preset_optimizers("classic")
+    assert [run.optimizer for run in run_landscape("ravine", "all", steps=2).runs] == (
+        list_optimizers()
+    )
+    # the lab reads the registry's declarations, not a copy of its names
+    monkeypatch.setattr("optimlab.optim.registry.preset_optimizers", lambda preset: ["adam", "sgd"])
     assert [run.optimizer for run in run_landscape("ravine", steps=2).runs] == ["adam", "sgd"]
 
 

@@ -38,6 +38,12 @@ def _hyperparameters(draw: st.DrawFn, name: str) -> dict:
             chosen[flag] = draw(st.booleans())
     chosen["weight_decay"] = draw(st.sampled_from([0.0, 0.01]))
     chosen["maximize"] = draw(st.booleans())
+    # The draws above are by key name; the class's own validation has the last word (e.g.
+    # Schedule-Free AdamW needs beta1 > 0, which Adam allows): an invalid point is rejected.
+    try:
+        REGISTRY[name].cls([torch.zeros(1, requires_grad=True)], **chosen)
+    except ValueError:
+        assume(False)
     return chosen
 
 
