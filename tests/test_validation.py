@@ -51,7 +51,14 @@ BAD_VALUES = [
 ]
 
 #: (optimizer, argument) whose range differs from the table's
-ALLOWED_ELSEWHERE = {("schedulefree-sgd", "momentum"): "(0, 1)"}
+ALLOWED_ELSEWHERE = {
+    ("schedulefree-sgd", "momentum"): "(0, 1)",
+    # three betas (beta1, beta2, beta3): "a triple ..., each in [0, 1)"
+    ("adan", "betas"): "[0, 1)",
+    ("ademamix", "betas"): "[0, 1)",
+}
+#: (optimizer, argument, value) that are valid there: AdEMAMix's alpha is a weight in [0, inf)
+VALID_ELSEWHERE = {("ademamix", "alpha", 1.5)}
 
 CASES = [
     pytest.param(name, argument, value, allowed, id=f"{name}-{argument}-{value!r}")
@@ -59,6 +66,7 @@ CASES = [
     for argument, value, allowed in BAD_VALUES
     if argument in ("weight_decay", "maximize", "convention", "nonfinite", "impl")
     or _accepts(name, argument)
+    if (name, argument, value) not in VALID_ELSEWHERE
 ]
 
 

@@ -18,6 +18,7 @@ from optimlab.optim import (
     adagrad,
     adam,
     adamax,
+    adan,
     lion,
     nadam,
     radam,
@@ -40,6 +41,7 @@ MODULES: list[ModuleType] = [
     radam,
     lion,
     schedulefree,
+    adan,
 ]
 
 REGISTRY: dict[str, OptimizerInfo] = {
