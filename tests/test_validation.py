@@ -56,6 +56,7 @@ ALLOWED_ELSEWHERE = {
     # three betas (beta1, beta2, beta3): "a triple ..., each in [0, 1)"
     ("adan", "betas"): "[0, 1)",
     ("ademamix", "betas"): "[0, 1)",
+    ("ademamix", "alpha"): "[0, inf)",
 }
 #: (optimizer, argument, value) that are valid there: AdEMAMix's alpha is a weight in [0, inf)
 VALID_ELSEWHERE = {("ademamix", "alpha", 1.5)}

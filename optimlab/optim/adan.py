@@ -44,10 +44,16 @@ import torch
 
 from optimlab.optim.base import CommonOptions, Optimizer, Params, scaled_addcdiv_
 from optimlab.optim.declaration import Convergence, OptimizerInfo
-from optimlab.optim.group_steps import adopt_group_steps, check_three_betas
+from optimlab.optim.group_steps import (
+    adopt_group_steps,
+    check_three_betas,
+    renamed_group_options,
+)
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
 
 _DEFAULTS = {"lr": 1e-3, "betas": (0.98, 0.92, 0.99), "eps": 1e-8, "max_grad_norm": 0.0}
+#: pytorch-optimizer's group option names -> optimlab's
+RENAMES = {"weight_decouple": "decoupled_weight_decay"}
 
 
 def step_scalars(
@@ -174,14 +180,8 @@ class Adan(Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load an optimlab or a ``pytorch_optimizer.Adan`` state_dict (its group step count
         becomes each parameter's ``step``; its ``weight_decouple`` is ``decoupled_weight_decay``)."""
-        groups = [
-            {**g, "decoupled_weight_decay": g["weight_decouple"]} if "weight_decouple" in g else g
-            for g in state_dict["param_groups"]
-        ]
-        state_dict = {**state_dict, "param_groups": groups}
+        state_dict = renamed_group_options(state_dict, RENAMES)
         super().load_state_dict(state_dict)
-        for group in self.param_groups:
-            group.pop("weight_decouple", None)
         adopt_group_steps(self, state_dict)
 
 
@@ -198,7 +198,7 @@ ADAN_INFO = OptimizerInfo(
         {"maximize": True},
         {"max_grad_norm": 0.5},
     ),
-    convergence=Convergence(0.05, (0.01, 4000, 0.05)),
+    convergence=Convergence(0.01, (0.01, 2000, 0.05)),  # from a coarse grid 1e-3..1
 )
 
 #: what this module registers

@@ -42,3 +42,16 @@ def adopt_group_steps(optimizer: torch.optim.Optimizer, state_dict: dict[str, An
             if state and "step" not in state:
                 state["step"] = torch.tensor(float(count), dtype=torch.float32)
         group.pop("step", None)  # optimlab counts per parameter; one count, not two
+
+
+def renamed_group_options(state_dict: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
+    """`state_dict` with the reference's group option names turned into optimlab's
+    (``{"weight_decouple": "decoupled_weight_decay"}``); the old names are dropped."""
+    groups = []
+    for group in state_dict["param_groups"]:
+        group = dict(group)
+        for theirs, ours in renames.items():
+            if theirs in group:
+                group[ours] = group.pop(theirs)
+        groups.append(group)
+    return {**state_dict, "param_groups": groups}

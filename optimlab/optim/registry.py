@@ -19,6 +19,7 @@ from optimlab.optim import (
     adam,
     adamax,
     adan,
+    ademamix,
     lion,
     nadam,
     radam,
@@ -42,6 +43,7 @@ MODULES: list[ModuleType] = [
     lion,
     schedulefree,
     adan,
+    ademamix,
 ]
 
 REGISTRY: dict[str, OptimizerInfo] = {
