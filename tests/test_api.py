@@ -225,7 +225,12 @@ def test_tensor_lr_gives_each_row_its_own_learning_rate(name: str) -> None:
     start = torch.tensor([[1.0, -2.0], [0.5, 0.25], [-1.5, 3.0]], dtype=torch.float64)
     batched = start.clone().requires_grad_()
     rows = [start[i].clone().requires_grad_() for i in range(3)]
-    ours = optimlab.create(name, [batched], lr=lrs)
+    try:
+        ours = optimlab.create(name, [batched], lr=lrs)
+    except ValueError as error:  # rules that couple the elements (Prodigy's d, SOAP's bases)
+        if "lr must be a Python number" not in str(error):
+            raise
+        pytest.skip(f"{name} couples the elements of a tensor, so it takes no tensor lr")
     singles = [optimlab.create(name, [row], lr=float(lr)) for row, lr in zip(rows, lrs)]
 
     def loss(x: torch.Tensor) -> torch.Tensor:

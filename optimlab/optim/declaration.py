@@ -52,6 +52,7 @@ class OptimizerInfo:
     rule: str
     #: the set it belongs to: "classic" (the textbook's nine, compare's default) or "modern"
     preset: str = "modern"
+    learning_rate_free: bool = False
     #: the same algorithm in torch.optim and in Keras 3, as factories; None: no twin there
     torch_twin: Twin | None = None
     keras_twin: Twin | None = None

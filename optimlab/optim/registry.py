@@ -22,6 +22,7 @@ from optimlab.optim import (
     ademamix,
     lion,
     nadam,
+    prodigy,
     radam,
     rmsprop,
     schedulefree,
@@ -44,6 +45,7 @@ MODULES: list[ModuleType] = [
     schedulefree,
     adan,
     ademamix,
+    prodigy,
 ]
 
 REGISTRY: dict[str, OptimizerInfo] = {
