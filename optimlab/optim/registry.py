@@ -27,6 +27,7 @@ from optimlab.optim import (
     rmsprop,
     schedulefree,
     sgd,
+    soap,
 )
 from optimlab.optim.base import Optimizer, Params
 from optimlab.optim.declaration import Convergence, OptimizerInfo
@@ -46,6 +47,7 @@ MODULES: list[ModuleType] = [
     adan,
     ademamix,
     prodigy,
+    soap,
 ]
 
 REGISTRY: dict[str, OptimizerInfo] = {
