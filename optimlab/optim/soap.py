@@ -365,7 +365,8 @@ SOAP_INFO = OptimizerInfo(
         {"precondition_1d": True, "precondition_frequency": 3},
         {"merge_dims": True, "max_precondition_dim": 8, "normalize_gradient": True},
     ),
-    convergence=Convergence(0.1, (0.01, 3000, 0.05)),
+    # coarse grid 1e-3..1 (both problems have 1-D parameters: there SOAP is Adam)
+    convergence=Convergence(0.01, (0.003, 2000, 0.05)),
 )
 
 #: what this module registers
