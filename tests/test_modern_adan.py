@@ -119,3 +119,17 @@ def test_bad_hyperparameters_name_argument_value_and_range() -> None:
         Adan(param, max_grad_norm=-1)
     with pytest.raises(ValueError, match=r"weight_decouple=True with decoupled_weight_decay"):
         Adan(param, weight_decouple=True, decoupled_weight_decay=False)
+
+
+def test_a_skipped_group_does_not_poison_the_others_clip() -> None:
+    good = torch.tensor([3.0, 4.0], dtype=torch.float64, requires_grad=True)
+    bad = torch.tensor([1.0], dtype=torch.float64, requires_grad=True)
+    optimizer = Adan(
+        [{"params": [good]}, {"params": [bad]}], lr=0.1, max_grad_norm=1.0, nonfinite="skip"
+    )
+    good.grad = torch.tensor([3.0, 4.0], dtype=torch.float64)  # norm 5: clipped to 1
+    bad.grad = torch.tensor([float("nan")], dtype=torch.float64)
+    optimizer.step()
+    assert torch.isfinite(good).all() and bad.item() == 1.0
+    # the first Adan step of a clipped gradient c·g: θ − η·sign-like m̂/(√n̂ + ε) ≈ θ − η
+    assert torch.allclose(good.detach(), torch.tensor([2.9, 3.9], dtype=torch.float64))

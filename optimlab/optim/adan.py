@@ -42,7 +42,7 @@ from typing import Any, Unpack
 
 import torch
 
-from optimlab.optim.base import CommonOptions, Optimizer, Params, scaled_addcdiv_
+from optimlab.optim.base import CommonOptions, Optimizer, Params, _all_finite, scaled_addcdiv_
 from optimlab.optim.declaration import Convergence, OptimizerInfo
 from optimlab.optim.group_steps import (
     adopt_group_steps,
@@ -127,7 +127,12 @@ class Adan(Optimizer):
         max_grad_norm = self.defaults["max_grad_norm"]
         if max_grad_norm == 0:
             return 1.0
-        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        grads = []
+        for group in self.param_groups:
+            mine = [p.grad for p in group["params"] if p.grad is not None]
+            # a group that nonfinite="skip" will skip must not turn the others' clip into NaN
+            if mine and (group["nonfinite"] != "skip" or _all_finite(mine)):
+                grads.extend(mine)
         if not grads:
             return 1.0
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
