@@ -15,10 +15,13 @@ from typing import Any
 
 from optimlab.optim import (
     adadelta,
+    adafactor,
     adagrad,
     adam,
     adamax,
+    lamb,
     lion,
+    muon,
     nadam,
     radam,
     rmsprop,
@@ -40,6 +43,9 @@ MODULES: list[ModuleType] = [
     radam,
     lion,
     schedulefree,
+    adafactor,
+    lamb,
+    muon,
 ]
 
 REGISTRY: dict[str, OptimizerInfo] = {
