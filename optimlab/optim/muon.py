@@ -424,7 +424,9 @@ MUON_INFO = OptimizerInfo(
         {"adjust_lr_fn": "match_rms_adamw", "ns_bfloat16": False},
     ),
     keras_samples=({"nesterov": False},),
-    convergence=Convergence(0.02, (0.003, 3000, 0.05)),
+    # the convergence problems are 1-D: Muon runs its AdamW part there (adamw_weight_decay 1e-2
+    # moves the fixed point off the minimum, as for AdamW)
+    convergence=Convergence(0.03, (0.03, 3000, 0.1)),
     elementwise=False,
 )
 
