@@ -125,6 +125,22 @@ def test_loads_torch_adafactor_state_dict_and_continues_alike() -> None:
     assert harness.max_difference(params, twin_params) <= harness.TOLERANCE
 
 
+@pytest.mark.parametrize("convention", ["torch", "keras"])
+def test_where_each_convention_measures_rms_under_weight_decay(convention: str) -> None:
+    """Keras decays first, then takes RMS(θ) (= shrink, then the undecayed rule); torch takes
+    RMS(θ) first, so its step is 1/(1 − ηλ) times larger (closed form at t = 1: U = sign(g))."""
+    lr, decay = 0.1, 0.5
+    start = torch.tensor([3.0, -4.0], dtype=torch.float64)
+    param = start.clone().requires_grad_()
+    optimizer = Adafactor([param], lr=lr, weight_decay=decay, convention=convention)
+    param.grad = torch.tensor([2.0, 0.5], dtype=torch.float64)
+    optimizer.step()
+    shrunk = start * (1 - lr * decay)
+    rms = float((start if convention == "torch" else shrunk).square().mean().sqrt())
+    expected = shrunk - lr * rms * torch.tensor([1.0, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(param.detach(), expected, rtol=0, atol=1e-12)
+
+
 def test_factors_the_last_two_dimensions_of_a_conv_kernel() -> None:
     conv = torch.zeros(3, 2, 4, 5, dtype=torch.float64, requires_grad=True)
     optimizer = Adafactor([conv])
@@ -157,6 +173,7 @@ def test_first_step_closed_form() -> None:
         ),
         ({"beta2_decay": 0.5}, r"Adafactor: invalid beta2_decay=0.5; beta2_decay must be in"),
         ({"d": 0.5}, r"Adafactor: invalid d=0.5; d must be in \[1, inf\)"),
+        ({"lr": torch.full((2, 1), 0.1)}, r"(?s)Adafactor: invalid lr=.*one-element tensor"),
     ],
 )
 def test_bad_hyperparameter_names_argument_value_and_range(options: dict, message: str) -> None:

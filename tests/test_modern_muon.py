@@ -220,6 +220,24 @@ def test_helper_state_dict_round_trip_resumes_bit_for_bit() -> None:
     )
 
 
+def test_helper_groups_follow_an_lr_scheduler_and_a_closure() -> None:
+    model = _model(0)
+    optimizer = muon_for(model, lr=0.02, adamw_lr=3e-4)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    tokens = torch.randint(0, 11, (2, 5), generator=torch.Generator().manual_seed(0))
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = model(tokens).logsumexp(-1).mean()
+        loss.backward()
+        return loss
+
+    loss = optimizer.step(closure)
+    scheduler.step()
+    assert torch.isfinite(loss)
+    assert [group["lr"] for group in optimizer.param_groups] == [0.01, 1.5e-4]
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
