@@ -243,7 +243,7 @@ def test_helper_groups_follow_an_lr_scheduler_and_a_closure() -> None:
     [
         ({"adjust_lr_fn": "rms"}, r"Muon: invalid adjust_lr_fn='rms'; adjust_lr_fn must be one of"),
         ({"ns_steps": 0}, r"Muon: invalid ns_steps=0; ns_steps must be an integer in \[1, 99\]"),
-        ({"momentum": 1.0}, r"Muon: invalid momentum=1.0; momentum must be in \[0, 1\)"),
+        ({"momentum": -0.5}, r"Muon: invalid momentum=-0.5; momentum must be in \[0, inf\)"),
         ({"ns_coefficients": (1.0, 2.0)}, r"Muon: invalid ns_coefficients=\(1.0, 2.0\)"),
         ({"adamw_betas": (0.9, 1.0)}, r"Muon: invalid adamw_betas\[1\]=1.0"),
         ({"use_muon": True}, r"Muon: parameter 0 has shape \(2,\); use_muon=True needs"),

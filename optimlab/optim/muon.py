@@ -170,7 +170,7 @@ class Muon(Optimizer):
     }
     RANGES = {
         "lr": NON_NEGATIVE,
-        "momentum": UNIT_HALF_OPEN,
+        "momentum": NON_NEGATIVE,  # torch.optim.Muon's check
         "eps": POSITIVE,
         "adamw_eps": POSITIVE,
         "adamw_weight_decay": NON_NEGATIVE,
