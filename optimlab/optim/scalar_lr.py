@@ -18,6 +18,7 @@ def check_scalar_lr(owner: str, group: dict[str, Any]) -> None:
     lr = group["lr"]
     if isinstance(lr, torch.Tensor) and lr.numel() != 1:
         raise ValueError(
-            f"{owner}: invalid lr={lr!r}; lr must be a Python number or a one-element tensor "
+            f"{owner}: invalid lr=<tensor of shape {list(lr.shape)}>; lr must be a Python number "
+            f"or a one-element tensor "
             f"({owner} is not element-wise: a tensor's rows cannot have their own learning rates)"
         )
