@@ -223,6 +223,8 @@ def test_nonfinite_skip_leaves_group_untouched_and_counts(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_tensor_lr_gives_each_row_its_own_learning_rate(name: str) -> None:
     """One step with lr of shape [N, 1] equals N separate runs with scalar learning rates."""
+    if not REGISTRY[name].elementwise:
+        pytest.skip(f"{name} is not element-wise: a tensor lr must have one element")
     lrs = torch.tensor([[0.001], [0.01], [0.1]], dtype=torch.float64)
     start = torch.tensor([[1.0, -2.0], [0.5, 0.25], [-1.5, 3.0]], dtype=torch.float64)
     batched = start.clone().requires_grad_()

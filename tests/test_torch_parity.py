@@ -88,6 +88,10 @@ def test_every_registered_optimizer_is_covered() -> None:
 def test_decoupled_weight_decay_is_a_multiplicative_shrink(name: str) -> None:
     """Decoupled weight decay = shrink p by (1 - lr·wd), then the undecayed rule (AdamW)."""
     info = REGISTRY[name]
+    if name == "adafactor":
+        pytest.skip("torch.optim.Adafactor takes RMS(θ) before its decay (test_modern_adafactor)")
+    if name == "muon":
+        pytest.skip("Muon's non-matrix tensors decay with adamw_weight_decay (test_modern_muon)")
     torch.manual_seed(0)
     decayed = [p.requires_grad_() for p in make_params(torch.float64)]
     manual = [p.detach().clone().requires_grad_() for p in decayed]

@@ -1,11 +1,14 @@
 """The optimizers: one module per algorithm, the registry, the conventions."""
 
 from optimlab.optim.adadelta import Adadelta
+from optimlab.optim.adafactor import Adafactor
 from optimlab.optim.adagrad import Adagrad
 from optimlab.optim.adam import Adam, AdamW
 from optimlab.optim.adamax import Adamax
 from optimlab.optim.base import Optimizer
+from optimlab.optim.lamb import Lamb
 from optimlab.optim.lion import Lion
+from optimlab.optim.muon import Muon, muon_for
 from optimlab.optim.nadam import NAdam
 from optimlab.optim.radam import RAdam
 from optimlab.optim.registry import REGISTRY, OptimizerInfo, create, get_info, list_optimizers
@@ -18,12 +21,15 @@ __all__ = [
     "REGISTRY",
     "SGD",
     "Adadelta",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
     "Adamax",
+    "Lamb",
     "Lion",
     "Momentum",
+    "Muon",
     "NAdam",
     "Optimizer",
     "OptimizerInfo",
@@ -34,4 +40,5 @@ __all__ = [
     "create",
     "get_info",
     "list_optimizers",
+    "muon_for",
 ]

@@ -66,6 +66,9 @@ class OptimizerInfo:
     keras_samples: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     #: where the convergence tests run it
     convergence: Convergence = Convergence(0.05, (0.03, 2000, 0.05))
+    #: whether each element's update depends on that element alone (False: a tensor's norm,
+    #: factored moment or matrix shape enters, so a tensor's rows cannot be separate runs)
+    elementwise: bool = True
 
     @property
     def torch_class(self) -> str | None:
