@@ -39,6 +39,28 @@ def test_list_table(capsys: pytest.CaptureFixture[str]) -> None:
         assert name in out
 
 
+def test_list_preset_keeps_only_that_set(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "--preset", "classic", "--json"]) == 0
+    names = [row["name"] for row in json.loads(capsys.readouterr().out)]
+    assert names == [n for n, info in REGISTRY.items() if info.preset == "classic"]
+    assert "adam" in names and "lion" not in names
+
+
+def test_list_names_show_defaults_of_both_conventions(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "adagrad"]) == 0
+    out = capsys.readouterr().out
+    assert "initial_accumulator_value=0.0" in out  # torch's
+    assert "initial_accumulator_value=0.1" in out  # Keras's
+    assert "torch.optim.Adagrad" in out and "rmsprop" not in out
+
+
+@pytest.mark.parametrize("argv", [["list", "no-such-optimizer"], ["list", "--preset", "newest"]])
+def test_list_bad_input_is_a_usage_error(argv: list[str], capsys) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert argv[-1] in err
+
+
 def test_unknown_command_is_a_usage_error() -> None:
     assert main(["no-such-command"]) == 2
 

@@ -42,6 +42,7 @@ PLACEHOLDERS = {
     "N": "20",
     "S": "0.5",
     "NAME": "ravine",
+    "OPTIMIZER...": "adam",
     "X,Y": "-1,1",
 }
 #: options appended per command to shrink its budget (never by editing the docs)

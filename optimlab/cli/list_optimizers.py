@@ -1,5 +1,10 @@
-"""`optimlab list [--json | --markdown]`: every optimizer, its defaults under both conventions,
-its rule.  Nothing heavy at module top: the registry (and torch) load when the command runs."""
+"""`optimlab list [NAME ...] [--preset P] [--json | --markdown]`: the optimizers.
+
+Without names: one line per optimizer (name, preset, what it improves, its rule), so the whole
+registry fits a terminal.  With names: each one's defaults under both conventions and its twins in
+torch.optim and Keras.  Nothing heavy at module top: the registry (and torch) load when the command
+runs.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import json
 from typing import Any
 
 import typer
+
+PRESET_CHOICES = ("classic", "modern", "all")
 
 
 def describe() -> list[dict[str, Any]]:
@@ -18,8 +25,10 @@ def describe() -> list[dict[str, Any]]:
             "name": info.name,
             "class": info.cls.__name__,
             "title": info.title,
+            "preset": info.preset,
             "family": info.family,
             "rule": info.rule,
+            "learning_rate_free": bool(getattr(info, "learning_rate_free", False)),
             "defaults": {
                 convention: info.cls.default_hyperparameters(convention)
                 for convention in ("torch", "keras")
@@ -40,38 +49,84 @@ def _short(defaults: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in defaults.items() if k not in common or common[k] != v)
 
 
+def _select(rows: list[dict[str, Any]], names: list[str], preset: str) -> list[dict[str, Any]]:
+    """The rows asked for: by name (in the order given), else by preset."""
+    if preset not in PRESET_CHOICES:
+        raise typer.BadParameter(
+            f"{preset!r} is not a preset; choose one of {', '.join(PRESET_CHOICES)}",
+            param_hint="'--preset'",
+        )
+    by_name = {row["name"]: row for row in rows}
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown optimizer {unknown[0]!r}; known: {', '.join(by_name)}", param_hint="'NAME'"
+        )
+    if names:
+        return [by_name[name] for name in names]
+    return [row for row in rows if preset == "all" or row["preset"] == preset]
+
+
+def _print_summary(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="optimlab optimizers", caption="optimlab list NAME: its defaults")
+    # the name is what users type: never truncated (schedulefree-adamw was, at 80 columns)
+    table.add_column("name", no_wrap=True, min_width=max(len(row["name"]) for row in rows))
+    table.add_column("preset", no_wrap=True)
+    table.add_column("improves", no_wrap=True)
+    table.add_column("update rule", overflow="fold")
+    for row in rows:
+        table.add_row(row["name"], row["preset"], row["family"], row["rule"])
+    Console().print(table)
+
+
+def _print_details(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for row in rows:
+        table = Table(title=f"{row['name']} ({row['class']}, {row['preset']})", show_header=False)
+        table.add_column("field", no_wrap=True, style="bold")
+        table.add_column("value", overflow="fold")
+        table.add_row("improves", row["family"])
+        table.add_row("update rule", row["rule"])
+        table.add_row("torch defaults", _short(row["defaults"]["torch"]))
+        table.add_row("keras defaults", _short(row["defaults"]["keras"]))
+        table.add_row("torch.optim twin", row["torch_equivalent"] or "none")
+        table.add_row("keras twin", row["keras_equivalent"] or "none")
+        if row["learning_rate_free"]:
+            table.add_row("learning rate", "learning-rate free: compare runs it at its defaults")
+        console.print(table)
+
+
 def command(
+    names: list[str] = typer.Argument(
+        None, metavar="[NAME]...", help="Optimizers to show in detail, with their defaults."
+    ),
+    preset: str = typer.Option(
+        "all", "--preset", help="Which set to list: classic, modern or all.", show_default=True
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     markdown: bool = typer.Option(
         False, "--markdown", help="Print the docs' markdown tables (README.md, docs/optimizers.md)."
     ),
 ) -> int:
-    """List the optimizers with their defaults under both conventions and their update rule."""
+    """List the optimizers and their update rules; with names, their defaults under both
+    conventions."""
     if markdown:
         from optimlab.optim import doc_tables
 
         for table, relative in doc_tables.FILES.items():
             typer.echo(f"<!-- {relative} -->\n{doc_tables.block(table)}\n")
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    rows = describe()
+    rows = _select(describe(), list(names or []), preset)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
-        return 0
-    table = Table(title="optimlab optimizers", show_lines=True)
-    # the name is what users type: never truncated (schedulefree-adamw was, at 80 columns)
-    table.add_column("name", no_wrap=True, min_width=max(len(row["name"]) for row in rows))
-    for column in ("improves", "update rule", "torch defaults", "keras defaults"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(
-            row["name"],
-            row["family"],
-            row["rule"],
-            _short(row["defaults"]["torch"]),
-            _short(row["defaults"]["keras"]),
-        )
-    Console().print(table)
+    elif names:
+        _print_details(rows)
+    else:
+        _print_summary(rows)
     return 0
