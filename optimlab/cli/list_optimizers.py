@@ -103,7 +103,7 @@ def _print_details(rows: list[dict[str, Any]]) -> None:
 
 
 def command(
-    names: list[str] = typer.Argument(
+    names: list[str] = typer.Argument(  # noqa: B008 (typer reads its parameters here)
         None, metavar="[NAME]...", help="Optimizers to show in detail, with their defaults."
     ),
     preset: str = typer.Option(
