@@ -8,7 +8,8 @@ comparison.
 
 Metrics of an ``ok`` trial (losses are data losses on the full split, in eval mode):
 ``final_train_loss``, ``final_val_loss``, ``final_test_loss``, ``train_accuracy``,
-``val_accuracy``, ``test_accuracy`` (classification), ``best_val_loss``, ``steps_run``,
+``val_accuracy``, ``test_accuracy`` (classification), ``train_perplexity``,
+``val_perplexity``, ``test_perplexity`` (language models: exp of the loss), ``best_val_loss``, ``steps_run``,
 ``stopped_early``, ``seconds_per_step`` (training steps after the first), ``warmup_seconds``
 (the first step: a numba kernel's compile or cache load, lazy initialization — kept apart so
 it does not inflate the per-step time), ``seconds`` (all, wall clock), ``cpu_seconds`` (all,
@@ -213,6 +214,8 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
         metrics[f"final_{split}_loss"] = loss
         if accuracy is not None:
             metrics[f"{split}_accuracy"] = accuracy
+        if problem.task == "language-model":  # the loss is nats per token
+            metrics[f"{split}_perplexity"] = math.exp(loss) if math.isfinite(loss) else math.inf
         if split == "test" and problem.task == "classification":
             probabilities = torch.softmax(outputs.double(), dim=1).numpy()
             predictions = probabilities.astype(np.float16).tobytes()
