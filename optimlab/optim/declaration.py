@@ -65,6 +65,11 @@ class OptimizerInfo:
     keras_samples: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     #: where the convergence tests run it
     convergence: Convergence = Convergence(0.05, (0.03, 2000, 0.05))
+    #: learning-rate-free (Prodigy, D-Adaptation: it estimates its own step size): compare runs
+    #: it at its defaults with no learning-rate grid, in the spirit of AlgoPerf's self-tuning
+    #: track, and reports it apart. (Schedule-Free is not: it takes a tuned lr, and compare
+    #: never schedules an optimizer with train()/eval() modes.)
+    learning_rate_free: bool = False
 
     @property
     def torch_class(self) -> str | None:
