@@ -41,7 +41,6 @@ from typing import Any
 import torch
 
 from optimlab.optim.modes import to_train_point
-
 from optimlab.spec import parse_value
 
 #: ``Attribute`` or ``Attribute.inner`` (a factory held by a class or namespace)
