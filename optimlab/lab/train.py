@@ -36,12 +36,28 @@ import torch
 
 from optimlab.lab.schedules import make_schedule
 from optimlab.lab.trial import TrialResult, TrialSpec, jsonable
-from optimlab.optim.modes import evaluation_point, to_evaluation_point, to_train_point
+from optimlab.optim.modes import (
+    evaluation_point,
+    has_modes,
+    recompute_batchnorm,
+    to_evaluation_point,
+    to_train_point,
+)
 from optimlab.optim.registry import create
 from optimlab.problems import Problem, get_problem
 from optimlab.problems.base import Split
 
 EVAL_CHUNK = 4096
+#: training batches over which batch-norm statistics are recomputed at an optimizer's
+#: evaluation point (Schedule-Free's x); the first ones of the training split, in order
+BATCHNORM_BATCHES = 32
+
+
+def batchnorm_batches(x_train: torch.Tensor, batch: int) -> list[torch.Tensor]:
+    """The first `BATCHNORM_BATCHES` full minibatches of the training inputs, in order (fixed:
+    the same at every evaluation, and no draw from the trial's generator)."""
+    stop = min(len(x_train), BATCHNORM_BATCHES * batch)
+    return [x_train[i : i + batch] for i in range(0, stop - batch + 1, batch)]
 
 
 @torch.no_grad()
@@ -113,6 +129,8 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
     n = len(x_train)
     batch = min(problem.batch_size, n)
     checkpoints = eval_steps(spec.steps, spec.evals)
+    # Schedule-Free with batch norm: statistics recomputed at x for every evaluation
+    statistics = batchnorm_batches(x_train, batch)
 
     curve: dict[str, list[Any]] = {
         "step": [],
@@ -124,7 +142,8 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
     best_val, best_state, since_best = math.inf, None, 0
 
     def record(step: int) -> float:
-        with evaluation_point(optimizer):  # Schedule-Free: evaluate the average x, not y
+        # Schedule-Free: evaluate the average x, not y (batch-norm statistics taken at x)
+        with evaluation_point(optimizer, model, statistics):
             train_loss, _, _ = evaluate(model, problem, problem.train)
             val_loss, val_accuracy, _ = evaluate(model, problem, problem.val)
         curve["step"].append(step)
@@ -177,7 +196,7 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
             if val_loss < best_val:
                 best_val, since_best = val_loss, 0
                 if problem.early_stopping:
-                    with evaluation_point(optimizer):
+                    with evaluation_point(optimizer, model, statistics):
                         best_state = copy.deepcopy(model.state_dict())
             else:
                 since_best += 1
@@ -208,6 +227,8 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
         model.load_state_dict(best_state)  # saved at the evaluation point
     else:
         to_evaluation_point(optimizer)
+        if has_modes(optimizer):  # the final model is x: its batch-norm statistics too
+            recompute_batchnorm(model, statistics)
     predictions = None
     for split in ("train", "val", "test"):
         loss, accuracy, outputs = evaluate(model, problem, getattr(problem, split))
