@@ -15,8 +15,7 @@ from optimlab.cli import main
 from optimlab.lab.train import train
 from optimlab.lab.trial import TrialSpec
 from optimlab.optim.registry import list_optimizers
-from optimlab.problems import get_problem, list_problems
-from optimlab.problems import tiny_lm
+from optimlab.problems import get_problem, list_problems, tiny_lm
 
 #: a small configuration that still has to attend to the two previous tokens
 SMALL = "tiny-lm:width=16:depth=1:heads=2:context=8:vocab=8:branching=2:batch_size=32"

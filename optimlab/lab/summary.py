@@ -18,8 +18,8 @@ problem p, r(p, s) = t(p, s) / min over s of t(p, s) (∞ if s never reaches the
 optimizers by the mean of ρ_s over that τ grid (the normalized area under the profile), ties
 broken by their mean per-problem rank.
 
-Per-problem rank: by test accuracy (classification) or final test loss (regression, language models) across
-the seeds, with ties where the difference is within noise (`optimlab.lab.significance`: Welch's
+Per-problem rank: by test accuracy (classification) or final test loss (regression, language
+models) across the seeds, with ties where the difference is within noise (`optimlab.lab.significance`: Welch's
 t-test, Holm's correction): rank = 1 + the number of optimizers significantly better. An
 optimizer whose tuned runs all diverged or failed is not ranked (rank None, its status and
 reason say why). A problem that no optimizer learned (chance accuracy, or no drop from the
