@@ -102,10 +102,8 @@ def test_bad_options_are_clear_errors(option, message):
 
 
 def test_bad_option_exits_2_from_the_command_line(tmp_path, capsys):
-    code = main(
-        ["compare", "--problems", "tiny-lm:heads=5", "--optimizers", "adam"]
-        + ["--out", str(tmp_path / "out")]
-    )
+    out = str(tmp_path / "out")
+    code = main(["compare", "--problems", "tiny-lm:heads=5", "--optimizers", "adam", "--out", out])
     assert code == 2
     err = capsys.readouterr().err
     assert "width=32 is not divisible by heads=5" in " ".join(err.split())
