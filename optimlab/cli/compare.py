@@ -451,7 +451,11 @@ def problem_tables(summary: dict[str, Any], problem: str, width: int = 80) -> li
     metric = info["metric"]
     title = problem if info["learned"] else f"{problem} — not learned ({info['learned_reason']})"
     rows = []
-    for label in summary["per_problem_ranking"][problem]:
+    # the learning-rate-free ones apart, below the tuned ones (AlgoPerf's two tracks)
+    order = summary["per_problem_ranking"][problem]
+    tuned = [label for label in order if not entries[label].get("learning_rate_free")]
+    free = [label for label in order if entries[label].get("learning_rate_free")]
+    for label in tuned + free:
         e = entries[label]
         tie = "=" if e["tied_with"] else ""
         rank = "—" if e["rank"] is None else f"{e['rank']}{tie}"
@@ -464,11 +468,12 @@ def problem_tables(summary: dict[str, Any], problem: str, width: int = 80) -> li
         speed = _ms(e.get("seconds_per_step_mean"))
         if e.get("warmup_seconds_mean") is not None:
             speed += f" ({_ms(e['warmup_seconds_mean'])})"
+        lr = "—" if e["best_lr"] is None else f"{e['best_lr']:.3g}"
         rows.append(
             (
                 rank,
                 label,
-                "—" if e["best_lr"] is None else f"{e['best_lr']:.3g}",
+                f"{lr} (default)" if e.get("learning_rate_free") else lr,
                 f"{e['status']}: {e['reason']}" if e["rank"] is None else value,
                 to_target if e["rank"] is not None else "—",
                 speed if e["rank"] is not None else "—",
@@ -500,10 +505,31 @@ def problem_tables(summary: dict[str, Any], problem: str, width: int = 80) -> li
         for i in columns:
             # a cell too wide folds onto a second line, never cut ("3.61e-…")
             table.add_column(headers[i], justify="left" if i == 1 else "right", overflow="fold")
-        for row in rows:
-            table.add_row(*(row[i] for i in columns))
+        for index, row in enumerate(rows):
+            # a rule between the tuned rows and the learning-rate-free ones
+            last_tuned = index == len(tuned) - 1 and len(free) > 0
+            table.add_row(*(row[i] for i in columns), end_section=last_tuned)
+        if number == len(groups) - 1:  # below the last table: how the others ran
+            table.caption = protocol_caption(entries)
+            table.caption_justify = "left"
         tables.append(table)
     return tables
+
+
+def protocol_caption(entries: dict[str, Any]) -> str | None:
+    """Which optimizers ran outside the tuned protocol, and how (None: all tuned)."""
+    free = [label for label, e in entries.items() if e.get("learning_rate_free")]
+    scheduled = [label for label, e in entries.items() if e.get("schedule_free")]
+    lines = []
+    if free:
+        lines.append(
+            f"learning-rate-free (below the rule): {', '.join(free)} — run at its defaults, "
+            f"no learning-rate grid; its trials are its seeds"
+        )
+    if scheduled:
+        notes = {entries[label]["protocol"] for label in scheduled}
+        lines.append(f"{', '.join(scheduled)}: {'; '.join(sorted(notes))}")
+    return "\n".join(lines) or None
 
 
 def ranking_table(summary: dict[str, Any]) -> Any:

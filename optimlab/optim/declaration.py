@@ -52,7 +52,6 @@ class OptimizerInfo:
     rule: str
     #: the set it belongs to: "classic" (the textbook's nine, compare's default) or "modern"
     preset: str = "modern"
-    learning_rate_free: bool = False
     #: the same algorithm in torch.optim and in Keras 3, as factories; None: no twin there
     torch_twin: Twin | None = None
     keras_twin: Twin | None = None
@@ -69,6 +68,11 @@ class OptimizerInfo:
     #: whether each element's update depends on that element alone (False: a tensor's norm,
     #: factored moment or matrix shape enters, so a tensor's rows cannot be separate runs)
     elementwise: bool = True
+    #: learning-rate-free (Prodigy, D-Adaptation: it estimates its own step size): compare runs
+    #: it at its defaults with no learning-rate grid, in the spirit of AlgoPerf's self-tuning
+    #: track, and reports it apart. (Schedule-Free is not: it takes a tuned lr, and compare
+    #: never schedules an optimizer with train()/eval() modes.)
+    learning_rate_free: bool = False
 
     @property
     def torch_class(self) -> str | None:
