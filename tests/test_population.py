@@ -1,0 +1,212 @@
+"""Populations (issue 14): M trials that differ only in learning rate and seed, trained as one
+batched model, give each member the single trial's numbers.
+
+The reference is `optimlab.lab.train.train` run on each spec alone (same process, float64):
+every evaluation of every member's curve agrees to 1e-8 relative, statuses and the step a run
+diverged at are equal. Budgets are shrunk from the quick suite's (test time), the evaluation
+schedule is the same function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from optimlab.lab.population import (
+    Unbatchable,
+    check_population,
+    group_populations,
+    population_key,
+    train_population,
+)
+from optimlab.lab.protocol import SUITES
+from optimlab.lab.train import train
+from optimlab.lab.trial import TrialResult, TrialSpec
+from optimlab.optim.registry import preset_optimizers
+from optimlab.problems import Problem, get_problem, registry
+from optimlab.problems.data import quadratic_hessian
+
+CLASSIC = preset_optimizers("classic")
+QUICK_PROBLEMS = [spec for spec, _ in SUITES["quick"].problems]
+#: (lr, seed) of the members: a small and a middle rate, and one that is large for most rules
+MEMBERS = [(1e-3, 0), (3e-2, 1), (1.0, 2)]
+STEPS, EVALS = 16, 6
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread, as trials run in the executors (and no thread contention on a shared
+    machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def float64(problem: Problem) -> Problem:
+    """`problem` with float64 data, model and loss (rounding is then far below the tolerance)."""
+    copy = dataclasses.replace(problem)
+
+    def cast(split):
+        x, y = split
+        return x.double(), y.double() if y.is_floating_point() else y
+
+    copy.train, copy.val, copy.test = cast(problem.train), cast(problem.val), cast(problem.test)
+    build = problem.build_model
+    copy.build_model = lambda seed: build(seed).double()
+    if problem.name == "quadratic-deep":
+        copy.loss_fn = registry.quadratic_loss(quadratic_hessian())
+    return copy
+
+
+def specs_for(problem: Problem, optimizer: str, members=MEMBERS, **extra) -> list[TrialSpec]:
+    """The members' specs. ``impl="reference"``: the single trials run the reference rule (the
+    fused kernels' parity with it is test_kernels.py's job, and compiling their float64
+    versions would cost this file more than its budget on a cold cache)."""
+    fields = {"steps": STEPS, "evals": EVALS, **extra}
+    return [
+        TrialSpec(problem.spec, optimizer, {"lr": lr, "impl": "reference"}, seed=seed, **fields)
+        for lr, seed in members
+    ]
+
+
+def relative(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(b), 1e-300)
+
+
+def assert_same_trial(member: TrialResult, single: TrialResult, what: str) -> None:
+    """The member's result is the single trial's: status, steps, divergence, every curve point
+    and final metric within 1e-8 relative."""
+    assert member.status == single.status, (what, member.reason, single.reason)
+    assert member.reason == single.reason, what
+    for key in ("steps_run", "diverged_at", "stopped_early", "pruned"):
+        assert member.metrics.get(key) == single.metrics.get(key), (what, key)
+    a, b = member.metrics["curve"], single.metrics["curve"]
+    assert a["step"] == b["step"], what
+    for key in ("train_loss", "val_loss", "val_accuracy"):
+        for x, y in zip(a[key], b[key], strict=True):
+            if y is None or (isinstance(y, float) and not math.isfinite(y)):
+                assert x is None or not math.isfinite(x), (what, key)
+                continue
+            assert relative(x, y) <= 1e-8, (what, key, x, y)
+    for key, value in single.metrics.items():
+        if key.startswith("final_") or key.endswith("_accuracy") or key == "best_val_loss":
+            assert relative(member.metrics[key], value) <= 1e-8, (what, key)
+
+
+@pytest.mark.parametrize("problem_spec", QUICK_PROBLEMS)
+def test_members_equal_single_trials_for_every_classic_optimizer(problem_spec):
+    problem = float64(get_problem(problem_spec))
+    statuses = set()
+    for optimizer in CLASSIC:
+        specs = specs_for(problem, optimizer)
+        members = train_population(specs, problem)
+        for spec, member in zip(specs, members, strict=True):
+            single = train(spec, problem)
+            assert_same_trial(member, single, f"{problem_spec} {optimizer} lr={spec.lr}")
+            statuses.add(member.status)
+            assert member.metrics["population_size"] == len(specs)
+    assert "ok" in statuses
+
+
+def test_regularization_options_schedules_and_early_stopping_are_batched():
+    """Batch norm (running statistics per member), the L1/L2 penalty, augmentation (from the
+    member's own generator), early stopping per member, and the cosine and plateau schedules."""
+    spec = "digits-mlp:width=16:batchnorm=true:weight_decay=0.001:l1=0.0001:augment=true"
+    problem = float64(get_problem(spec + ":early_stopping=1"))
+    members = [(1e-3, 0), (0.3, 1), (0.05, 2), (3.0, 3)]
+    stopped = []
+    for optimizer, schedule in (("adam", "plateau:patience=0"), ("momentum", "cosine")):
+        specs = specs_for(problem, optimizer, members, schedule=schedule, steps=40, evals=12)
+        for s, member in zip(specs, train_population(specs, problem), strict=True):
+            assert_same_trial(member, train(s, problem), f"{optimizer} lr={s.lr}")
+            stopped.append(member.metrics["stopped_early"])
+    assert True in stopped and False in stopped  # members stopped at different times
+
+
+def test_a_diverging_member_stops_alone():
+    """The member whose rate explodes is `diverged` at the single trial's step; the others are
+    bit for bit a population without it."""
+    problem = float64(get_problem("digits-mlp:width=32"))
+    calm = [(1e-2, 0), (3e-2, 1)]
+    specs = specs_for(problem, "sgd", [calm[0], (1e4, 5), calm[1]], steps=30)
+    with_it = train_population(specs, problem)
+    without = train_population([specs[0], specs[2]], problem)
+    single = train(specs[1], problem)
+    assert with_it[1].status == "diverged" == single.status
+    assert with_it[1].metrics["diverged_at"] == single.metrics["diverged_at"] < 30
+    assert with_it[1].metrics["curve"] == single.metrics["curve"]
+    for a, b in zip([with_it[0], with_it[2]], without, strict=True):
+        assert a.status == b.status == "ok"
+        assert a.metrics["curve"] == b.metrics["curve"]  # bit-identical, not merely close
+        for key in ("final_train_loss", "final_val_loss", "final_test_loss", "test_accuracy"):
+            assert a.metrics[key] == b.metrics[key]
+        assert a.predictions == b.predictions
+
+
+def test_pruning_applies_per_member():
+    """A tuner's `stop_if` ends only the member it names, with the reason the single run gets."""
+    from optimlab.lab.pruning import explosion
+
+    problem = float64(get_problem("quadratic-deep"))
+    specs = specs_for(problem, "sgd", [(1e-3, 0), (0.045, 0)], steps=40, evals=16)
+    members = train_population(specs, problem, stop_if=explosion)
+    for spec, member in zip(specs, members, strict=True):
+        assert_same_trial(member, train(spec, problem, stop_if=explosion), f"lr={spec.lr}")
+    assert [m.status for m in members] == ["ok", "diverged"]
+    assert members[1].metrics["pruned"] is True
+
+
+def test_populations_group_by_everything_but_lr_and_seed():
+    a = TrialSpec("digits-mlp", "adam", {"lr": 0.1, "betas": [0.9, 0.99]}, seed=0)
+    b = dataclasses.replace(a, hyperparameters={"lr": 0.01, "betas": [0.9, 0.99]}, seed=3)
+    c = dataclasses.replace(a, hyperparameters={"lr": 0.1, "betas": [0.8, 0.99]})
+    d = dataclasses.replace(a, steps=10)
+    assert population_key(a) == population_key(b)
+    assert len({population_key(s) for s in (a, c, d)}) == 3
+    assert group_populations([a, c, b, a, d]) == [[a, b], [c], [d]]
+
+
+@pytest.mark.parametrize(
+    ("problem_spec", "optimizer", "options", "reason"),
+    [
+        ("digits-mlp:dropout=0.2", "adam", {}, "Dropout"),
+        ("digits-mlp:dropconnect=0.2", "adam", {}, "DropConnectLinear"),
+        ("digits-mlp", "sgd", {"momentum": 0.9, "impl": "fused"}, "learning rate per member"),
+        ("mnist1d-transfer:pretrained=false:backbone_lr=0.5", "adam", {}, "learning-rate groups"),
+    ],
+)
+def test_what_cannot_be_batched_says_why(problem_spec, optimizer, options, reason):
+    problem = get_problem(problem_spec)
+    specs = [
+        TrialSpec(problem.spec, optimizer, {**options, "lr": lr}, seed=0, steps=5)
+        for lr in (0.1, 0.01)
+    ]
+    with pytest.raises(Unbatchable, match=reason):
+        check_population(specs, problem)
+
+
+def test_an_optimizer_that_couples_elements_is_not_batched():
+    """The check is behavioural: a rule that normalizes by the tensor's norm is refused."""
+    from optimlab.lab.population import check_optimizer
+
+    class Normalized(torch.optim.SGD):
+        @torch.no_grad()
+        def step(self, closure=None):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.sub_(group["lr"] * p.grad / p.grad.norm())
+
+    custom = type(
+        "Custom", (), {"build": staticmethod(lambda params, **kw: Normalized(params, **kw))}
+    )()
+    spec = TrialSpec("digits-mlp", "normalized.py:Normalized", {"lr": 0.1}, custom=custom)
+    with pytest.raises(Unbatchable, match="couples the elements"):
+        check_optimizer(spec)
+    plain = type(
+        "Custom", (), {"build": staticmethod(lambda params, **kw: torch.optim.SGD(params, **kw))}
+    )()
+    check_optimizer(dataclasses.replace(spec, optimizer="sgd.py:SGD", custom=plain))
