@@ -222,10 +222,12 @@ class BatchedModel:
     ) -> torch.Tensor:
         """Each member's training loss on its own minibatch (inputs (M, B, …)): shape (M,)."""
 
+        wrapped = None if penalty is None else _Penalty(self.module, penalty)
+
         def member(params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             loss = loss_fn(self._call(params, buffers, x), y)
-            if penalty is not None:
-                loss = loss + functional_call(_Penalty(self.module, penalty), params, ())
+            if wrapped is not None:
+                loss = loss + functional_call(wrapped, _prefixed(params), ())
             return loss
 
         self.module.train()
@@ -558,6 +560,8 @@ class _PopulationSchedule:
             torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr) for lr in start[:count]
         ]
         self.schedules = [make_schedule(spec, d, steps) for d in self.dummies]
+        for dummy in self.dummies:  # (no gradient: a no-op that tells torch's schedulers the
+            dummy.step()  # optimizer has stepped, so they do not warn about the order)
 
     def rates(self) -> torch.Tensor:
         if self.per_member:
