@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                 "statuses": statuses,
             }
         )
-        print(f"{spec}: done", file=sys.stderr)
+        print(json.dumps(rows[-1]), file=sys.stderr)  # each row as it is measured
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -253,18 +253,21 @@ class BaseExecutor:
     def _batchable(self, group: list[TrialSpec]) -> bool:
         """Whether `group` trains as one population; the reason it cannot goes to
         `on_fallback`, once per reason."""
-        from optimlab.lab.population import Unbatchable, check_population, population_key
+        from optimlab.lab.population import Unbatchable, check_optimizer, check_problem
 
-        key = population_key(group[0])
-        if key not in self._verdicts:
+        def verdict(check: Callable[[], None]) -> str | None:
             try:
-                check_population(group, _problem(group[0].problem))
-                self._verdicts[key] = None
+                check()
             except Unbatchable as error:
-                self._verdicts[key] = str(error)
+                return str(error)
             except Exception:  # a problem that does not build: its trials fail with the reason
-                self._verdicts[key] = None
-        reason = self._verdicts[key]
+                return None
+            return None
+
+        problem = group[0].problem  # checked once per problem, the optimizer once per options
+        if problem not in self._verdicts:
+            self._verdicts[problem] = verdict(lambda: check_problem(_problem(problem)))
+        reason = self._verdicts[problem] or verdict(lambda: check_optimizer(group[0]))
         if reason is not None and reason not in self.fallbacks:
             self.fallbacks.append(reason)
             if self.on_fallback is not None:
