@@ -231,3 +231,21 @@ def test_an_optimizer_that_couples_elements_is_not_batched():
     torch_sgd = dataclasses.replace(spec, optimizer="torch.optim:SGD", custom=TorchSGD())
     with pytest.raises(Unbatchable, match="learning rate per member"):
         check_optimizer(torch_sgd)
+
+
+def test_a_model_that_cannot_be_built_fails_every_member_with_the_reason():
+    """As `train` fails a trial (status failed, the exception's last line), never a crash."""
+    problem = dataclasses.replace(get_problem("quadratic-deep"))
+
+    def broken(seed):
+        raise RuntimeError("this model cannot be built")
+
+    problem.build_model = broken
+    specs = specs_for(problem, "sgd", [(0.1, 0), (0.2, 1)])
+    results = train_population(specs, problem)
+    assert (
+        [r.status for r in results]
+        == ["failed", "failed"]
+        == [train(s, problem).status for s in specs]
+    )
+    assert all("this model cannot be built" in r.reason for r in results)

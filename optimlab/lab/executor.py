@@ -260,15 +260,17 @@ class BaseExecutor:
                 check()
             except Unbatchable as error:
                 return str(error)
-            except Exception:  # a problem that does not build: its trials fail with the reason
-                return None
+            except Exception:  # a problem that does not build: single trials fail with the
+                return ""  # reason, each as `train` fails it (nothing to report here)
             return None
 
         problem = group[0].problem  # checked once per problem, the optimizer once per options
         if problem not in self._verdicts:
             self._verdicts[problem] = verdict(lambda: check_problem(_problem(problem)))
-        reason = self._verdicts[problem] or verdict(lambda: check_optimizer(group[0]))
-        if reason is not None and reason not in self.fallbacks:
+        reason = self._verdicts[problem]
+        if reason is None:
+            reason = verdict(lambda: check_optimizer(group[0]))
+        if reason and reason not in self.fallbacks:
             self.fallbacks.append(reason)
             if self.on_fallback is not None:
                 self.on_fallback(f"population: single trials for {reason}")

@@ -314,10 +314,12 @@ def train_population(
     """Train `specs` (one population) batched; member i's result is ``train(specs[i])``'s up to
     float rounding. Unbatchable if they cannot be batched; any other exception fails every
     member with the reason (as `train` fails a trial)."""
-    problem = problem or get_problem(specs[0].problem)
-    check_population(specs, problem)
     try:
+        problem = problem or get_problem(specs[0].problem)
+        check_population(specs, problem)
         return _train_population(list(specs), problem, stop_if)
+    except Unbatchable:
+        raise
     except Exception as error:  # a failed population is M failed trials, not a crash
         last = traceback.format_exception_only(type(error), error)[-1].strip()
         return [TrialResult("failed", {}, reason=last) for _ in specs]
