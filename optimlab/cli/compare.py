@@ -211,6 +211,8 @@ class Options:
     trials: int | None = None
     search: str | None = None
     log_dir: str | None = None
+    #: auto: train each population (the rates and seeds of one optimizer) batched; off: singly
+    population: str = "auto"
     #: the command a rerun uses (``optimlab demo`` for the demo)
     program: tuple[str, ...] = ("optimlab", "compare")
 
@@ -236,6 +238,7 @@ class Options:
             "trials": "--trials",
             "search": "--search",
             "log_dir": "--log-dir",
+            "population": "--population",
         }
         for name, flag in flags.items():
             value = getattr(self, name)
@@ -278,6 +281,10 @@ def build(options: Options) -> Setup:
         raise typer.BadParameter(str(error), param_hint=hint) from None
     if o.log_dir is not None:
         check_log_dir()
+    if o.population not in ("auto", "off"):
+        raise typer.BadParameter(
+            f"unknown mode {o.population!r}; valid: auto, off", param_hint="--population"
+        )
     comparison = build_comparison(
         o.suite,
         o.problems,
@@ -302,10 +309,17 @@ def build(options: Options) -> Setup:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial otherwise
     workers = o.workers or default_workers()
+
+    def fallback(message: str) -> None:  # once per reason a population runs as single trials
+        print(message, file=sys.stderr)
+
+    batching = {"population": o.population, "on_fallback": fallback}
     if o.executor == "ray":
         from optimlab.lab.ray_executor import RayExecutor
 
-        executor = RayExecutor(store, workers, address=o.ray_address, retries=o.ray_retries)
+        executor = RayExecutor(
+            store, workers, address=o.ray_address, retries=o.ray_retries, **batching
+        )
         try:
             executor.start()
         except ConnectionError as error:
@@ -314,7 +328,7 @@ def build(options: Options) -> Setup:
             ) from None
         where = f"Ray ({executor.slots} CPUs)"
     else:
-        executor = Executor(store, workers)
+        executor = Executor(store, workers, **batching)
         where = f"{workers} worker(s)"
     return Setup(o, comparison, store, executor, where)
 
@@ -666,6 +680,12 @@ def command(
         help="What Optuna tunes besides lr: comma-separated from lr, betas, momentum, alpha, "
         "rho, eps, weight_decay (only those an optimizer has; default: lr).",
     ),
+    population: str = typer.Option(
+        "auto",
+        "--population",
+        help="auto: train the rates and seeds of one optimizer as one batched model where "
+        "possible (else singly, said once); off: every trial alone.",
+    ),
 ) -> int:
     """Tune, repeat and rank optimizers on training problems; write DIR/index.html."""
     return compare(
@@ -688,5 +708,6 @@ def command(
             trials=trials,
             search=search,
             log_dir=log_dir,
+            population=population,
         )
     )
