@@ -20,6 +20,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
+from optimlab.lab.progress_file import estimate, read_progress
+
 DB_NAME = "results.sqlite"  # = optimlab.lab.store.DB_NAME (a test checks)
 SUMMARY = "summary.json"
 DIAGNOSIS = "diagnosis.json"
@@ -209,6 +211,15 @@ def summary(directory: Path) -> Any:
     return _json_or_none(path) if path.is_file() else None
 
 
+def progress(directory: Path) -> dict[str, Any] | None:
+    """The running comparison's ``progress.json`` (written by ``optimlab compare``) with its rate
+    and ETA computed now, or None when the directory has none."""
+    record = read_progress(directory)
+    if record is None:
+        return None
+    return {**record, **estimate(record)}
+
+
 def diagnoses(root: Path) -> list[dict[str, Any]]:
     """Every diagnosis under `root`: its path, problem and the page to open."""
     found = []
@@ -233,6 +244,7 @@ __all__ = [
     "connect_read_only",
     "curves",
     "diagnoses",
+    "progress",
     "read_trials",
     "safe_path",
     "summary",
