@@ -33,6 +33,7 @@ import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -246,7 +247,7 @@ def run_batch(
     steppers = [bare_step(optimizer) for optimizer in optimizers]
     # row ranges of each configuration's parameter in the stacked point
     bounds = np.cumsum([0, *(len(p) for p in params)])
-    slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    slices = [slice(int(a), int(b)) for a, b in pairwise(bounds)]
 
     positions_t = torch.empty(steps + 1, rows, 2, dtype=dtype)
     losses_t = torch.empty(steps + 1, rows, dtype=dtype)
