@@ -144,3 +144,21 @@ def test_the_run_api_answers_the_progress_with_its_eta(tmp_path) -> None:
     assert progress["rate"] > 0
     expected = 6 / progress["rate"] - progress["since_update"]
     assert progress["eta_seconds"] == pytest.approx(max(0.0, expected), abs=0.05)
+
+
+def test_a_store_compare_has_created_but_not_yet_filled_answers_no_trials(tmp_path) -> None:
+    # the moment between compare creating results.sqlite and creating its table: the run page
+    # polled into it and got a 500 (sqlite3.OperationalError: no such table: trials)
+    pytest.importorskip("fastapi")
+    import sqlite3
+
+    from fastapi.testclient import TestClient
+
+    from optimlab.serve.app import create_app
+
+    (tmp_path / "run").mkdir()
+    sqlite3.connect(tmp_path / "run" / "results.sqlite").close()  # an empty database file
+    client = TestClient(create_app(tmp_path))
+    answer = client.get("/api/run", params={"path": "run"})
+    assert answer.status_code == 200 and answer.json()["count"] == 0
+    assert client.get("/api/run/trials", params={"path": "run"}).json()["trials"] == []

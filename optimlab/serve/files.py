@@ -101,10 +101,15 @@ def _finite(value: Any) -> Any:
 def read_trials(directory: Path) -> list[dict[str, Any]]:
     """Every stored trial of the comparison in `directory`, oldest first (no predictions)."""
     with closing(connect_read_only(directory / DB_NAME)) as connection:
-        rows = connection.execute(
-            "SELECT key, problem, problem_label, optimizer, hyperparameters, schedule, seed, "
-            "steps, status, reason, metrics, finished_at FROM trials ORDER BY finished_at, key"
-        ).fetchall()
+        try:
+            rows = connection.execute(
+                "SELECT key, problem, problem_label, optimizer, hyperparameters, schedule, seed, "
+                "steps, status, reason, metrics, finished_at FROM trials ORDER BY finished_at, key"
+            ).fetchall()
+        except sqlite3.OperationalError as error:
+            if "no such table" not in str(error):
+                raise
+            return []  # the file exists but compare has not created its table yet
     trials = []
     for row in rows:
         metrics = json.loads(row["metrics"])
