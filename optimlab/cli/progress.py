@@ -17,7 +17,10 @@ No heavy imports (rich is imported when a bar is made): cli modules stay fast to
 from __future__ import annotations
 
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from optimlab.lab.progress_file import ProgressFile
 
 
 def duration(seconds: float) -> str:
@@ -48,10 +51,15 @@ FIXED_WIDTH = 66
 class Progress:
     """Receives `optimlab.lab.protocol.run_comparison`'s events and shows them.
 
-    `stream`: where plain lines go (stderr); `terminal`: draw a rich bar instead."""
+    `stream`: where plain lines go (stderr); `terminal`: draw a rich bar instead; `record`: also
+    keep the counts in a progress file."""
 
     def __init__(
-        self, stream: TextIO, terminal: bool, interval: float = 5.0, record: Any = None
+        self,
+        stream: TextIO,
+        terminal: bool,
+        interval: float = 5.0,
+        record: ProgressFile | None = None,
     ) -> None:
         self.stream = stream
         self.record = record
