@@ -162,3 +162,29 @@ def test_a_store_compare_has_created_but_not_yet_filled_answers_no_trials(tmp_pa
     answer = client.get("/api/run", params={"path": "run"})
     assert answer.status_code == 200 and answer.json()["count"] == 0
     assert client.get("/api/run/trials", params={"path": "run"}).json()["trials"] == []
+
+
+def test_an_interrupted_run_leaves_a_progress_file_that_is_not_finished(tmp_path) -> None:
+    # what compare's Ctrl-C path does: events, then close() before every planned trial ran
+    import io
+
+    from optimlab.cli.progress import Progress
+    from optimlab.lab.trial import TrialSpec
+
+    record = ProgressFile(tmp_path, "optimlab compare --out x", interval=0.0)
+    progress = Progress(io.StringIO(), terminal=False, record=record)
+    spec = TrialSpec("quadratic", "sgd", {"lr": 0.1}, seed=0, steps=10, problem_label="q")
+    base = {"total": 6, "approximate": True, "skipped": 0}
+    progress({"event": "planned", "done": 0, **base})
+    progress({"event": "finished", "done": 1, "spec": spec, "status": "failed", "reason": "nan",
+              **base})  # fmt: skip
+    progress.close()
+    data = read_progress(tmp_path)
+    assert (data["planned"], data["done"], data["failed"], data["finished"]) == (6, 1, 1, False)
+    # a run that ends with every trial done, one rerun skipped: 5 planned, 5 done, finished
+    progress = Progress(io.StringIO(), terminal=False, record=record)
+    ended = {"total": 6, "approximate": False, "skipped": 1}
+    progress({"event": "finished", "done": 6, "spec": spec, "status": "ok", **ended})
+    progress.close()
+    data = read_progress(tmp_path)
+    assert (data["planned"], data["done"], data["finished"]) == (5, 5, True)
