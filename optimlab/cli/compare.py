@@ -348,9 +348,11 @@ def run(setup: Setup) -> tuple[dict[str, int], float]:
     Ctrl-C stops it, says how many trials are stored and the command that resumes, and exits
     130. Returns the counts and the seconds it took."""
     from optimlab.cli.progress import Progress
+    from optimlab.lab.progress_file import ProgressFile
     from optimlab.lab.protocol import run_comparison
 
-    progress = Progress(sys.stderr, terminal=sys.stderr.isatty())
+    record = ProgressFile(setup.store.directory, setup.options.resume_command())
+    progress = Progress(sys.stderr, terminal=sys.stderr.isatty(), record=record)
     log = curve_logger(setup)
 
     def on_event(event: dict[str, Any]) -> None:

@@ -458,8 +458,9 @@ def run_comparison(
 
     `executor`: where the trials run (default: a local `Executor` with `workers` processes;
     e.g. `optimlab.lab.ray_executor.RayExecutor`); it is closed at the end.
-    `progress` receives ``{"event": "planned", "total": N, "done": D, "approximate": bool}``
-    once the first trials are planned and whenever the total changes, and
+    `progress` receives ``{"event": "planned", "total": N, "done": D, "approximate": bool,
+    "skipped": K}`` once the first trials are planned and whenever the total or K changes (K: seed
+    reruns found unnecessary, counted in both N and D though they never run), and
     ``{"event": "finished", "spec": TrialSpec, "result": TrialResult, "status": S, "reason": R,
     "done": D, "total": N, "approximate": bool}`` per trial. Returns counts: run (this call), reused (already stored),
     total.
@@ -467,7 +468,7 @@ def run_comparison(
     executor = executor if executor is not None else Executor(store, workers)
     planner = Planner(comparison, store.keys(), store.get, executor.slots)
     run = 0
-    shown = -1
+    shown: tuple[int, int] | None = None
 
     def event(name: str, **extra: Any) -> dict[str, Any]:
         done = run + planner.reused + planner.skipped
@@ -476,6 +477,7 @@ def run_comparison(
             "done": done,
             "total": planner.total,
             "approximate": planner.approximate,
+            "skipped": planner.skipped,  # reruns found unnecessary: in done and total, never run
             **extra,
         }
 
@@ -483,8 +485,8 @@ def run_comparison(
         nonlocal shown
         for spec, prune in jobs:
             executor.submit(spec, prune)
-        if progress is not None and planner.total != shown:
-            shown = planner.total
+        if progress is not None and (planner.total, planner.skipped) != shown:
+            shown = (planner.total, planner.skipped)  # a skip changes what is left to run
             progress(event("planned"))
 
     with executor:
