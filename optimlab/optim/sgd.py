@@ -29,6 +29,15 @@ and absorbs the learning rate at each step (``v = mu v - eta g``)::
 With a constant learning rate and no dampening the two are the same trajectory; they differ when
 the learning rate changes during training (a schedule rescales the whole torch buffer at once, but
 only the new contribution of the Keras velocity).  Defaults: torch lr 1e-3, Keras lr 1e-2.
+
+Why two bodies (with momentum): the conventions differ in their operations, not in a
+coefficient.  torch keeps a buffer of gradients, copies the first gradient into it and applies
+η at the step (``b.mul_(mu).add_(g, alpha=1-tau)`` then ``p.add_(b, alpha=-lr)``); Keras
+multiplies η into the velocity before accumulating it (``v.mul_(mu).sub_(g * lr)``), starts it
+at 0 and adds it to the parameter.  The stored state therefore differs by a factor η (a
+state_dict of one is not the other's), the first step differs (a copy against ``0·μ − ηg``),
+Nesterov's look-ahead is built from other terms (``g + μb`` scaled by η, against ``μv − ηg``),
+and each sequence rounds differently.  Plain gradient descent (momentum 0) has one body.
 ``Momentum`` and ``NAG`` default to momentum 0.9 under both conventions.
 
 State: ``momentum_buffer`` (only when momentum > 0).
@@ -36,12 +45,11 @@ State: ``momentum_buffer`` (only when momentum > 0).
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Unpack
 
 import torch
 
-from optimlab.optim.base import CommonOptions, Optimizer, Params, scaled_sub_
+from optimlab.optim.base import CommonOptions, Optimizer, Params, kernel_factory, scaled_sub_
 from optimlab.optim.declaration import (
     COMMON_SAMPLES,
     KERAS_DECAY,
@@ -50,14 +58,6 @@ from optimlab.optim.declaration import (
     library_class,
 )
 from optimlab.optim.hyperparameters import NON_NEGATIVE, UNIT_CLOSED
-
-
-@functools.cache  # one dict lookup per step instead of an import statement
-def _kernel() -> Any:
-    """The fused kernel (optimlab.optim.kernels.sgd), imported on first use."""
-    from optimlab.optim.kernels import sgd as kernel
-
-    return kernel.SPEC
 
 
 class SGD(Optimizer):
@@ -71,7 +71,7 @@ class SGD(Optimizer):
     RANGES = {"lr": NON_NEGATIVE, "momentum": NON_NEGATIVE, "dampening": UNIT_CLOSED}
     FLAGS = ("nesterov",)
     STATE = ("momentum_buffer",)
-    kernel = staticmethod(_kernel)
+    kernel = staticmethod(kernel_factory("sgd"))
     COUNTS_STEPS = False
 
     def __init__(
