@@ -50,6 +50,7 @@ from optimlab.optim.declaration import (
     KERAS_DECAY,
     Convergence,
     OptimizerInfo,
+    SampleRange,
     library_class,
 )
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
@@ -150,6 +151,7 @@ ADAGRAD_INFO = OptimizerInfo(
     improves="per-parameter step size (sum of g²)",
     samples=(*COMMON_SAMPLES, {"lr_decay": 0.01}, {"initial_accumulator_value": 0.5}),
     keras_samples=({"initial_accumulator_value": 0.5}, KERAS_DECAY),
+    sample_ranges={"lr_decay": SampleRange(0.0, 0.1)},
     convergence=Convergence(0.5, (1.0, 10000, 0.05)),
 )
 

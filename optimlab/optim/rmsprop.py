@@ -60,6 +60,7 @@ from optimlab.optim.declaration import (
     KERAS_DECAY,
     Convergence,
     OptimizerInfo,
+    SampleRange,
     library_class,
 )
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE, UNIT_CLOSED
@@ -168,6 +169,7 @@ RMSPROP_INFO = OptimizerInfo(
         {"momentum": 0.5, "centered": True},
         KERAS_DECAY,
     ),
+    sample_ranges={"momentum": SampleRange(0.05, 0.99)},
     convergence=Convergence(0.003, (0.003, 3000, 0.1)),
 )
 

@@ -55,9 +55,13 @@ from optimlab.optim.declaration import (
     KERAS_DECAY,
     Convergence,
     OptimizerInfo,
+    SampleRange,
     library_class,
 )
 from optimlab.optim.hyperparameters import NON_NEGATIVE, UNIT_CLOSED
+
+#: property tests draw momentum below 1 (its valid range is unbounded: torch allows more)
+MOMENTUM_SAMPLES = {"momentum": SampleRange(0.05, 0.99)}
 
 
 class SGD(Optimizer):
@@ -177,6 +181,7 @@ MOMENTUM_INFO = OptimizerInfo(
     twin_arguments="momentum=0.9",
     samples=(*COMMON_SAMPLES, {"momentum": 0.5, "dampening": 0.3}),
     keras_samples=({"momentum": 0.5}, KERAS_DECAY),
+    sample_ranges=MOMENTUM_SAMPLES,
     convergence=Convergence(0.05, (0.001, 3000, 0.05)),
 )
 
@@ -193,6 +198,7 @@ NAG_INFO = OptimizerInfo(
     twin_arguments="momentum=0.9, nesterov=True",
     samples=(*COMMON_SAMPLES, {"momentum": 0.5}),
     keras_samples=({"momentum": 0.5}, KERAS_DECAY),
+    sample_ranges=MOMENTUM_SAMPLES,
     convergence=Convergence(0.05, (0.001, 3000, 0.05)),
 )
 
