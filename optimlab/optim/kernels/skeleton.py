@@ -76,19 +76,20 @@ def fused_kernel(element_loop: Callable[..., None], algorithm: str) -> Any:
     tensor's state was just created.  It must be ``numba.njit(inline="always")``.
     """
 
+    @numba.njit(inline="always")
+    def chunk(c, param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
+        t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+        p = pointer_view(param_ptrs[t], lo, hi, coef)
+        g = pointer_view(grad_ptrs[t], lo, hi, coef)
+        element_loop(p, g, state, offsets[t] + lo, offsets[t] + hi, coef[t], flags, fresh[t])
+
     def kernel(param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
         for c in prange(chunks.shape[0]):
-            t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
-            p = pointer_view(param_ptrs[t], lo, hi, coef)
-            g = pointer_view(grad_ptrs[t], lo, hi, coef)
-            element_loop(p, g, state, offsets[t] + lo, offsets[t] + hi, coef[t], flags, fresh[t])
+            chunk(c, param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags)
 
     def serial_kernel(param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
         for c in range(chunks.shape[0]):
-            t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
-            p = pointer_view(param_ptrs[t], lo, hi, coef)
-            g = pointer_view(grad_ptrs[t], lo, hi, coef)
-            element_loop(p, g, state, offsets[t] + lo, offsets[t] + hi, coef[t], flags, fresh[t])
+            chunk(c, param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags)
 
     # numba names a cache file after the source file and the qualified name: one per algorithm
     kernel.__qualname__ = f"{algorithm}_kernel"
