@@ -9,6 +9,8 @@ loss, five shapes (one spanning several parallel chunks) in two parameter groups
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numba
@@ -497,6 +499,24 @@ def test_threads_follow_torch() -> None:
             assert numba.get_num_threads() == min(threads, numba.config.NUMBA_NUM_THREADS)
     finally:
         torch.set_num_threads(previous)
+
+
+def test_the_first_parallel_kernel_keeps_torchs_thread_count() -> None:
+    """numba's OpenMP layer resets the process's OpenMP thread count when it starts, which is
+    torch's: ``torch.set_num_threads(1)`` was undone by the first fused step.  A fresh process,
+    since this one has started numba's threads already."""
+    code = (
+        "import torch, optimlab\n"
+        "from optimlab.optim.kernels.dispatch import PARALLEL_FROM\n"
+        "torch.set_num_threads(1)\n"
+        "p = torch.zeros(PARALLEL_FROM, requires_grad=True)\n"
+        "p.grad = torch.ones(PARALLEL_FROM)\n"
+        "optimlab.Adam([p], impl='fused').step()\n"
+        "print(torch.get_num_threads())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -374,6 +374,8 @@ def follow_torch_threads(elements: int) -> None:
     numba's thread count is per calling thread and costs a few microseconds to read, so the count
     this module last set is remembered per thread; only a change calls numba.
     """
+    if not _POOL_STARTED:
+        _start_numba_threads()
     wanted = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     if elements < PARALLEL_FROM:
         wanted = 1
@@ -384,6 +386,21 @@ def follow_torch_threads(elements: int) -> None:
 
 
 _THREADS = threading.local()
+_POOL_STARTED = False
+
+
+def _start_numba_threads() -> None:
+    """Start numba's threading layer, keeping torch's thread count.
+
+    numba's OpenMP layer sets the process's OpenMP thread count when it starts, and that count
+    is torch's: a user's ``torch.set_num_threads(1)`` was undone by the first parallel kernel.
+    """
+    global _POOL_STARTED
+    torch_threads = torch.get_num_threads()
+    numba.get_num_threads()  # starts the layer
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
+    _POOL_STARTED = True
 
 
 _FINITE_CHUNKS: dict[tuple[int, ...], np.ndarray] = {}
