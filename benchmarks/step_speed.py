@@ -162,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=15, help="timed steps per measurement")
     parser.add_argument("--json", type=str, default=None, help="also write the rows here")
-    with_twin = [name for name, info in REGISTRY.items() if info.torch_twin is not None]
+    # the fused kernels beside their torch.optim twins (an optimizer without either has no row)
+    with_twin = [
+        name
+        for name, info in REGISTRY.items()
+        if info.torch_twin is not None and info.cls.kernel is not None
+    ]
     parser.add_argument("--only", type=str, default=",".join(with_twin), help="algorithms")
     parser.add_argument("--workloads", type=str, default="large,small,one-1000")
     args = parser.parse_args(argv)

@@ -10,7 +10,9 @@ A fused kernel is its element loop only::
     KERNEL = fused_kernel(_rule, "adam")
 
 :func:`fused_kernel` wraps it in the shared prologue (the parallel loop over chunks, the pointer
-views of the user's tensors, the state offsets) and compiles it with :func:`jit_kernel`.
+views of the user's tensors, the state offsets) and compiles it with :func:`jit_kernel`, twice:
+the parallel kernel and, as its ``serial`` attribute, the same loop on the calling thread (the
+dispatcher takes it for groups below ``dispatch.PARALLEL_FROM`` elements).
 
 The coefficient row and the flags are declared by name, once, as namedtuple classes
 (:func:`coefficient_layout`, :func:`flag_layout`): the Python side builds a row with keywords
@@ -74,13 +76,27 @@ def fused_kernel(element_loop: Callable[..., None], algorithm: str) -> Any:
     tensor's state was just created.  It must be ``numba.njit(inline="always")``.
     """
 
+    @numba.njit(inline="always")
+    def chunk(c, param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
+        t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+        p = pointer_view(param_ptrs[t], lo, hi, coef)
+        g = pointer_view(grad_ptrs[t], lo, hi, coef)
+        element_loop(p, g, state, offsets[t] + lo, offsets[t] + hi, coef[t], flags, fresh[t])
+
     def kernel(param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
         for c in prange(chunks.shape[0]):
-            t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
-            p = pointer_view(param_ptrs[t], lo, hi, coef)
-            g = pointer_view(grad_ptrs[t], lo, hi, coef)
-            element_loop(p, g, state, offsets[t] + lo, offsets[t] + hi, coef[t], flags, fresh[t])
+            chunk(c, param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags)
+
+    def serial_kernel(param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
+        for c in range(chunks.shape[0]):
+            chunk(c, param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags)
 
     # numba names a cache file after the source file and the qualified name: one per algorithm
     kernel.__qualname__ = f"{algorithm}_kernel"
-    return jit_kernel(kernel)
+    serial_kernel.__qualname__ = f"{algorithm}_serial_kernel"
+    compiled = jit_kernel(kernel)
+    # The same loop without the thread pool, for groups too small to split: launching a
+    # parallel region costs ≈2.5 µs even on one thread (measured, numba's omp layer), more
+    # than the element loop of a 1,000-element tensor.  Compiled on its first call only.
+    compiled.serial = jit_kernel(serial_kernel, parallel=False)
+    return compiled
