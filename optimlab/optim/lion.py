@@ -33,6 +33,7 @@ State: ``exp_avg`` (m), as lion-pytorch names it, so its state_dicts load; no st
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Unpack
 
 import torch
@@ -44,6 +45,14 @@ from optimlab.optim.hyperparameters import NON_NEGATIVE
 _COMMON = {"betas": (0.9, 0.99), "weight_decay": 0.0, "decoupled_weight_decay": True}
 
 
+@functools.cache  # one dict lookup per step instead of an import statement
+def _kernel() -> Any:
+    """The fused kernel (optimlab.optim.kernels.lion), imported on first use."""
+    from optimlab.optim.kernels import lion as kernel
+
+    return kernel.make_spec()
+
+
 class Lion(Optimizer):
     """Lion (EvoLved Sign Momentum), as lion_pytorch.Lion and keras.optimizers.Lion."""
 
@@ -52,6 +61,7 @@ class Lion(Optimizer):
     RANGES = {"lr": NON_NEGATIVE}
     STATE = ("exp_avg",)
     COUNTS_STEPS = False
+    kernel = staticmethod(_kernel)
 
     def __init__(
         self,
