@@ -14,6 +14,9 @@ from __future__ import annotations
 import ast
 import io
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +213,31 @@ def test_kernel_modules_never_import_their_algorithm_module(module: str) -> None
         f"optimlab.optim.{info.cls.__module__.rsplit('.', 1)[-1]}" for info in REGISTRY.values()
     }
     assert not imported & algorithms
+
+
+_CACHE_KEY = """
+import hashlib
+from optimlab.optim.registry import kernel_specs
+for name, spec in sorted(kernel_specs().items()):
+    dispatcher = spec.kernel.dispatcher
+    key = dispatcher._cache._index_key((), dispatcher.targetctx.codegen())
+    print(name, hashlib.sha256(repr(key[2]).encode()).hexdigest()[:16])
+"""
+
+
+def test_every_kernel_finds_its_disk_cache_in_a_new_process() -> None:
+    """numba keys a cached kernel on its bytecode and, for a closure, on its pickled cells; the
+    skeleton once wrapped the element loop in a closure, whose pickle differs in every process,
+    so no process ever reused another's compiled code.  The key must be the same in two
+    processes (computed without compiling anything)."""
+    keys = [
+        subprocess.run(
+            [sys.executable, "-c", _CACHE_KEY],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(Path(optimlab.__file__).parents[1])},
+        ).stdout
+        for _ in range(2)
+    ]
+    assert keys[0] and keys[0] == keys[1]

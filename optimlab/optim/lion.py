@@ -29,6 +29,9 @@ is not this flag's meaning and is not offered.  Defaults: lr 1e-4 (lion-pytorch,
 β ∈ [0, 1) as for Adam (lion-pytorch accepts 1, Keras's β₁ must be > 0).
 
 State: ``exp_avg`` (m), as lion-pytorch names it, so its state_dicts load; no step count.
+
+Fused kernel: ``optimlab.optim.kernels.lion`` (20 bytes per float32 parameter: read p, g, m,
+write p, m); it keeps the reference's NaN (a non-finite gradient reaches the parameter at once).
 """
 
 from __future__ import annotations

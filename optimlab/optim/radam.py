@@ -34,6 +34,9 @@ eps 1e-8).
 
 State: ``step``, ``exp_avg`` (m), ``exp_avg_sq`` (v) — torch.optim.RAdam's names, so its
 state_dicts load.
+
+Fused kernel: ``optimlab.optim.kernels.radam`` (28 bytes per float32 parameter); 1 − β₁ᵗ,
+√(1 − β₂ᵗ) and r_t come from :func:`step_scalars`, shared with the reference rule.
 """
 
 from __future__ import annotations

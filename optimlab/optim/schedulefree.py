@@ -40,6 +40,11 @@ Convention notes
   weight_decay 0, warmup_steps 0, r 0, weight_lr_power 2.  ``convention="keras"`` uses the same.
 
 State: ``z`` and (AdamW) ``exp_avg_sq``, the package's names.
+
+Fused kernels: ``optimlab.optim.kernels.schedulefree`` runs the training step (28 bytes per
+float32 parameter for AdamW, 20 for SGD); ``train()``/``eval()`` stay here and work on the same
+state.  The step's scalars (γ_t, c_{t+1}, y's step, 1 − β₂^{t+1}) come from
+:func:`step_scalars`, shared with the reference rule.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ The common fields come first (``wd, decay``; ``maximize, l2, decoupled``), where
 from __future__ import annotations
 
 import collections
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +66,15 @@ def prologue(k, flags):
     return flags[0], flags[1], flags[2], k[0], k[1]
 
 
+def _kernel(param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
+    """The skeleton; ``element_loop`` is a global that :func:`fused_kernel` binds per algorithm."""
+    for c in prange(chunks.shape[0]):
+        t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+        p = pointer_view(param_ptrs[t], lo, hi, coef)
+        g = pointer_view(grad_ptrs[t], lo, hi, coef)
+        element_loop(p, g, state, offsets[t] + lo, offsets[t] + hi, coef[t], flags, fresh[t])  # noqa: F821
+
+
 def fused_kernel(element_loop: Callable[..., None], algorithm: str) -> Any:
     """The compiled kernel (calling convention: see :mod:`.spec`) around `element_loop`.
 
@@ -72,15 +82,16 @@ def fused_kernel(element_loop: Callable[..., None], algorithm: str) -> Any:
     ``g`` are views of the chunk of the parameter and its gradient, ``state[row, start:stop]``
     the chunk of each state row, ``k`` the tensor's coefficient row, ``first`` 1 when the
     tensor's state was just created.  It must be ``numba.njit(inline="always")``.
+
+    The skeleton gets `element_loop` as a global of its own copy, not through a closure: numba's
+    disk-cache key hashes a closure's cell contents, and a pickled dispatcher differs in every
+    process, so a closure never found its cached code and every process compiled every kernel
+    anew.  The cache name carries the package's source digest (``compile.SOURCES_DIGEST``), so
+    a changed element loop still compiles anew.
     """
-
-    def kernel(param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
-        for c in prange(chunks.shape[0]):
-            t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
-            p = pointer_view(param_ptrs[t], lo, hi, coef)
-            g = pointer_view(grad_ptrs[t], lo, hi, coef)
-            element_loop(p, g, state, offsets[t] + lo, offsets[t] + hi, coef[t], flags, fresh[t])
-
+    kernel = types.FunctionType(
+        _kernel.__code__, {**_kernel.__globals__, "element_loop": element_loop}, _kernel.__name__
+    )
     # numba names a cache file after the source file and the qualified name: one per algorithm
     kernel.__qualname__ = f"{algorithm}_kernel"
     return jit_kernel(kernel)
