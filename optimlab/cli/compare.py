@@ -108,6 +108,7 @@ def build_comparison(
     trials: int | None = None,
     search: str | None = None,
     out: str = DEFAULT_OUT,
+    evals: int | None = None,
 ) -> Any:
     """Turn the command-line options into a checked `Comparison` (typer.BadParameter if not).
     ``tuner="optuna"``: `trials` points per pair (default: as many as the grid's), studies in
@@ -130,6 +131,8 @@ def build_comparison(
         raise typer.BadParameter(
             f"{grid_points}; allowed: an integer >= 1", param_hint="--grid-points"
         )
+    if evals is not None and evals < 1:
+        raise typer.BadParameter(f"{evals}; allowed: an integer >= 1", param_hint="--evals")
     budgets = dict(chosen.problems)
     if problems is None:
         selected = [(spec, steps or budget) for spec, budget in chosen.problems]
@@ -179,7 +182,7 @@ def build_comparison(
         grid=lr_grid(grid_points or chosen.grid_points, *chosen.lr_range),
         seeds=seeds or chosen.seeds,
         schedule=schedule,
-        evals=chosen.evals,
+        evals=evals or chosen.evals,
         suite=suite,
         default_seeds=None if seeds else chosen.default_seeds,
         tuner=optuna_tuner,
@@ -204,6 +207,8 @@ class Options:
     steps: int | None = None
     diagnose: bool = False
     grid_points: int | None = None
+    #: evaluations of the train and validation sets along each run (the curve's points)
+    evals: int | None = None
     executor: str = "local"
     ray_address: str | None = None
     ray_retries: int = 2
@@ -231,6 +236,7 @@ class Options:
             "schedule": "--schedule",
             "steps": "--steps",
             "grid_points": "--grid-points",
+            "evals": "--evals",
             "executor": "--executor",
             "ray_address": "--ray-address",
             "ray_retries": "--ray-retries",
@@ -297,6 +303,7 @@ def build(options: Options) -> Setup:
         o.trials,
         o.search,
         o.out,
+        o.evals,
     )
     try:
         store = ResultStore(o.out, fresh=o.fresh)
@@ -645,6 +652,11 @@ def command(
     grid_points: int | None = typer.Option(
         None, "--grid-points", help="Learning rates on the log grid (default: the suite's)."
     ),
+    evals: int | None = typer.Option(
+        None,
+        "--evals",
+        help="Evaluations of the train and validation sets along each run (default: the suite's).",
+    ),
     log_dir: str | None = typer.Option(
         None,
         "--log-dir",
@@ -703,6 +715,7 @@ def command(
             steps=steps,
             diagnose=diagnose,
             grid_points=grid_points,
+            evals=evals,
             executor=executor_name,
             ray_address=ray_address,
             ray_retries=ray_retries,
