@@ -217,7 +217,7 @@ class Options:
     search: str | None = None
     log_dir: str | None = None
     #: auto: train each population (the rates and seeds of one optimizer) batched; off: singly
-    population: str = "auto"
+    population: str = "off"
     #: the command a rerun uses (``optimlab demo`` for the demo)
     program: tuple[str, ...] = ("optimlab", "compare")
 
@@ -695,7 +695,7 @@ def command(
         "rho, eps, weight_decay (only those an optimizer has; default: lr).",
     ),
     population: str = typer.Option(
-        "auto",
+        "off",
         "--population",
         help="auto: train the rates and seeds of one optimizer as one batched model where "
         "possible (else singly, said once); off: every trial alone.",
