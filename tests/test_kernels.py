@@ -17,7 +17,7 @@ import numba
 import numpy as np
 import pytest
 import torch
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from numba.core import caching
 
@@ -380,16 +380,19 @@ def test_property_fused_matches_reference_on_random_shapes(
     runs = {}
     for impl in ("fused", "reference"):
         params = [p.clone().requires_grad_() for p in initial]
-        optimizer = optimlab.create(
-            name,
-            params,
-            lr=lr,
-            impl=impl,
-            convention=convention,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled,
-            maximize=maximize,
-        )
+        try:
+            optimizer = optimlab.create(
+                name,
+                params,
+                lr=lr,
+                impl=impl,
+                convention=convention,
+                weight_decay=weight_decay,
+                decoupled_weight_decay=decoupled,
+                maximize=maximize,
+            )
+        except ValueError:  # a combination the class refuses (Schedule-Free: decoupled)
+            assume(False)
         for step_grads in grads:
             for p, g in zip(params, step_grads):
                 p.grad = g.clone()
@@ -658,7 +661,7 @@ def test_a_parameter_appended_to_a_group_is_noticed(name: str) -> None:
     runs = {}
     for impl in ("fused", "reference"):
         params = [p.clone().requires_grad_() for p in _make_params(torch.float64)]
-        optimizer = optimlab.create(name, [params[:4]], lr=_lr(name), impl=impl)
+        optimizer = optimlab.create(name, params[:4], lr=_lr(name), impl=impl)
         for step in range(6):
             _set_grads(params, False)
             optimizer.step()

@@ -14,7 +14,7 @@ import torch
 from optimlab.landscapes.experiment import build_configs
 from optimlab.landscapes.functions import get_function
 from optimlab.landscapes.runner import run_batch
-from optimlab.optim.registry import create, list_optimizers
+from optimlab.optim.registry import create, get_info, list_optimizers
 
 STEPS = 40
 
@@ -22,8 +22,12 @@ STEPS = 40
 def plain_loop(function: str, name: str, lr: float, start: tuple[float, float]) -> np.ndarray:
     landscape = get_function(function)
     param = torch.tensor([start], dtype=torch.float64, requires_grad=True)
-    lr_tensor = torch.tensor([[lr]], dtype=torch.float64)
-    optimizer = create(name, [param], impl="reference", lr=lr_tensor)
+    if get_info(name).elementwise:  # the runner's way: a tensor lr, one per row
+        optimizer = create(
+            name, [param], impl="reference", lr=torch.tensor([[lr]], dtype=torch.float64)
+        )
+    else:  # one optimizer per row, with a number
+        optimizer = create(name, [param], lr=lr)
     path = [param.detach().clone()]
     for _ in range(STEPS):
         optimizer.zero_grad()

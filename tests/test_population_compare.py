@@ -39,8 +39,8 @@ def test_compare_with_and_without_populations_stores_the_same_trials(tmp_path, c
     """The same keys either way; the batched run's members say so (population_size) and agree
     with the single trials to float32 rounding."""
     args = ["compare", "--problems", "digits-mlp:width=16", *SMALL]
-    assert main([*args, "--out", str(tmp_path / "auto")]) == 0
-    assert main([*args, "--population", "off", "--out", str(tmp_path / "off")]) == 0
+    assert main([*args, "--population", "auto", "--out", str(tmp_path / "auto")]) == 0
+    assert main([*args, "--out", str(tmp_path / "off")]) == 0  # off: the default
     capsys.readouterr()
     batched, single = stored(tmp_path / "auto"), stored(tmp_path / "off")
     assert set(batched) == set(single) and len(batched) == 3 + 1 + 2
@@ -58,7 +58,7 @@ def test_compare_with_and_without_populations_stores_the_same_trials(tmp_path, c
 
 def test_unbatchable_populations_run_singly_and_say_why_once(tmp_path, capsys):
     args = ["compare", "--problems", "digits-mlp:width=16:dropout=0.2", *SMALL]
-    assert main([*args, "--out", str(tmp_path)]) == 0
+    assert main([*args, "--population", "auto", "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert err.count("population: single trials for problem digits-mlp") == 1, err
     assert "Dropout" in err

@@ -185,7 +185,7 @@ def test_a_run_page_follows_a_running_compare(
     out = results / "running"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     command = [sys.executable, "-m", "optimlab.cli", "compare", "--problems", "quadratic-deep",
-               "--optimizers", "sgd,adam", "--steps", "150", "--grid-points", "4", "--seeds", "2",
+               "--optimizers", "sgd,adam", "--steps", "300", "--grid-points", "12", "--seeds", "3",
                "--workers", "1", "--out", str(out)]  # fmt: skip
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -218,15 +218,22 @@ def run_batch(
     params, optimizers = [], []
     row_config, row_lr, row_start, row_seed = [], [], [], []
     for k, config in enumerate(configs):
-        get_info(config.name)  # unknown names fail here, listing the valid ones
+        info = get_info(config.name)  # unknown names fail here, listing the valid ones
         n = len(config.lrs) * per_lr
         lr = torch.tensor(config.lrs, dtype=dtype).repeat_interleave(per_lr)[:, None]
         param = start_grid[start_index].repeat(len(config.lrs), 1).clone().requires_grad_(True)
         # A tensor lr always takes the optimizers' reference path (plain torch ops, elementwise);
         # asking for it directly spares loading the fused-kernel package (numba) for nothing.
-        hyperparameters = {"impl": "reference", **config.hyperparameters, "lr": lr}
-        optimizers.append(create(config.name, [param], **hyperparameters))
-        params.append(param)
+        if info.elementwise:  # every row of one parameter is its own run: one optimizer for all
+            hyperparameters = {"impl": "reference", **config.hyperparameters, "lr": lr}
+            optimizers.append(create(config.name, [param], **hyperparameters))
+            params.append(param)
+        else:  # a norm, a factored moment or a shared estimate couples a tensor's rows
+            for row in range(n):
+                point = param[row : row + 1].detach().clone().requires_grad_(True)
+                hyperparameters = {**config.hyperparameters, "lr": float(lr[row, 0])}
+                optimizers.append(create(config.name, [point], **hyperparameters))
+                params.append(point)
         row_config.append(np.full(n, k))
         row_lr.append(lr[:, 0].numpy().copy())
         row_start.append(start_index.repeat(len(config.lrs)).numpy())

@@ -347,6 +347,8 @@ PRODIGY_INFO = OptimizerInfo(
         {"growth_rate": 1.02},
     ),
     convergence=Convergence(1.0, (1.0, 3000, 0.05)),
+    # d is estimated from every parameter at once: an element's step depends on all the others
+    elementwise=False,
 )
 
 #: what this module registers

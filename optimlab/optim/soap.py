@@ -367,6 +367,8 @@ SOAP_INFO = OptimizerInfo(
     ),
     # coarse grid 1e-3..1 (both problems have 1-D parameters: there SOAP is Adam)
     convergence=Convergence(0.01, (0.003, 2000, 0.05)),
+    # the eigenbases rotate a tensor's elements into each other
+    elementwise=False,
 )
 
 #: what this module registers
