@@ -82,6 +82,7 @@ class Adam(Optimizer):
     RANGES = {"lr": NON_NEGATIVE, "eps": POSITIVE}
     FLAGS = ("amsgrad",)
     STATE = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    STATE_DTYPES = ("float32", "bf16", "int8")  # optimlab.optim.low_precision
     kernel = staticmethod(_kernel)
 
     def __init__(

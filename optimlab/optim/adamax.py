@@ -65,6 +65,7 @@ class Adamax(Optimizer):
     }
     RANGES = {"lr": NON_NEGATIVE, "eps": POSITIVE}
     STATE = ("step", "exp_avg", "exp_inf")
+    STATE_DTYPES = ("float32", "bf16", "int8")  # optimlab.optim.low_precision
     kernel = staticmethod(_kernel)
 
     def __init__(
