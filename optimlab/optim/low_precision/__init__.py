@@ -23,7 +23,11 @@ from optimlab.optim.low_precision import rounding
 from optimlab.optim.low_precision import state as storage
 
 #: the options, with their defaults; groups carry them only when given
-DEFAULTS: dict[str, Any] = {"state_dtype": "float32", "stochastic_rounding": False, "rounding_seed": 0}
+DEFAULTS: dict[str, Any] = {
+    "state_dtype": "float32",
+    "stochastic_rounding": False,
+    "rounding_seed": 0,
+}
 STATE_DTYPES = storage.STATE_DTYPES
 #: per-parameter state key counting the stochastically rounded updates (part of the seed)
 ROUNDING_COUNT = "rounding_count"
@@ -137,5 +141,9 @@ def convert_loaded_state(optimizer: Any) -> None:
         for param in group["params"]:
             state = optimizer.state.get(param)
             if state:
-                work_dtype = torch.float32 if param.dtype in (torch.float16, torch.bfloat16) else param.dtype
-                storage.convert_loaded(owner, state, param, option(group, "state_dtype"), work_dtype)
+                work_dtype = (
+                    torch.float32 if param.dtype in (torch.float16, torch.bfloat16) else param.dtype
+                )
+                storage.convert_loaded(
+                    owner, state, param, option(group, "state_dtype"), work_dtype
+                )

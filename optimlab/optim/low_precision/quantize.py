@@ -38,14 +38,14 @@ def _dynamic_map_values(signed: bool) -> tuple[float, ...]:
     values: list[float] = []
     for exponent in range(_EXPONENTS):
         steps = 2**exponent if signed else 2 ** (exponent + 1)
-        # midpoints of `steps` equal steps of [0.1, 1], computed in float32 as the peers do so
-        # that the map (and so every code) is the same bit for bit
+        # midpoints of `steps` equal steps of [0.1, 1], scaled in float32 as the peers do so that
+        # the map (and so every code) is the same bit for bit
         edges = torch.linspace(0.1, 1, steps + 1)
-        midpoints = ((edges[:-1] + edges[1:]) / 2.0).tolist()
+        midpoints = (edges[:-1] + edges[1:]) / 2.0
         decade = 10.0 ** (exponent - (_EXPONENTS - 1))
-        values += [decade * m for m in midpoints]
+        values += (decade * midpoints).tolist()
         if signed:
-            values += [-decade * m for m in midpoints]
+            values += (-decade * midpoints).tolist()
     values += [0.0, 1.0]
     assert len(values) == 256, len(values)
     return tuple(sorted(values))

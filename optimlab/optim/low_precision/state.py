@@ -90,7 +90,11 @@ def store(
 
 
 def convert_loaded(
-    owner: str, state: dict[str, Any], param: torch.Tensor, state_dtype: str, work_dtype: torch.dtype
+    owner: str,
+    state: dict[str, Any],
+    param: torch.Tensor,
+    state_dtype: str,
+    work_dtype: torch.dtype,
 ) -> None:
     """Bring a just-loaded `state` (from any storage form) into the form `state_dtype` asks for.
 
