@@ -5,8 +5,12 @@
   (p50 / p95 over ``--requests``), beside the same computation in-process
   (``run_landscape``, the floor the server cannot beat: ratio = HTTP / in-process);
 * the same request repeated (answered from the server's cache of identical requests);
-* the playground page's interactive time in Debian's chromium: from navigation start to the
-  moment the page marks itself ready (controls wired, first trajectories drawn).
+* the optimizers' own updates alone: 9 × 500 calls of each class's step on its one-row
+  parameter (what any runner stepping the real classes once per step pays at least);
+* the playground page in Debian's chromium, from navigation start: *interactive* (every control
+  wired, the URL's state applied and the first trajectories drawn, on a canvas sketch) and
+  *full view* (Plotly loaded, contour and loss chart drawn). A page without the interactive mark
+  (before it existed) counts its full view as interactive.
 
     PYTHONPATH=. .venv/bin/python benchmarks/serve_latency.py [--requests 40] [--json PATH]
 """
@@ -23,9 +27,10 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from optimlab.landscapes import run_landscape
-from optimlab.optim.registry import list_optimizers
+from optimlab.optim.registry import create, preset_optimizers
 
 STEPS = 500
 
@@ -59,10 +64,37 @@ def start_server(results: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the server did not start")
 
 
-def page_interactive(url: str, repeats: int) -> list[float]:
+def updates_alone(names: list[str], steps: int) -> float:
+    """Seconds for `steps` × len(names) steps of the real classes on one-row parameters, without
+    gradients, bookkeeping or JSON: the floor of a runner that steps each class once per step."""
+    try:
+        from optimlab.landscapes.runner import bare_step
+    except ImportError:  # a runner from before bare_step: the public, decorated step
+        bare_step = lambda optimizer: type(optimizer).step  # noqa: E731
+
+    work = []
+    for name in names:
+        param = torch.tensor([[0.3, -0.2]], dtype=torch.float64, requires_grad=True)
+        lr = torch.tensor([[1e-3]], dtype=torch.float64)
+        optimizer = create(name, [param], impl="reference", lr=lr)
+        param.grad = torch.tensor([[0.1, 0.2]], dtype=torch.float64)
+        work.append((optimizer, bare_step(optimizer)))
+    began = time.perf_counter()
+    with torch.no_grad():
+        for _ in range(steps):
+            for optimizer, step in work:
+                step(optimizer)
+    return time.perf_counter() - began
+
+
+MARK = "(name) => performance.getEntriesByName(name)[0]?.startTime ?? performance.now()"
+
+
+def page_times(url: str, repeats: int) -> tuple[list[float], list[float]]:
+    """Per page load: seconds from navigation start to interactive, and to the full view."""
     from playwright.sync_api import sync_playwright
 
-    times = []
+    interactive, full = [], []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path="/usr/bin/chromium",
@@ -71,11 +103,15 @@ def page_interactive(url: str, repeats: int) -> list[float]:
         for _ in range(repeats):
             page = browser.new_page()
             page.goto(url + "/")
-            page.wait_for_selector("body[data-ready='1']", timeout=60_000)
-            times.append(page.evaluate("() => performance.now()") / 1000)
+            page.wait_for_selector(
+                "body[data-interactive='1'], body[data-ready='1']", state="attached", timeout=60_000
+            )
+            interactive.append(page.evaluate(MARK, "optimlab:interactive") / 1000)
+            page.wait_for_selector("body[data-ready='1']", state="attached", timeout=60_000)
+            full.append(page.evaluate(MARK, "optimlab:ready") / 1000)
             page.close()
         browser.close()
-    return times
+    return interactive, full
 
 
 def main() -> int:
@@ -84,7 +120,8 @@ def main() -> int:
     parser.add_argument("--page-repeats", type=int, default=5)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    spec = ",".join(list_optimizers())
+    names = preset_optimizers("classic")  # the issue's nine
+    spec = ",".join(names)
     starts = [(-1.5 + 0.01 * i, 2.0 - 0.01 * i) for i in range(args.requests + 3)]
     process, url = start_server(Path("results"))
     try:
@@ -95,24 +132,31 @@ def main() -> int:
         fresh = [post(endpoint, {**body, "start": s}) for s in starts[3:]]
         cached = [post(endpoint, {**body, "start": starts[3]}) for _ in range(args.requests)]
         run_landscape("rosenbrock", spec, steps=STEPS, starts=[starts[0]])  # warm, as the server is
-        in_process = []
+        in_process, in_process_cpu = [], []  # wall and CPU seconds (CPU: less moved by load)
         for start in starts[3 : 3 + min(10, args.requests)]:
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.process_time()
             run_landscape("rosenbrock", spec, steps=STEPS, starts=[start])
             in_process.append(time.perf_counter() - began)
+            in_process_cpu.append(time.process_time() - cpu)
+        updates = []
+        for _ in range(min(10, args.requests)):
+            updates.append(updates_alone(names, STEPS))
         try:
-            page = page_interactive(url, args.page_repeats)
+            interactive, full = page_times(url, args.page_repeats)
         except Exception as error:  # no chromium / playwright: the table says so
             print(f"page interactive time not measured: {error}", file=sys.stderr)
-            page = []
+            interactive, full = [], []
     finally:
         process.terminate()
         process.wait(timeout=10)
     rows = {
-        f"landscape {len(list_optimizers())} optimizers × {STEPS} steps, HTTP (uncached)": fresh,
-        "same, in-process run_landscape (floor)": in_process,
+        f"landscape {len(names)} optimizers × {STEPS} steps, HTTP (uncached)": fresh,
+        "same, in-process run_landscape": in_process,
+        "same, in-process, CPU time of this process": in_process_cpu,
+        f"the {len(names) * STEPS} optimizer steps alone (floor)": updates,
         "same request repeated, HTTP (server cache)": cached,
-        "playground page interactive (chromium)": page,
+        "playground page interactive (chromium)": interactive,
+        "playground full view, Plotly drawn (chromium)": full,
     }
     print("| measurement | n | p50 ms | p95 ms |\n| --- | ---: | ---: | ---: |")
     table = {}

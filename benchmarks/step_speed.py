@@ -158,18 +158,91 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------
+# Modern optimizers (issue 13): rows added at the end, the classic rows above unchanged.
+
+
+def modern_kernels() -> list[str]:
+    """The registered modern optimizers that declare a fused kernel, in registry order."""
+    return [
+        name
+        for name, info in REGISTRY.items()
+        if info.preset == "modern" and info.cls.kernel is not None
+    ]
+
+
+def measure_modern(workload: str, names: list[str], repeat: int) -> list[dict[str, Any]]:
+    """Rows like `measure`'s for optimizers that may lack a torch.optim twin.
+
+    The torch columns come from the declared twin when there is one (AdamW, RAdam); otherwise the
+    "torch for-loop" column is optimlab's own reference rule (``impl="reference"``: the
+    reference package's torch operations, one tensor at a time, as lion-pytorch and schedulefree
+    run them) and the row is marked "(ref)".
+    """
+    shapes = WORKLOADS[workload]
+    bar = torch.optim.Adam(_params(shapes), lr=1e-3, fused=True)
+    rows = []
+    for name in names:
+        info = REGISTRY[name]
+        params = _params(shapes)
+        count = sum(p.numel() for p in params)
+        twin = info.torch_twin is not None
+        arguments = _torch_twin(name)[1] if twin else {}
+        ours = optimlab.create(name, params, impl="fused", **arguments)
+        if twin:
+            variants = _torch_variants(name, params)
+        else:
+            variants = {"for-loop": optimlab.create(name, params, impl="reference", **arguments)}
+        bytes_per_param = info.cls.kernel().bytes_per_param(ours.param_groups[0])
+        row: dict[str, Any] = {
+            "workload": workload,
+            "algorithm": name if twin else f"{name} (ref)",
+            "params": count,
+            "tensors": len(params),
+            "bytes_per_param": bytes_per_param,
+        }
+        contenders = {"optimlab": ours, "bar": bar}
+        contenders.update((f"torch_{variant}", opt) for variant, opt in variants.items())
+        rounds = max(repeat, TINY_REPEAT) if count < 100_000 else repeat
+        for who, seconds in _time_interleaved(contenders, rounds).items():
+            row[f"{who}_ms"] = seconds * 1e3
+        del ours, contenders, variants
+        for key in [k for k in row if k.endswith("_ms")]:
+            row[key.replace("_ms", "_gbs")] = bytes_per_param * count / (row[key] * 1e-3) / 1e9
+        torch_times = [row[k] for k in row if k.startswith("torch_") and k.endswith("_ms")]
+        row["vs_best_torch"] = min(torch_times) / row["optimlab_ms"]
+        row["vs_torch_default"] = row["torch_for-loop_ms"] / row["optimlab_ms"]
+        if "torch_fused_ms" in row:
+            row["vs_same_fused"] = row["torch_fused_ms"] / row["optimlab_ms"]
+        row["bar_gbs"] = 28 * row["params"] / (row["bar_ms"] * 1e-3) / 1e9
+        row["gbs_vs_adam_fused"] = row["optimlab_gbs"] / row["bar_gbs"]
+        row["time_vs_adam_fused"] = row["optimlab_ms"] / row["bar_ms"]
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=15, help="timed steps per measurement")
     parser.add_argument("--json", type=str, default=None, help="also write the rows here")
-    with_twin = [name for name, info in REGISTRY.items() if info.torch_twin is not None]
+    # the fused kernels beside their torch.optim twins (an optimizer without either has no row);
+    # the modern kernels have their own rows (--modern)
+    modern = modern_kernels()
+    with_twin = [
+        name
+        for name, info in REGISTRY.items()
+        if info.torch_twin is not None and info.cls.kernel is not None and name not in modern
+    ]
     parser.add_argument("--only", type=str, default=",".join(with_twin), help="algorithms")
+    parser.add_argument("--modern", type=str, default=",".join(modern), help="modern kernels")
     parser.add_argument("--workloads", type=str, default="large,small,one-1000")
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
     rows: list[dict[str, Any]] = []
+    modern_names = [n for n in args.modern.split(",") if n]
     for workload in args.workloads.split(","):
         rows += measure(workload, names, args.repeat)
+        rows += measure_modern(workload, modern_names, args.repeat)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()}")
     print(table(rows))
     if args.json:

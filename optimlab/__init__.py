@@ -10,71 +10,39 @@ and ``optimlab --version`` answer without loading torch.
 """
 
 import importlib as _importlib
-from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "NAG",
-    "SGD",
-    "Adadelta",
-    "Adafactor",
-    "Adagrad",
-    "Adam",
-    "AdamW",
-    "Adamax",
-    "Lamb",
-    "Lion",
-    "Momentum",
-    "Muon",
-    "NAdam",
-    "Optimizer",
-    "RAdam",
-    "RMSprop",
-    "ScheduleFreeAdamW",
-    "ScheduleFreeSGD",
-    "__version__",
-    "create",
-    "list_optimizers",
-]
+#: what `optimlab` exports from `optimlab.optim` besides the optimizer classes
+_HELPERS = frozenset({"Optimizer", "create", "list_optimizers", "muon_for"})
 
-#: the public names that live in `optimlab.optim`, loaded on first use
-_FROM_OPTIM = frozenset(__all__) - {"__version__"}
 
-if _TYPE_CHECKING:  # for type checkers and IDEs; never executed
-    from optimlab.optim import (
-        NAG,
-        SGD,
-        Adadelta,
-        Adafactor,
-        Adagrad,
-        Adam,
-        Adamax,
-        AdamW,
-        Lamb,
-        Lion,
-        Momentum,
-        Muon,
-        NAdam,
-        Optimizer,
-        RAdam,
-        RMSprop,
-        ScheduleFreeAdamW,
-        ScheduleFreeSGD,
-        create,
-        list_optimizers,
-    )
+def _optim() -> _Any:
+    return _importlib.import_module("optimlab.optim")
+
+
+def _public_names() -> list[str]:
+    """The registered optimizers' class names (from the registry's declarations: no list here),
+    the helpers and ``__version__``; asking imports the optimizers (and torch)."""
+    return sorted({*_optim().optimizer_classes(), *_HELPERS, "__version__"})
 
 
 def __getattr__(name: str) -> _Any:
-    if name in _FROM_OPTIM:
-        value = getattr(_importlib.import_module("optimlab.optim"), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
+    if name == "__all__":  # `from optimlab import *`
+        return _public_names()
+    # Only a helper or a class name (capitalized) loads the optimizers: probing a lowercase name
+    # (a subpackage not imported yet, say) stays light.
+    if name in _HELPERS or name[:1].isupper():
+        optim = _optim()
+        if name in _HELPERS or name in optim.optimizer_classes():
+            value = getattr(optim, name)
+            if name in optim.__all__:  # built-in: later lookups skip this function
+                globals()[name] = value
+            return value
     raise AttributeError(f"module 'optimlab' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
     # The public names (loaded or not) and the submodules imported so far; not the helpers.
-    return sorted({*__all__, *(n for n in globals() if not n.startswith("_"))})
+    return sorted({*_public_names(), *(n for n in globals() if not n.startswith("_"))})

@@ -34,6 +34,28 @@ def test_public_classes_and_registry() -> None:
     assert nag.defaults["momentum"] == 0.9 and nag.defaults["nesterov"] is True
 
 
+def test_a_registered_optimizer_is_public_under_its_class_name() -> None:
+    """The public class names come from the registry's declarations, not a hand-kept list: an
+    optimizer registered at run time is ``optimlab.X`` and ``optimlab.optim.X``, is listed by
+    dir() and ``__all__``, and is gone again when unregistered."""
+    from optimlab.optim.declaration import OptimizerInfo
+    from optimlab.optim.registry import registered
+
+    class HalfStepSGD(optimlab.SGD):
+        name = "half-step-sgd"
+
+    info = OptimizerInfo(
+        name="half-step-sgd", cls=HalfStepSGD, title="t", family="none", rule="θ ← θ − η·g"
+    )
+    assert not hasattr(optimlab, "HalfStepSGD")
+    with registered(info):
+        assert optimlab.HalfStepSGD is HalfStepSGD is optimlab.optim.HalfStepSGD
+        assert "HalfStepSGD" in dir(optimlab) and "HalfStepSGD" in optimlab.__all__
+        assert "HalfStepSGD" in dir(optimlab.optim)
+    assert not hasattr(optimlab, "HalfStepSGD") and not hasattr(optimlab.optim, "HalfStepSGD")
+    assert "HalfStepSGD" not in dir(optimlab)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_create_builds_the_registered_class_with_hyperparameters(name: str) -> None:
     optimizer = optimlab.create(name, [torch.zeros(2, requires_grad=True)], lr=0.125)

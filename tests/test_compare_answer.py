@@ -455,3 +455,29 @@ def test_hand_made_summary_ties_overlaps_and_leaves_out_the_unlearned_problem() 
     assert easy["adam"]["seconds_to_target"] == pytest.approx(0.053)
     assert easy["adam"]["seconds_per_step_mean"] == pytest.approx(0.001)  # warm-up apart
     assert easy["adam"]["warmup_seconds_mean"] == pytest.approx(0.05)
+
+
+def test_evals_sets_the_points_of_every_curve(tmp_path, capsys) -> None:
+    """`--evals N`: each run evaluates after N steps (plus the start), so a short run
+    does not spend its time evaluating; a count below 1 is refused before any trial."""
+    from optimlab.cli import main
+
+    out = str(tmp_path / "run")
+    argv = ["compare", "--problems", "digits-logreg", "--optimizers", "sgd", "--steps", "6"]
+    argv += ["--grid-points", "1", "--seeds", "1", "--out", out]
+    assert main([*argv, "--evals", "0"]) == 2
+    assert "--evals" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "results.sqlite").exists()
+    for evals in (2, 3):
+        assert main([*argv, "--evals", str(evals)]) == 0
+        capsys.readouterr()
+        assert main(["export", "--out", out, "--format", "json", "--curves"]) == 0
+        points = json.loads(capsys.readouterr().out)
+        steps_per_trial: dict[str, set[int]] = {}
+        for point in points:
+            steps_per_trial.setdefault(point["key"], set()).add(point["step"])
+        assert steps_per_trial and len({len(s) for s in steps_per_trial.values()}) == 1
+        # the curve: step 0, then the evaluation steps (1 and 6; 1, 3 and 6)
+        expected = {2: {0, 1, 6}, 3: {0, 1, 3, 6}}[evals]
+        assert all(s == expected for s in steps_per_trial.values()), steps_per_trial
+        (tmp_path / "run" / "results.sqlite").unlink()

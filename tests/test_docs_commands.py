@@ -47,7 +47,7 @@ PLACEHOLDERS = {
 }
 #: options appended per command to shrink its budget (never by editing the docs)
 SHRINK = {
-    "compare": ["--steps", "10", "--grid-points", "2", "--seeds", "2"],
+    "compare": ["--steps", "5", "--grid-points", "1", "--seeds", "1", "--evals", "1"],
     "demo": ["--steps", "20", "--grid-points", "2", "--seeds", "2"],
     "landscape": ["--steps", "20"],
 }

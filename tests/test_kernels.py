@@ -9,6 +9,8 @@ loss, five shapes (one spanning several parallel chunks) in two parameter groups
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numba
@@ -223,6 +225,13 @@ def test_state_dict_moves_between_fused_and_reference(name: str) -> None:
         _assert_same_run(reloaded, uninterrupted, midway, continued, dtype)
 
 
+def _signatures(kernel) -> list:
+    """The compiled signatures of a kernel and of its serial twin (small groups run that)."""
+    serial = getattr(kernel, "serial", None)
+    twins = [kernel] if serial is None else [kernel, serial]
+    return [list(getattr(k, "dispatcher", k).signatures) for k in twins]
+
+
 @pytest.mark.parametrize("name", FUSED)
 def test_changing_hyperparameters_between_steps_matches_and_never_recompiles(name: str) -> None:
     """An lr scheduler (and betas/eps/momentum changes) are runtime arguments of the kernel."""
@@ -254,8 +263,8 @@ def test_changing_hyperparameters_between_steps_matches_and_never_recompiles(nam
         for schedule in schedules:
             schedule.step()
         if signatures is None:
-            signatures = list(kernel.dispatcher.signatures)
-    assert list(kernel.dispatcher.signatures) == signatures, "a hyperparameter change recompiled"
+            signatures = _signatures(kernel)
+    assert _signatures(kernel) == signatures, "a hyperparameter change recompiled"
     _assert_same_run(fused, reference, fused_params, reference_params, dtype)
 
 
@@ -492,6 +501,24 @@ def test_threads_follow_torch() -> None:
         torch.set_num_threads(previous)
 
 
+def test_the_first_parallel_kernel_keeps_torchs_thread_count() -> None:
+    """numba's OpenMP layer resets the process's OpenMP thread count when it starts, which is
+    torch's: ``torch.set_num_threads(1)`` was undone by the first fused step.  A fresh process,
+    since this one has started numba's threads already."""
+    code = (
+        "import torch, optimlab\n"
+        "from optimlab.optim.kernels.dispatch import PARALLEL_FROM\n"
+        "torch.set_num_threads(1)\n"
+        "p = torch.zeros(PARALLEL_FROM, requires_grad=True)\n"
+        "p.grad = torch.ones(PARALLEL_FROM)\n"
+        "optimlab.Adam([p], impl='fused').step()\n"
+        "print(torch.get_num_threads())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1"]
+
+
 # ---------------------------------------------------------------------------------------------
 # compilation cache
 
@@ -579,11 +606,32 @@ def test_lerp_with_a_weight_above_one_half_rounds_as_torch(name, options, averag
     assert torch.equal(averages["fused"], averages["reference"])
 
 
+def _replace_state(optimizer: optimlab.Optimizer, params: list[torch.Tensor], how: str) -> None:
+    """Set every tensor state (not ``step``) of every parameter to 0.5, the way a user might."""
+    for p in params:
+        state = optimizer.state[p]
+        keys = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.dim() > 0]
+        if how == "entry":  # a whole new state dict for the parameter
+            optimizer.state[p] = {
+                k: torch.full_like(p, 0.5) if k in keys else v.clone() for k, v in state.items()
+            }
+            continue
+        for key in keys:
+            if how == "new":
+                state[key] = torch.full_like(p, 0.5)
+            elif how == "noncontiguous":  # same shape and values, strided
+                state[key] = torch.full((*p.shape, 2), 0.5, dtype=p.dtype)[..., 0]
+            else:  # "in place": written through the tensor the optimizer handed out
+                state[key].fill_(0.5)
+
+
+@pytest.mark.parametrize("how", ["new", "noncontiguous", "entry", "in place"])
 @pytest.mark.parametrize("name", FUSED)
-def test_a_state_tensor_replaced_by_hand_is_noticed(name: str) -> None:
-    """The fused path keeps its call arrays and layout between steps; a state tensor the user
-    replaces (here: every tensor state reset to a new tensor of 0.5) must still be what the next
-    step reads and updates, exactly as in the reference rule."""
+def test_a_state_tensor_replaced_by_hand_is_noticed(name: str, how: str) -> None:
+    """The fused path repeats a step whose group did not change without re-walking the layout
+    (dispatch.FastStep); a state tensor the user replaces (every tensor state set to 0.5: a new
+    tensor, a non-contiguous one, a new state dict, or written in place) must still be what the
+    next step reads and updates, exactly as in the reference rule."""
     runs = {}
     for impl in ("fused", "reference"):
         params = [p.clone().requires_grad_() for p in _make_params(torch.float64)]
@@ -592,13 +640,31 @@ def test_a_state_tensor_replaced_by_hand_is_noticed(name: str) -> None:
             _set_grads(params, False)
             optimizer.step()
             if step == 2:
-                for p in params:
-                    state = optimizer.state[p]
-                    for key in [k for k, v in state.items() if k != "step"]:
-                        if isinstance(state[key], torch.Tensor) and state[key].dim() > 0:
-                            state[key] = torch.full_like(p, 0.5)
+                if impl == "fused":  # the replacement meets the fast path's checks
+                    layout = optimizer.fused_layouts[id(optimizer.param_groups[0])]
+                    assert layout.fast is not None
+                _replace_state(optimizer, params, how)
         runs[impl] = (params, optimizer)
     (fused_params, fused), (reference_params, reference) = runs["fused"], runs["reference"]
     _assert_same_run(fused, reference, fused_params, reference_params, torch.float64)
     replaced = [k for k, v in reference.state[reference_params[0]].items() if k != "step"]
     assert replaced or name == "sgd", "the test must replace some state to mean anything"
+
+
+@pytest.mark.parametrize("name", ["momentum", "adam"])
+def test_a_parameter_appended_to_a_group_is_noticed(name: str) -> None:
+    """A parameter appended to a group's list in place after the fast path took over steps
+    from then on, as in the reference rule."""
+    runs = {}
+    for impl in ("fused", "reference"):
+        params = [p.clone().requires_grad_() for p in _make_params(torch.float64)]
+        optimizer = optimlab.create(name, [params[:4]], lr=_lr(name), impl=impl)
+        for step in range(6):
+            _set_grads(params, False)
+            optimizer.step()
+            if step == 2:
+                optimizer.param_groups[0]["params"].append(params[4])
+        runs[impl] = (params, optimizer)
+    (fused_params, fused), (reference_params, reference) = runs["fused"], runs["reference"]
+    _assert_same_run(fused, reference, fused_params, reference_params, torch.float64)
+    assert fused.state[fused_params[4]], "the appended parameter must have stepped"

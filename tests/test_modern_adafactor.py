@@ -91,7 +91,7 @@ def test_keras_adafactor_as_shipped_rounds_the_step_size_to_float32() -> None:
     def keras_step() -> torch.Tensor:
         variable = keras.Variable(start.clone(), dtype="float64")
         keras.optimizers.Adafactor(learning_rate=2**-6).apply_gradients([(grad.clone(), variable)])
-        return variable.value
+        return variable.value.detach()
 
     param = start.clone().requires_grad_()
     ours = Adafactor([param], lr=2**-6, convention="keras")

@@ -22,6 +22,7 @@ def test_registered_names() -> None:
         "mnist1d-cnn",
         "deep-mlp",
         "mnist1d-transfer",
+        "tiny-lm",
         "torchvision",
     ]
 

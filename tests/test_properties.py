@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from optimlab.optim.declaration import Choice, Sample, SampleRange, sampling_space
 from optimlab.optim.registry import REGISTRY
 from tests.torch_reference import default_dtype, max_relative_error, torch_kwargs, torch_twin
 
@@ -16,32 +20,29 @@ SHAPES = st.lists(
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+def _draw(draw: st.DrawFn, sample: Sample) -> Any:
+    """One value from a declared sample (see optimlab.optim.declaration.sampling_space)."""
+    if isinstance(sample, Choice):
+        return draw(st.sampled_from(sample.values))
+    if isinstance(sample, tuple):
+        return tuple(_draw(draw, element) for element in sample)
+    if sample.log:
+        exponent = draw(st.floats(math.log(sample.low), math.log(sample.high)))
+        return min(max(math.exp(exponent), sample.low), sample.high)
+    return draw(st.floats(sample.low, sample.high))
+
+
 def _hyperparameters(draw: st.DrawFn, name: str) -> dict:
-    """A random valid point of the optimizer's hyperparameter space (torch convention)."""
-    defaults = REGISTRY[name].cls.DEFAULTS["torch"]
-    chosen: dict = {"lr": draw(st.floats(1e-4, 0.1))}
-    if "betas" in defaults:
-        chosen["betas"] = (draw(st.floats(0.0, 0.99)), draw(st.floats(0.5, 0.9999)))
-    if "eps" in defaults:
-        chosen["eps"] = draw(st.floats(1e-10, 1e-3))
-    for key in ("alpha", "rho"):
-        if key in defaults:
-            chosen[key] = draw(st.floats(0.0, 0.999))
-    if "momentum" in defaults and name != "sgd":
-        chosen["momentum"] = draw(st.floats(0.05, 0.99))
-    if "lr_decay" in defaults:
-        chosen["lr_decay"] = draw(st.floats(0.0, 0.1))
-    if "momentum_decay" in defaults:
-        chosen["momentum_decay"] = draw(st.floats(0.0, 0.1))
-    for flag in ("centered", "amsgrad"):
-        if flag in defaults:
-            chosen[flag] = draw(st.booleans())
+    """A random valid point of the optimizer's hyperparameter space (torch convention), drawn
+    where its declaration says (``sampling_space``: no per-name lists here)."""
+    info = REGISTRY[name]
+    chosen = {key: _draw(draw, sample) for key, sample in sampling_space(info).items()}
     chosen["weight_decay"] = draw(st.sampled_from([0.0, 0.01]))
     chosen["maximize"] = draw(st.booleans())
-    # The draws above are by key name; the class's own validation has the last word (e.g.
-    # Schedule-Free AdamW needs beta1 > 0, which Adam allows): an invalid point is rejected.
+    # Each hyperparameter is drawn on its own; the class's own validation has the last word on
+    # combinations (Nesterov needs momentum > 0 and no dampening): an invalid point is rejected.
     try:
-        REGISTRY[name].cls([torch.zeros(1, requires_grad=True)], **chosen)
+        info.cls([torch.zeros(1, requires_grad=True)], **chosen)
     except ValueError:
         assume(False)
     return chosen
@@ -182,3 +183,17 @@ def test_update_is_elementwise_so_splitting_tensors_changes_nothing(case: tuple)
             sum((p.sin() * p).sum() for p in params).backward()
             optimizer.step()
     assert max_relative_error([whole], [torch.stack([p.detach() for p in pieces])]) <= 1e-13
+
+
+def test_every_registered_optimizer_has_a_sampling_space() -> None:
+    """The property tests draw from the declarations: every optimizer's lr is drawn, every
+    flag both ways, and each range lies inside the class's valid interval."""
+    for name, info in REGISTRY.items():
+        space = sampling_space(info)
+        assert isinstance(space.get("lr"), SampleRange), name
+        for flag in info.cls.FLAGS:
+            assert space.get(flag) == Choice((False, True)), (name, flag)
+        for key, sample in space.items():
+            interval = info.cls.RANGES.get(key)
+            if isinstance(sample, SampleRange) and interval is not None:
+                assert sample.low in interval and sample.high in interval, (name, key, sample)

@@ -6,6 +6,7 @@ reason, only when chromium or Playwright is absent."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -188,10 +189,10 @@ def test_a_run_page_follows_a_running_compare(
                "--workers", "1", "--out", str(out)]  # fmt: skip
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a worker process starts (torch): slow on a busy box
         while not (out / "results.sqlite").is_file() or not files.read_trials(out):
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            assert time.monotonic() < deadline, "compare stored no trial in 60 s"
+            assert time.monotonic() < deadline, "compare stored no trial in 180 s"
             time.sleep(0.2)
         page.goto(server + "/run?path=running")
         ready(page)
@@ -202,6 +203,15 @@ def test_a_run_page_follows_a_running_compare(
             "(n) => document.querySelectorAll('#trials tr').length - 1 > n", arg=max(shown, stored),
             timeout=60_000,
         )  # fmt: skip
+        # the progress compare writes (progress.json): counts and an ETA from its rate, live
+        page.wait_for_function(
+            "() => /running: \\d+\\/\\d+ trials .*ETA \\d/.test("
+            "document.getElementById('progress').textContent)"
+        )
+        done, planned = map(
+            int, re.search(r"(\d+)/(\d+) trials", page.inner_text("#progress")).groups()
+        )
+        assert 1 <= done <= planned and planned >= len(files.read_trials(out)) - 1
     finally:
         process.kill()
         process.wait(timeout=10)

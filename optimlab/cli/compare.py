@@ -108,6 +108,7 @@ def build_comparison(
     trials: int | None = None,
     search: str | None = None,
     out: str = DEFAULT_OUT,
+    evals: int | None = None,
 ) -> Any:
     """Turn the command-line options into a checked `Comparison` (typer.BadParameter if not).
     ``tuner="optuna"``: `trials` points per pair (default: as many as the grid's), studies in
@@ -130,6 +131,8 @@ def build_comparison(
         raise typer.BadParameter(
             f"{grid_points}; allowed: an integer >= 1", param_hint="--grid-points"
         )
+    if evals is not None and evals < 1:
+        raise typer.BadParameter(f"{evals}; allowed: an integer >= 1", param_hint="--evals")
     budgets = dict(chosen.problems)
     if problems is None:
         selected = [(spec, steps or budget) for spec, budget in chosen.problems]
@@ -179,7 +182,7 @@ def build_comparison(
         grid=lr_grid(grid_points or chosen.grid_points, *chosen.lr_range),
         seeds=seeds or chosen.seeds,
         schedule=schedule,
-        evals=chosen.evals,
+        evals=evals or chosen.evals,
         suite=suite,
         default_seeds=None if seeds else chosen.default_seeds,
         tuner=optuna_tuner,
@@ -204,6 +207,8 @@ class Options:
     steps: int | None = None
     diagnose: bool = False
     grid_points: int | None = None
+    #: evaluations of the train and validation sets along each run (the curve's points)
+    evals: int | None = None
     executor: str = "local"
     ray_address: str | None = None
     ray_retries: int = 2
@@ -211,6 +216,8 @@ class Options:
     trials: int | None = None
     search: str | None = None
     log_dir: str | None = None
+    #: auto: train each population (the rates and seeds of one optimizer) batched; off: singly
+    population: str = "off"
     #: the command a rerun uses (``optimlab demo`` for the demo)
     program: tuple[str, ...] = ("optimlab", "compare")
 
@@ -229,6 +236,7 @@ class Options:
             "schedule": "--schedule",
             "steps": "--steps",
             "grid_points": "--grid-points",
+            "evals": "--evals",
             "executor": "--executor",
             "ray_address": "--ray-address",
             "ray_retries": "--ray-retries",
@@ -236,6 +244,7 @@ class Options:
             "trials": "--trials",
             "search": "--search",
             "log_dir": "--log-dir",
+            "population": "--population",
         }
         for name, flag in flags.items():
             value = getattr(self, name)
@@ -278,6 +287,10 @@ def build(options: Options) -> Setup:
         raise typer.BadParameter(str(error), param_hint=hint) from None
     if o.log_dir is not None:
         check_log_dir()
+    if o.population not in ("auto", "off"):
+        raise typer.BadParameter(
+            f"unknown mode {o.population!r}; valid: auto, off", param_hint="--population"
+        )
     comparison = build_comparison(
         o.suite,
         o.problems,
@@ -290,6 +303,7 @@ def build(options: Options) -> Setup:
         o.trials,
         o.search,
         o.out,
+        o.evals,
     )
     try:
         store = ResultStore(o.out, fresh=o.fresh)
@@ -302,10 +316,17 @@ def build(options: Options) -> Setup:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial otherwise
     workers = o.workers or default_workers()
+
+    def fallback(message: str) -> None:  # once per reason a population runs as single trials
+        print(message, file=sys.stderr)
+
+    batching = {"population": o.population, "on_fallback": fallback}
     if o.executor == "ray":
         from optimlab.lab.ray_executor import RayExecutor
 
-        executor = RayExecutor(store, workers, address=o.ray_address, retries=o.ray_retries)
+        executor = RayExecutor(
+            store, workers, address=o.ray_address, retries=o.ray_retries, **batching
+        )
         try:
             executor.start()
         except ConnectionError as error:
@@ -314,7 +335,7 @@ def build(options: Options) -> Setup:
             ) from None
         where = f"Ray ({executor.slots} CPUs)"
     else:
-        executor = Executor(store, workers)
+        executor = Executor(store, workers, **batching)
         where = f"{workers} worker(s)"
     return Setup(o, comparison, store, executor, where)
 
@@ -334,9 +355,11 @@ def run(setup: Setup) -> tuple[dict[str, int], float]:
     Ctrl-C stops it, says how many trials are stored and the command that resumes, and exits
     130. Returns the counts and the seconds it took."""
     from optimlab.cli.progress import Progress
+    from optimlab.lab.progress_file import ProgressFile
     from optimlab.lab.protocol import run_comparison
 
-    progress = Progress(sys.stderr, terminal=sys.stderr.isatty())
+    record = ProgressFile(setup.store.directory, setup.options.resume_command())
+    progress = Progress(sys.stderr, terminal=sys.stderr.isatty(), record=record)
     log = curve_logger(setup)
 
     def on_event(event: dict[str, Any]) -> None:
@@ -451,7 +474,11 @@ def problem_tables(summary: dict[str, Any], problem: str, width: int = 80) -> li
     metric = info["metric"]
     title = problem if info["learned"] else f"{problem} — not learned ({info['learned_reason']})"
     rows = []
-    for label in summary["per_problem_ranking"][problem]:
+    # the learning-rate-free ones apart, below the tuned ones (AlgoPerf's two tracks)
+    order = summary["per_problem_ranking"][problem]
+    tuned = [label for label in order if not entries[label].get("learning_rate_free")]
+    free = [label for label in order if entries[label].get("learning_rate_free")]
+    for label in tuned + free:
         e = entries[label]
         tie = "=" if e["tied_with"] else ""
         rank = "—" if e["rank"] is None else f"{e['rank']}{tie}"
@@ -464,11 +491,12 @@ def problem_tables(summary: dict[str, Any], problem: str, width: int = 80) -> li
         speed = _ms(e.get("seconds_per_step_mean"))
         if e.get("warmup_seconds_mean") is not None:
             speed += f" ({_ms(e['warmup_seconds_mean'])})"
+        lr = "—" if e["best_lr"] is None else f"{e['best_lr']:.3g}"
         rows.append(
             (
                 rank,
                 label,
-                "—" if e["best_lr"] is None else f"{e['best_lr']:.3g}",
+                f"{lr} (default)" if e.get("learning_rate_free") else lr,
                 f"{e['status']}: {e['reason']}" if e["rank"] is None else value,
                 to_target if e["rank"] is not None else "—",
                 speed if e["rank"] is not None else "—",
@@ -500,10 +528,31 @@ def problem_tables(summary: dict[str, Any], problem: str, width: int = 80) -> li
         for i in columns:
             # a cell too wide folds onto a second line, never cut ("3.61e-…")
             table.add_column(headers[i], justify="left" if i == 1 else "right", overflow="fold")
-        for row in rows:
-            table.add_row(*(row[i] for i in columns))
+        for index, row in enumerate(rows):
+            # a rule between the tuned rows and the learning-rate-free ones
+            last_tuned = index == len(tuned) - 1 and len(free) > 0
+            table.add_row(*(row[i] for i in columns), end_section=last_tuned)
+        if number == len(groups) - 1:  # below the last table: how the others ran
+            table.caption = protocol_caption(entries)
+            table.caption_justify = "left"
         tables.append(table)
     return tables
+
+
+def protocol_caption(entries: dict[str, Any]) -> str | None:
+    """Which optimizers ran outside the tuned protocol, and how (None: all tuned)."""
+    free = [label for label, e in entries.items() if e.get("learning_rate_free")]
+    scheduled = [label for label, e in entries.items() if e.get("schedule_free")]
+    lines = []
+    if free:
+        lines.append(
+            f"learning-rate-free (below the rule): {', '.join(free)} — run at its defaults, "
+            f"no learning-rate grid; its trials are its seeds"
+        )
+    if scheduled:
+        notes = {entries[label]["protocol"] for label in scheduled}
+        lines.append(f"{', '.join(scheduled)}: {'; '.join(sorted(notes))}")
+    return "\n".join(lines) or None
 
 
 def ranking_table(summary: dict[str, Any]) -> Any:
@@ -603,6 +652,11 @@ def command(
     grid_points: int | None = typer.Option(
         None, "--grid-points", help="Learning rates on the log grid (default: the suite's)."
     ),
+    evals: int | None = typer.Option(
+        None,
+        "--evals",
+        help="Evaluations of the train and validation sets along each run (default: the suite's).",
+    ),
     log_dir: str | None = typer.Option(
         None,
         "--log-dir",
@@ -640,6 +694,12 @@ def command(
         help="What Optuna tunes besides lr: comma-separated from lr, betas, momentum, alpha, "
         "rho, eps, weight_decay (only those an optimizer has; default: lr).",
     ),
+    population: str = typer.Option(
+        "off",
+        "--population",
+        help="auto: train the rates and seeds of one optimizer as one batched model where "
+        "possible (else singly, said once); off: every trial alone.",
+    ),
 ) -> int:
     """Tune, repeat and rank optimizers on training problems; write DIR/index.html."""
     return compare(
@@ -655,6 +715,7 @@ def command(
             steps=steps,
             diagnose=diagnose,
             grid_points=grid_points,
+            evals=evals,
             executor=executor_name,
             ray_address=ray_address,
             ray_retries=ray_retries,
@@ -662,5 +723,6 @@ def command(
             trials=trials,
             search=search,
             log_dir=log_dir,
+            population=population,
         )
     )

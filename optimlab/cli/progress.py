@@ -4,7 +4,12 @@ On a terminal: a rich bar with done/total, rate-based ETA and the last result. O
 ``> log``): one plain line at the start, then at most one every `interval` seconds, and one at
 the end — ``compare: 12/≈60 trials (20%), 0.8 trials/s, ETA 1 min 0 s, last: digits-mlp adam
 lr=0.01 ok``. A total marked ``≈`` still holds an estimate of the seed reruns (known once each
-tuning is complete); it never goes down.
+tuning is complete); it goes down when reruns turn out unnecessary (every rate diverged, or they
+coincide with trials already planned), so the last line's count is the trials that ran or were
+reused, never more.
+
+With a `record` (:class:`optimlab.lab.progress_file.ProgressFile`) the same counts go to
+``DIR/progress.json`` (at most once a second, and at the end), which ``optimlab serve`` reads.
 
 No heavy imports (rich is imported when a bar is made): cli modules stay fast to load.
 """
@@ -12,7 +17,10 @@ No heavy imports (rich is imported when a bar is made): cli modules stay fast to
 from __future__ import annotations
 
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from optimlab.lab.progress_file import ProgressFile
 
 
 def duration(seconds: float) -> str:
@@ -43,10 +51,19 @@ FIXED_WIDTH = 66
 class Progress:
     """Receives `optimlab.lab.protocol.run_comparison`'s events and shows them.
 
-    `stream`: where plain lines go (stderr); `terminal`: draw a rich bar instead."""
+    `stream`: where plain lines go (stderr); `terminal`: draw a rich bar instead; `record`: also
+    keep the counts in a progress file."""
 
-    def __init__(self, stream: TextIO, terminal: bool, interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        terminal: bool,
+        interval: float = 5.0,
+        record: ProgressFile | None = None,
+    ) -> None:
         self.stream = stream
+        self.record = record
+        self.failed = 0
         self.terminal = terminal
         self.interval = interval
         self.started = time.monotonic()
@@ -62,12 +79,19 @@ class Progress:
 
     # -- the events ---------------------------------------------------------------------------
     def __call__(self, event: dict[str, Any]) -> None:
+        # Seed reruns that turned out unnecessary are `skipped`: the protocol keeps them in its
+        # total and its done count (its total never goes down), but nothing ran for them.
+        skipped = event.get("skipped", 0)
+        done = event["done"] - skipped
         if self.first_done is None:
-            self.first_done = event["done"]
-        self.done, self.approximate = event["done"], event["approximate"]
-        self.total = max(self.total, event["total"])
+            self.first_done = done
+        self.done, self.approximate = done, event["approximate"]
+        self.total = event["total"] - skipped
         if event["event"] == "finished":
             self.last = describe(event)
+            self.failed += event["status"] == "failed"
+        if self.record is not None:
+            self.record.update(self.total, self.done, self.failed)
         if self.terminal:
             self._draw()
         else:
@@ -77,7 +101,10 @@ class Progress:
                 self._print()
 
     def close(self) -> None:
-        """The last line (plain) or the final state of the bar."""
+        """The last line (plain) or the final state of the bar; the progress file's last write
+        (finished when every planned trial is done)."""
+        if self.record is not None:
+            self.record.close(finished=self.done >= self.total and not self.approximate)
         if self._bar is not None:
             self._bar.stop()
             self._bar = None

@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from optimlab.optim.modes import to_train_point
 from optimlab.spec import parse_value
 
 #: ``Attribute`` or ``Attribute.inner`` (a factory held by a class or namespace)
@@ -380,6 +381,7 @@ def check_custom(optimizer: CustomOptimizer, options: dict[str, Any]) -> None:
     params = _dummy_parameters()
     layout = [(p.shape, p.dtype) for p in params]
     built = optimizer.build(params, lr=lr, **options)
+    to_train_point(built)  # Schedule-Free's classes refuse to step outside train mode
     if not built.param_groups or any("lr" not in group for group in built.param_groups):
         raise ValueError(
             f"optimizer {optimizer.label}: its param_groups have no 'lr'; learning-rate tuning "

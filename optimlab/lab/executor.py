@@ -10,16 +10,25 @@ thread each (small models: processes, not threads, give the parallelism), and di
 parent (Linux ``PR_SET_PDEATHSIG``) so a killed comparison leaves no orphans behind. A worker
 writes its trial to the store itself, so a finished trial is on disk even if the parent dies
 before it hears about it.
+
+**Populations** (``population="auto"``): the trials submitted before the next `wait_one` are
+grouped into populations — the trials of one (problem, optimizer, schedule, budget) that differ
+only in learning rate and seed (`optimlab.lab.population`) — and each population is one unit of
+work, trained as one batched model in one worker; its members are stored and returned as
+ordinary trials, one by one. What cannot be batched (`population.check_population` says why)
+runs as single trials, and ``on_fallback`` hears the reason once. ``"off"``: single trials only.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import multiprocessing
 import os
 import signal
 import sys
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
@@ -31,6 +40,12 @@ from optimlab.lab.trial import TrialResult, TrialSpec
 from optimlab.problems import Problem, data, get_problem, registry
 
 _WORKER_STORE: ResultStore | None = None
+
+#: ``population=`` values: batch what can be batched, or single trials only
+POPULATION_MODES = ("auto", "off")
+#: the most members one unit of work trains at once (memory grows with it; 36 rates + 10
+#: default seeds of the full suite fit in one)
+MAX_MEMBERS = 64
 
 
 def default_workers() -> int:
@@ -107,18 +122,68 @@ def run_and_store(
     return result
 
 
+def run_unit(specs: list[TrialSpec], prune: bool = False) -> list[TrialResult]:
+    """One unit of work: a single trial, or a population trained batched (the results in the
+    order of `specs`). A population that turns out unbatchable here runs trial by trial."""
+    if len(specs) == 1:
+        return [run_trial(specs[0], prune)]
+    from optimlab.lab.population import Unbatchable, train_population
+
+    stop_if = None
+    if prune:
+        from optimlab.lab.pruning import explosion
+
+        stop_if = explosion
+    try:
+        return train_population(specs, _problem(specs[0].problem), stop_if)
+    except Unbatchable:
+        return [run_trial(spec, prune) for spec in specs]
+
+
+def run_unit_and_store(
+    specs: list[TrialSpec], store: ResultStore | None = None, prune: bool = False
+) -> list[TrialResult]:
+    """`run_unit`, each member written to the store as an ordinary trial (same key, same row)."""
+    store = store or _WORKER_STORE
+    assert store is not None, "run_unit_and_store outside a worker needs a store"
+    results = run_unit(specs, prune)
+    for spec, result in zip(specs, results):
+        store.put(spec, result)
+    return results
+
+
 class BaseExecutor:
     """What every executor shares: the keys already stored or submitted, so callers may submit
-    freely (a spec that is stored or in flight is skipped), and the context manager.
+    freely (a spec that is stored or in flight is skipped), the grouping of submitted trials
+    into populations, and the context manager.
 
-    Subclasses start the trial in `_start` and return the next finished one from `_finish`;
-    `wait_one` returns it only once it is in the store.
+    Subclasses start a unit of work (one trial, or a population's trials) in `_start` and return
+    the next finished unit's trials and results from `_finish`; `wait_one` returns them one at a
+    time, each only once it is in the store.
+
+    ``population``: ``"auto"`` trains the trials of one population as one batched unit where
+    that can be done (else singly, reporting the reason once to ``on_fallback``); ``"off"``
+    runs every trial alone.
     """
 
-    def __init__(self, store: ResultStore) -> None:
+    def __init__(
+        self,
+        store: ResultStore,
+        population: str = "off",
+        on_fallback: Callable[[str], None] | None = None,
+    ) -> None:
+        if population not in POPULATION_MODES:
+            raise ValueError(f"population={population!r}; allowed: {', '.join(POPULATION_MODES)}")
         self.store = store
+        self.population = population
+        self.on_fallback = on_fallback
         self._known = store.keys()
         self._pending: set[str] = set()
+        self._buffer: list[tuple[TrialSpec, bool]] = []
+        self._ready: deque[tuple[TrialSpec, TrialResult]] = deque()
+        self._verdicts: dict[str, str | None] = {}
+        #: the reasons populations ran as single trials (each reported once)
+        self.fallbacks: list[str] = []
 
     def __enter__(self) -> BaseExecutor:
         return self
@@ -132,11 +197,11 @@ class BaseExecutor:
     @property
     def pending(self) -> int:
         """Trials submitted and not yet returned by `wait_one`."""
-        raise NotImplementedError
+        return len(self._pending)
 
     @property
     def slots(self) -> int:
-        """How many trials run at once (tuners keep about that many in flight)."""
+        """How many units run at once (tuners keep about that many trials in flight)."""
         raise NotImplementedError
 
     def is_done(self, spec: TrialSpec) -> bool:
@@ -148,22 +213,73 @@ class BaseExecutor:
         if spec.key in self._known or spec.key in self._pending:
             return False
         self._pending.add(spec.key)
-        self._start(spec, prune)
+        if self.population == "off":
+            self._start([spec], prune)
+        else:  # grouped into populations at the next wait_one, with everything submitted
+            self._buffer.append((spec, prune))
         return True
 
     def wait_one(self) -> tuple[TrialSpec, TrialResult]:
         """Block until one submitted trial is finished and stored; return it and its result."""
         if not self.pending:
             raise RuntimeError("wait_one() with nothing submitted")
-        spec, result = self._finish()
+        self._dispatch()
+        if not self._ready:
+            self._ready.extend(self._finish())
+        spec, result = self._ready.popleft()
         self._known.add(spec.key)
         self._pending.discard(spec.key)
         return spec, result
 
-    def _start(self, spec: TrialSpec, prune: bool) -> None:
+    def _dispatch(self) -> None:
+        """Start the buffered trials: each population that can be batched as units of at most
+        `MAX_MEMBERS` members, the rest one by one."""
+        if not self._buffer:
+            return
+        from optimlab.lab.population import group_populations
+
+        buffered, self._buffer = self._buffer, []
+        for prune in (False, True):
+            for group in group_populations([s for s, p in buffered if p is prune]):
+                if len(group) == 1 or not self._batchable(group):
+                    for spec in group:
+                        self._start([spec], prune)
+                    continue
+                parts = math.ceil(len(group) / MAX_MEMBERS)
+                size = math.ceil(len(group) / parts)
+                for i in range(0, len(group), size):
+                    self._start(group[i : i + size], prune)
+
+    def _batchable(self, group: list[TrialSpec]) -> bool:
+        """Whether `group` trains as one population; the reason it cannot goes to
+        `on_fallback`, once per reason."""
+        from optimlab.lab.population import Unbatchable, check_optimizer, check_problem
+
+        def verdict(check: Callable[[], None]) -> str | None:
+            try:
+                check()
+            except Unbatchable as error:
+                return str(error)
+            except Exception:  # a problem that does not build: single trials fail with the
+                return ""  # reason, each as `train` fails it (nothing to report here)
+            return None
+
+        problem = group[0].problem  # checked once per problem, the optimizer once per options
+        if problem not in self._verdicts:
+            self._verdicts[problem] = verdict(lambda: check_problem(_problem(problem)))
+        reason = self._verdicts[problem]
+        if reason is None:
+            reason = verdict(lambda: check_optimizer(group[0]))
+        if reason and reason not in self.fallbacks:
+            self.fallbacks.append(reason)
+            if self.on_fallback is not None:
+                self.on_fallback(f"population: single trials for {reason}")
+        return reason is None
+
+    def _start(self, specs: list[TrialSpec], prune: bool) -> None:
         raise NotImplementedError
 
-    def _finish(self) -> tuple[TrialSpec, TrialResult]:
+    def _finish(self) -> list[tuple[TrialSpec, TrialResult]]:
         raise NotImplementedError
 
 
@@ -173,11 +289,17 @@ class Executor(BaseExecutor):
     ``workers <= 1`` runs each trial in this process when `wait_one` is called (no pool).
     """
 
-    def __init__(self, store: ResultStore, workers: int) -> None:
-        super().__init__(store)
+    def __init__(
+        self,
+        store: ResultStore,
+        workers: int,
+        population: str = "off",
+        on_fallback: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(store, population, on_fallback)
         self.workers = max(1, int(workers))
-        self._queue: deque[tuple[TrialSpec, bool]] = deque()
-        self._futures: dict[Future, TrialSpec] = {}
+        self._queue: deque[tuple[list[TrialSpec], bool]] = deque()
+        self._futures: dict[Future, list[TrialSpec]] = {}
         self._pool: ProcessPoolExecutor | None = None
 
     def close(self) -> None:
@@ -186,18 +308,15 @@ class Executor(BaseExecutor):
             self._pool = None
 
     @property
-    def pending(self) -> int:
-        return len(self._queue) + len(self._futures)
-
-    @property
     def slots(self) -> int:
         return self.workers
 
-    def _start(self, spec: TrialSpec, prune: bool) -> None:
+    def _start(self, specs: list[TrialSpec], prune: bool) -> None:
         if self.workers == 1:
-            self._queue.append((spec, prune))
+            self._queue.append((specs, prune))
         else:
-            self._futures[self._ensure_pool().submit(run_and_store, spec, None, prune)] = spec
+            future = self._ensure_pool().submit(run_unit_and_store, specs, None, prune)
+            self._futures[future] = specs
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -213,16 +332,16 @@ class Executor(BaseExecutor):
             )
         return self._pool
 
-    def _finish(self) -> tuple[TrialSpec, TrialResult]:
+    def _finish(self) -> list[tuple[TrialSpec, TrialResult]]:
         if self._queue:
-            spec, prune = self._queue.popleft()
+            specs, prune = self._queue.popleft()
             previous = single_threaded()
             try:
-                result = run_and_store(spec, self.store, prune)
+                results = run_unit_and_store(specs, self.store, prune)
             finally:
                 restore_threads(previous)
-            return spec, result
+            return list(zip(specs, results))
         done, _ = wait(self._futures, return_when=FIRST_COMPLETED)
         future = next(iter(done))
-        spec = self._futures.pop(future)
-        return spec, future.result()
+        specs = self._futures.pop(future)
+        return list(zip(specs, future.result()))

@@ -120,6 +120,26 @@ class Contender:
         convention = self.options.get("convention", "torch")
         return float(get_info(self.name).cls.default_hyperparameters(convention)["lr"])
 
+    @property
+    def learning_rate_free(self) -> bool:
+        """Declared learning-rate-free (`OptimizerInfo.learning_rate_free`, e.g. Prodigy) and
+        given no ``lr``: run at its defaults, with no learning-rate grid or tuner. A custom
+        class is never taken for one."""
+        if self.custom is not None or "lr" in self.options:
+            return False
+        return get_info(self.name).learning_rate_free
+
+    @property
+    def schedule_free(self) -> bool:
+        """It has Schedule-Free's ``train()``/``eval()`` modes (`optimlab.optim.modes`): its
+        averaging replaces the learning-rate schedule, so it always runs with a constant one."""
+        from optimlab.optim.modes import has_modes
+
+        if self.custom is not None:
+            target = self.custom.resolve()
+            return isinstance(target, type) and has_modes(target)
+        return has_modes(get_info(self.name).cls)
+
     def check(self) -> None:
         """Build the optimizer once on a dummy parameter, so the class's own validation rejects a
         bad value now (ValueError naming the optimizer, option, value and allowed range), not
@@ -210,6 +230,10 @@ class Comparison:
             "default_seeds": self.default_seeds or self.seeds,
             "schedule": self.schedule,
             "evals": self.evals,
+            # run at their defaults, no learning-rate grid (AlgoPerf's self-tuning spirit)
+            "learning_rate_free": [c.label for c in self.optimizers if c.learning_rate_free],
+            # tuned learning rate, but always the constant schedule
+            "schedule_free": [c.label for c in self.optimizers if c.schedule_free],
         }
 
     # --- the trials -----------------------------------------------------------------------
@@ -222,7 +246,7 @@ class Comparison:
             problem=canonical,
             optimizer=c.name,
             hyperparameters=hyperparameters,
-            schedule=self.schedule,
+            schedule=self.schedule_of(c),
             seed=seed,
             steps=steps,
             evals=self.evals,
@@ -230,16 +254,27 @@ class Comparison:
             custom=c.custom,
         )
 
+    def schedule_of(self, c: Contender) -> str:
+        """The learning-rate schedule `c` runs with: the comparison's, except for a
+        schedule-free optimizer (`Contender.schedule_free`), which never gets one."""
+        return "constant" if c.schedule_free else self.schedule
+
     def _tuned(self, c: Contender) -> bool:
-        """Tuned by the tuner (a fixed ``lr`` in the optimizer spec turns tuning off)."""
-        return self.tuner is not None and "lr" not in c.options
+        """Tuned by the tuner (a fixed ``lr`` in the optimizer spec, or a learning-rate-free
+        optimizer, turns tuning off)."""
+        return self.tuner is not None and "lr" not in c.options and not c.learning_rate_free
 
     def grid_trials(self, problem: str, steps: int, c: Contender) -> list[TrialSpec]:
-        """The tuning trials (seed 0): the grid, or the points Optuna proposed so far."""
+        """The tuning trials (seed 0): the grid, or the points Optuna proposed so far; one
+        trial at the class's default ``lr`` for a learning-rate-free optimizer."""
         if self._tuned(c):
             assert self.tuner is not None
             return self.tuner.trial_specs(self, problem, steps, c)
-        grid = [float(c.options["lr"])] if "lr" in c.options else self.grid
+        if c.learning_rate_free:
+            assert c.default_lr is not None
+            grid = [c.default_lr]
+        else:
+            grid = [float(c.options["lr"])] if "lr" in c.options else self.grid
         return [self.spec(problem, steps, c, {**c.options, "lr": lr}, 0) for lr in grid]
 
     def tuning(self, problem: str, steps: int, c: Contender) -> GridTuning | OptunaTuning:
@@ -259,8 +294,9 @@ class Comparison:
         return [self.spec(problem, steps, c, hyperparameters, s) for s in range(self.seeds)]
 
     def default_trials(self, problem: str, steps: int, c: Contender) -> list[TrialSpec]:
-        """The untuned defaults (none for a custom class without a default ``lr``)."""
-        if c.default_lr is None:
+        """The untuned defaults (none for a custom class without a default ``lr``, and none
+        for a learning-rate-free optimizer: its seed runs are already at its defaults)."""
+        if c.default_lr is None or c.learning_rate_free:
             return []
         seeds = self.default_seeds or self.seeds
         hyperparameters = {**c.options, "lr": c.default_lr}
@@ -422,8 +458,9 @@ def run_comparison(
 
     `executor`: where the trials run (default: a local `Executor` with `workers` processes;
     e.g. `optimlab.lab.ray_executor.RayExecutor`); it is closed at the end.
-    `progress` receives ``{"event": "planned", "total": N, "done": D, "approximate": bool}``
-    once the first trials are planned and whenever the total changes, and
+    `progress` receives ``{"event": "planned", "total": N, "done": D, "approximate": bool,
+    "skipped": K}`` once the first trials are planned and whenever the total or K changes (K: seed
+    reruns found unnecessary, counted in both N and D though they never run), and
     ``{"event": "finished", "spec": TrialSpec, "result": TrialResult, "status": S, "reason": R,
     "done": D, "total": N, "approximate": bool}`` per trial. Returns counts: run (this call), reused (already stored),
     total.
@@ -431,7 +468,7 @@ def run_comparison(
     executor = executor if executor is not None else Executor(store, workers)
     planner = Planner(comparison, store.keys(), store.get, executor.slots)
     run = 0
-    shown = -1
+    shown: tuple[int, int] | None = None
 
     def event(name: str, **extra: Any) -> dict[str, Any]:
         done = run + planner.reused + planner.skipped
@@ -440,6 +477,7 @@ def run_comparison(
             "done": done,
             "total": planner.total,
             "approximate": planner.approximate,
+            "skipped": planner.skipped,  # reruns found unnecessary: in done and total, never run
             **extra,
         }
 
@@ -447,8 +485,8 @@ def run_comparison(
         nonlocal shown
         for spec, prune in jobs:
             executor.submit(spec, prune)
-        if progress is not None and planner.total != shown:
-            shown = planner.total
+        if progress is not None and (planner.total, planner.skipped) != shown:
+            shown = (planner.total, planner.skipped)  # a skip changes what is left to run
             progress(event("planned"))
 
     with executor:

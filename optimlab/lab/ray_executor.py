@@ -8,11 +8,14 @@ executor or the local process pool without knowing which.
   started with ``ray start --head``); otherwise a local Ray instance with ``workers`` CPUs. If
   Ray is already initialized in this process (a notebook, a test), that session is used and left
   running on `close`.
-- **What a task does**: one trial, with one torch and one numba thread (``num_cpus=1`` per
+- **What a task does**: one unit of work — one trial, or with ``population="auto"`` one
+  population of trials trained as one batched model (`optimlab.lab.population`) — with one
+  torch and one numba thread (``num_cpus=1`` per
   task). The data sets this process generated (MNIST-1D) are put in Ray's object store once and
   handed to every task, so no worker regenerates them; so is the text of every problem file
   (``--problem path.py:factory``) the command read, so no node needs the file. The task *returns* the
-  `optimlab.lab.trial.TrialResult`: workers need not share this machine's filesystem.
+  `optimlab.lab.trial.TrialResult` of each of its trials: workers need not share this
+  machine's filesystem.
 - **Storage**: this process (the driver) writes each result into the SQLite store the moment
   it arrives, so a killed comparison keeps everything that arrived and resumes as a local run.
 - **Failures**: a trial's own exception is already a ``failed`` result (`train` catches it). A
@@ -30,9 +33,10 @@ import contextlib
 import logging
 import math
 import socket
+from collections.abc import Callable
 from typing import Any
 
-from optimlab.lab.executor import BaseExecutor, run_trial, single_threaded
+from optimlab.lab.executor import BaseExecutor, run_unit, single_threaded
 from optimlab.lab.store import ResultStore
 from optimlab.lab.trial import TrialResult, TrialSpec
 from optimlab.problems import data, registry
@@ -54,16 +58,17 @@ def import_ray() -> Any:
     return ray
 
 
-def ray_trial(
-    spec: TrialSpec, cache: dict[str, Any], sources: dict[str, str], prune: bool
-) -> TrialResult:
-    """The Ray task: one trial in a Ray worker process (Ray reuses the process for the next).
-    `cache` (the generated data sets) and `sources` (the problem files the command read) arrive
-    from the object store; handing them over costs microseconds."""
+def ray_unit(
+    specs: list[TrialSpec], cache: dict[str, Any], sources: dict[str, str], prune: bool
+) -> list[TrialResult]:
+    """The Ray task: one trial or one population (`optimlab.lab.executor.run_unit`) in a Ray
+    worker process (Ray reuses the process for the next). `cache` (the generated data sets) and
+    `sources` (the problem files the command read) arrive from the object store; handing them
+    over costs microseconds."""
     single_threaded()
     data.import_cache(cache)
     registry.import_sources(sources)
-    return run_trial(spec, prune)
+    return run_unit(specs, prune)
 
 
 def failure_reason(error: BaseException, attempts: int, task_error: bool) -> str:
@@ -105,11 +110,13 @@ class RayExecutor(BaseExecutor):
         workers: int,
         address: str | None = None,
         retries: int = DEFAULT_RETRIES,
+        population: str = "off",
+        on_fallback: Callable[[str], None] | None = None,
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries={retries}; allowed: an integer >= 0")
         self._ray = import_ray()
-        super().__init__(store)
+        super().__init__(store, population, on_fallback)
         self.workers = max(1, int(workers))
         self.address = address
         self.retries = int(retries)
@@ -117,7 +124,7 @@ class RayExecutor(BaseExecutor):
         self._remote: Any = None
         self._cache_ref: Any = None
         self._sources_ref: Any = None
-        self._refs: dict[Any, TrialSpec] = {}
+        self._refs: dict[Any, list[TrialSpec]] = {}
         self._slots = self.workers
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -141,7 +148,7 @@ class RayExecutor(BaseExecutor):
             self._owns_ray = True
         self._cache_ref = ray.put(data.export_cache())
         self._sources_ref = ray.put(registry.export_sources())
-        self._remote = ray.remote(ray_trial).options(num_cpus=1, max_retries=self.retries)
+        self._remote = ray.remote(ray_unit).options(num_cpus=1, max_retries=self.retries)
         self._slots = max(1, math.floor(ray.cluster_resources().get("CPU", self.workers)))
 
     def close(self) -> None:
@@ -156,30 +163,27 @@ class RayExecutor(BaseExecutor):
         self._remote = None
 
     @property
-    def pending(self) -> int:
-        return len(self._refs)
-
-    @property
     def slots(self) -> int:
         """CPUs of the Ray cluster when it was joined (each task takes one)."""
         self.start()
         return self._slots
 
     # -- trials -------------------------------------------------------------------------------
-    def _start(self, spec: TrialSpec, prune: bool) -> None:
+    def _start(self, specs: list[TrialSpec], prune: bool) -> None:
         self.start()
-        self._refs[self._remote.remote(spec, self._cache_ref, self._sources_ref, prune)] = spec
+        self._refs[self._remote.remote(specs, self._cache_ref, self._sources_ref, prune)] = specs
 
-    def _finish(self) -> tuple[TrialSpec, TrialResult]:
+    def _finish(self) -> list[tuple[TrialSpec, TrialResult]]:
         ray = self._ray
         ready, _ = ray.wait(list(self._refs), num_returns=1)
         ref = ready[0]
-        spec = self._refs.pop(ref)
+        specs = self._refs.pop(ref)
         try:
-            result = ray.get(ref)
+            results = ray.get(ref)
         except ray.exceptions.RayError as error:  # e.g. the worker died `retries + 1` times
             task_error = isinstance(error, ray.exceptions.RayTaskError)
             reason = failure_reason(error, self.retries + 1, task_error)
-            result = TrialResult("failed", {}, reason=reason)
-        self.store.put(spec, result)
-        return spec, result
+            results = [TrialResult("failed", {}, reason=reason) for _ in specs]
+        for spec, result in zip(specs, results):
+            self.store.put(spec, result)
+        return list(zip(specs, results))

@@ -18,8 +18,8 @@ problem p, r(p, s) = t(p, s) / min over s of t(p, s) (∞ if s never reaches the
 optimizers by the mean of ρ_s over that τ grid (the normalized area under the profile), ties
 broken by their mean per-problem rank.
 
-Per-problem rank: by test accuracy (classification) or final test loss (regression) across
-the seeds, with ties where the difference is within noise (`optimlab.lab.significance`: Welch's
+Per-problem rank: by test accuracy (classification) or final test loss (regression, language
+models) across the seeds, with ties where the difference is within noise (`optimlab.lab.significance`: Welch's
 t-test, Holm's correction): rank = 1 + the number of optimizers significantly better. An
 optimizer whose tuned runs all diverged or failed is not ranked (rank None, its status and
 reason say why). A problem that no optimizer learned (chance accuracy, or no drop from the
@@ -55,6 +55,8 @@ STATS = (
     "train_accuracy",
     "val_accuracy",
     "test_accuracy",
+    "val_perplexity",
+    "test_perplexity",
     "seconds_per_step",
     "warmup_seconds",
 )
@@ -68,9 +70,12 @@ def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None
     return float(np.mean(finite)), float(np.std(finite, ddof=1)) if len(finite) > 1 else None
 
 
-def seed_statistics(trials: list[StoredTrial], classification: bool = True) -> dict[str, Any]:
+def seed_statistics(
+    trials: list[StoredTrial], classification: bool = True, language_model: bool = False
+) -> dict[str, Any]:
     """mean and std over the ok seeds of every metric in `STATS` (None where no seed finished;
-    accuracies for classification only), and run counts."""
+    accuracies for classification only, perplexities for language models only), and run
+    counts."""
     ok = [t for t in trials if t.result.status == "ok"]
     stats: dict[str, Any] = {
         "seeds": len(trials),
@@ -80,6 +85,8 @@ def seed_statistics(trials: list[StoredTrial], classification: bool = True) -> d
     }
     for name in STATS:
         if "accuracy" in name and not classification:
+            continue
+        if "perplexity" in name and not language_model:
             continue
         stats[f"{name}_mean"], stats[f"{name}_std"] = mean_std(
             t.result.metrics.get(name) for t in ok
@@ -178,11 +185,13 @@ def summarize(
     trials: dict[str, StoredTrial],
     test_targets: dict[str, np.ndarray | None],
     seconds: float | None = None,
+    tasks: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The summary.json document of a comparison (see docs/compare.md for every field).
 
     `trials`: stored trials by key; `test_targets`: each problem spec's test labels (for the
-    ensembles; None for regression).
+    ensembles; None for regression and language models); `tasks`: each problem spec's task
+    (default: classification where there are test labels, else regression).
     """
     problems: dict[str, dict[str, Any]] = {}
     steps_tables: dict[float, dict[str, dict[str, int | None]]] = {
@@ -194,9 +203,13 @@ def summarize(
         canonical, plabel = comparison.resolved[problem]
         entries: dict[str, Any] = {}
         curves: dict[str, dict[str, list[Any]]] = {}
-        task = "classification" if test_targets.get(problem) is not None else "regression"
+        task = (tasks or {}).get(problem) or (
+            "classification" if test_targets.get(problem) is not None else "regression"
+        )
         for c in comparison.optimizers:
-            entry, curve = _pair(comparison, problem, steps, c, trials, test_targets.get(problem))
+            entry, curve = _pair(
+                comparison, problem, steps, c, trials, test_targets.get(problem), task
+            )
             entries[c.label] = entry
             curves[c.label] = curve
         # the targets: a share 1 - tol of the best reduction of the mean training loss
@@ -310,6 +323,7 @@ def _pair(
     c: Contender,
     trials: dict[str, StoredTrial],
     test_targets: np.ndarray | None,
+    task: str = "classification",
 ) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     grid = [trials[s.key] for s in comparison.grid_trials(problem, steps, c) if s.key in trials]
     lr = best_lr(grid)
@@ -321,7 +335,14 @@ def _pair(
         }
         for t in sorted(grid, key=lambda t: t.spec.lr)
     ]
-    entry: dict[str, Any] = {"best_lr": lr, "lr_sensitivity": sensitivity}
+    entry: dict[str, Any] = {
+        "best_lr": lr,
+        "lr_sensitivity": sensitivity,
+        # how it was run: at its defaults (no grid) / tuned but never scheduled / the protocol
+        "learning_rate_free": c.learning_rate_free,
+        "schedule_free": c.schedule_free,
+        "protocol": protocol_note(comparison, c),
+    }
     grid_lrs = [s["lr"] for s in sensitivity]
     entry["best_lr_at_grid_edge"] = (
         lr is not None and len(grid_lrs) > 1 and lr in (grid_lrs[0], grid_lrs[-1])
@@ -331,12 +352,18 @@ def _pair(
         specs = comparison.seed_trials(problem, steps, c, lr)
         seeds = [trials[s.key] for s in specs if s.key in trials]
     classification = test_targets is not None
-    entry.update(seed_statistics(seeds, classification))
+    language_model = task == "language-model"
+    entry.update(seed_statistics(seeds, classification, language_model))
     entry["ensemble_test_accuracy"] = ensemble_accuracy(seeds, test_targets)
     defaults = [
         trials[s.key] for s in comparison.default_trials(problem, steps, c) if s.key in trials
     ]
-    entry["default"] = {"lr": c.default_lr, **seed_statistics(defaults, classification)}
+    if c.learning_rate_free:  # its tuned seeds are its defaults: nothing else was run
+        defaults = seeds
+    entry["default"] = {
+        "lr": c.default_lr,
+        **seed_statistics(defaults, classification, language_model),
+    }
     metric = "test_accuracy" if classification else "final_test_loss"
     entry["values"] = [
         t.result.metrics[metric]
@@ -388,6 +415,20 @@ def _curves(comparison: Comparison, trials: dict[str, StoredTrial]) -> dict[str,
     return out
 
 
+def protocol_note(comparison: Comparison, c: Contender) -> str:
+    """How `c` was run, in words, when it differs from the tuned protocol ("" otherwise)."""
+    if c.learning_rate_free:
+        return "learning-rate-free: run at its defaults, no learning-rate grid"
+    if c.schedule_free and comparison.schedule != "constant":
+        return (
+            f"schedule-free: tuned learning rate, constant schedule "
+            f"(not {comparison.schedule}: its averaging replaces the schedule)"
+        )
+    if c.schedule_free:
+        return "schedule-free: tuned learning rate, never scheduled"
+    return ""
+
+
 #: the metric each task is ranked by: summary key, display name, unit, direction
 METRICS = {
     "classification": {
@@ -403,6 +444,13 @@ METRICS = {
         "unit": "",
         "higher_is_better": False,
         "label": "test loss ↓",
+    },
+    "language-model": {
+        "key": "final_test_loss",
+        "name": "test loss",
+        "unit": "nats/token",
+        "higher_is_better": False,
+        "label": "test loss ↓ (perplexity)",
     },
 }
 
@@ -470,6 +518,8 @@ def format_metric(task: str, mean: float | None, std: float | None) -> str:
         spread = f" ± {100 * std:.1f}" if std is not None else ""
         return f"{100 * mean:.1f}{spread} %"
     spread = f" ± {std:.2g}" if std is not None else ""
+    if task == "language-model":  # nats per token, and the perplexity exp(mean loss)
+        return f"{mean:.4g}{spread} ({math.exp(mean):.3g})"
     return f"{mean:.4g}{spread}"
 
 
@@ -489,7 +539,12 @@ def problem_recommendation(problem: str, info: dict[str, Any]) -> str:
     e = entries[best]
     key = METRICS[task]["key"]
     result = format_metric(task, e.get(f"{key}_mean"), e.get(f"{key}_std"))
-    line = f"{problem}: {best} at lr {e['best_lr']:.3g} — {METRICS[task]['name']} {result}"
+    where = (
+        "at its defaults (learning-rate-free)"
+        if e.get("learning_rate_free")
+        else (f"at lr {e['best_lr']:.3g}")
+    )
+    line = f"{problem}: {best} {where} — {METRICS[task]['name']} {result}"
     if e["tied_with"]:
         line += f", tied with {_names(e['tied_with'])} (difference within noise)"
     return line
@@ -537,9 +592,11 @@ def summarize_store(
     from optimlab.problems import get_problem
 
     targets: dict[str, np.ndarray | None] = {}
+    tasks: dict[str, str] = {}
     for problem, _ in comparison.problems:
         built = get_problem(problem)
         targets[problem] = built.test[1].numpy() if built.task == "classification" else None
+        tasks[problem] = built.task
     stored = store.get()
     keys: set[str] = set()
     for problem, steps, c in comparison.pairs():
@@ -551,4 +608,4 @@ def summarize_store(
             keys |= {s.key for s in comparison.seed_trials(problem, steps, c, lr)}
     # only this comparison's trials: the directory may hold others (another optimizer set)
     trials = {key: trial for key, trial in stored.items() if key in keys}
-    return summarize(comparison, trials, targets, seconds)
+    return summarize(comparison, trials, targets, seconds, tasks)

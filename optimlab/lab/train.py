@@ -8,7 +8,8 @@ comparison.
 
 Metrics of an ``ok`` trial (losses are data losses on the full split, in eval mode):
 ``final_train_loss``, ``final_val_loss``, ``final_test_loss``, ``train_accuracy``,
-``val_accuracy``, ``test_accuracy`` (classification), ``best_val_loss``, ``steps_run``,
+``val_accuracy``, ``test_accuracy`` (classification), ``train_perplexity``,
+``val_perplexity``, ``test_perplexity`` (language models: exp of the loss), ``best_val_loss``, ``steps_run``,
 ``stopped_early``, ``seconds_per_step`` (training steps after the first), ``warmup_seconds``
 (the first step: a numba kernel's compile or cache load, lazy initialization — kept apart so
 it does not inflate the per-step time), ``seconds`` (all, wall clock), ``cpu_seconds`` (all,
@@ -35,12 +36,28 @@ import torch
 
 from optimlab.lab.schedules import make_schedule
 from optimlab.lab.trial import TrialResult, TrialSpec, jsonable
-from optimlab.optim.modes import evaluation_point, to_evaluation_point, to_train_point
+from optimlab.optim.modes import (
+    evaluation_point,
+    has_modes,
+    recompute_batchnorm,
+    to_evaluation_point,
+    to_train_point,
+)
 from optimlab.optim.registry import create
 from optimlab.problems import Problem, get_problem
 from optimlab.problems.base import Split
 
 EVAL_CHUNK = 4096
+#: training batches over which batch-norm statistics are recomputed at an optimizer's
+#: evaluation point (Schedule-Free's x); the first ones of the training split, in order
+BATCHNORM_BATCHES = 32
+
+
+def batchnorm_batches(x_train: torch.Tensor, batch: int) -> list[torch.Tensor]:
+    """The first `BATCHNORM_BATCHES` full minibatches of the training inputs, in order (fixed:
+    the same at every evaluation, and no draw from the trial's generator)."""
+    stop = min(len(x_train), BATCHNORM_BATCHES * batch)
+    return [x_train[i : i + batch] for i in range(0, stop - batch + 1, batch)]
 
 
 @torch.no_grad()
@@ -112,6 +129,8 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
     n = len(x_train)
     batch = min(problem.batch_size, n)
     checkpoints = eval_steps(spec.steps, spec.evals)
+    # Schedule-Free with batch norm: statistics recomputed at x for every evaluation
+    statistics = batchnorm_batches(x_train, batch)
 
     curve: dict[str, list[Any]] = {
         "step": [],
@@ -123,7 +142,8 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
     best_val, best_state, since_best = math.inf, None, 0
 
     def record(step: int) -> float:
-        with evaluation_point(optimizer):  # Schedule-Free: evaluate the average x, not y
+        # Schedule-Free: evaluate the average x, not y (batch-norm statistics taken at x)
+        with evaluation_point(optimizer, model, statistics):
             train_loss, _, _ = evaluate(model, problem, problem.train)
             val_loss, val_accuracy, _ = evaluate(model, problem, problem.val)
         curve["step"].append(step)
@@ -176,7 +196,7 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
             if val_loss < best_val:
                 best_val, since_best = val_loss, 0
                 if problem.early_stopping:
-                    with evaluation_point(optimizer):
+                    with evaluation_point(optimizer, model, statistics):
                         best_state = copy.deepcopy(model.state_dict())
             else:
                 since_best += 1
@@ -207,12 +227,16 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
         model.load_state_dict(best_state)  # saved at the evaluation point
     else:
         to_evaluation_point(optimizer)
+        if has_modes(optimizer):  # the final model is x: its batch-norm statistics too
+            recompute_batchnorm(model, statistics)
     predictions = None
     for split in ("train", "val", "test"):
         loss, accuracy, outputs = evaluate(model, problem, getattr(problem, split))
         metrics[f"final_{split}_loss"] = loss
         if accuracy is not None:
             metrics[f"{split}_accuracy"] = accuracy
+        if problem.task == "language-model":  # the loss is nats per token
+            metrics[f"{split}_perplexity"] = math.exp(loss) if math.isfinite(loss) else math.inf
         if split == "test" and problem.task == "classification":
             probabilities = torch.softmax(outputs.double(), dim=1).numpy()
             predictions = probabilities.astype(np.float16).tobytes()

@@ -64,6 +64,8 @@ class Comparison(Protocol):
         self, problem: str, steps: int, c: Any, hyperparameters: dict[str, Any], seed: int
     ) -> TrialSpec: ...
 
+    def schedule_of(self, c: Any) -> str: ...
+
 
 TUNERS = ("grid", "optuna")
 JOURNAL_NAME = "optuna.journal"
@@ -307,7 +309,7 @@ class OptunaTuner:
             + [d.name for d in self.dimensions(c)]
         )
         return (
-            f"problem={canonical}|optimizer={c.label}|schedule={comparison.schedule}"
+            f"problem={canonical}|optimizer={c.label}|schedule={comparison.schedule_of(c)}"
             f"|steps={steps}|evals={comparison.evals}|search={space}"
         )
 

@@ -29,9 +29,11 @@ A start must lie within that 10× region and have a finite loss (else ValueError
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -177,6 +179,16 @@ def _noise_table(seeds: Sequence[int], steps: int) -> torch.Tensor:
     return table
 
 
+def bare_step(optimizer: torch.optim.Optimizer) -> Callable[[torch.optim.Optimizer], Any]:
+    """The class's own ``step`` without its decorators, to be called under ``torch.no_grad()``.
+
+    torch wraps every optimizer's ``step`` in a profiler record and its step hooks, and optimlab's
+    ``step`` enters ``no_grad`` itself: about half the cost of one step on a parameter of a few
+    rows, paid once per optimizer per step.  The runner's optimizers are its own (created here,
+    never handed out, no hooks), so the update is the same code with the same numbers."""
+    return inspect.unwrap(type(optimizer).step)
+
+
 def run_batch(
     landscape: Landscape,
     configs: Sequence[Config],
@@ -222,70 +234,96 @@ def run_batch(
     row_seed_np = np.concatenate(row_seed)
     rows = len(row_seed_np)
 
+    # The bookkeeping (divergence, leaving the box, recording the path) runs in NumPy on views
+    # of the same memory: on a few rows a NumPy operation costs a fraction of a torch one, and
+    # these checks run once per step.  Only f and its gradient need torch (autograd).
     xmin, xmax, ymin, ymax = landscape.box
-    lower = torch.tensor([xmin, ymin], dtype=dtype)
-    upper = torch.tensor([xmax, ymax], dtype=dtype)
+    lower, upper = np.array([xmin, ymin]), np.array([xmax, ymax])
     fxmin, fxmax, fymin, fymax = far_box(landscape)
-    far_lower = torch.tensor([fxmin, fymin], dtype=dtype)
-    far_upper = torch.tensor([fxmax, fymax], dtype=dtype)
+    far_lower, far_upper = np.array([fxmin, fymin]), np.array([fxmax, fymax])
     if noise > 0:
         table = noise * _noise_table(seeds, steps)
         row_noise_index = torch.from_numpy(row_seed_np)
+    steppers = [bare_step(optimizer) for optimizer in optimizers]
+    # row ranges of each configuration's parameter in the stacked point
+    bounds = np.cumsum([0, *(len(p) for p in params)])
+    slices = [slice(int(a), int(b)) for a, b in pairwise(bounds)]
 
-    positions = torch.empty(steps + 1, rows, 2, dtype=dtype)
-    losses = torch.empty(steps + 1, rows, dtype=dtype)
-    frozen = torch.zeros(rows, dtype=torch.bool)
-    diverged_at = torch.full((rows,), -1, dtype=torch.long)
-    stopped_at = torch.full((rows,), -1, dtype=torch.long)
-    left_at = torch.full((rows,), -1, dtype=torch.long)
-    bound = None
+    positions_t = torch.empty(steps + 1, rows, 2, dtype=dtype)
+    losses_t = torch.empty(steps + 1, rows, dtype=dtype)
+    positions, losses = positions_t.numpy(), losses_t.numpy()
+    frozen = np.zeros(rows, dtype=bool)
+    any_frozen = False
+    diverged_at = np.full(rows, -1, dtype=np.int64)
+    stopped_at = np.full(rows, -1, dtype=np.int64)
+    left_at = np.full(rows, -1, dtype=np.int64)
+    never_left = np.ones(rows, dtype=bool)
+    bound = start_loss = None
+
+    def hold(x: torch.Tensor, t: int) -> torch.Tensor:
+        """Frozen rows at their last recorded point; torch.where routes a zero gradient to them,
+        so their NaN or huge values never reach a finite row."""
+        mask = torch.from_numpy(frozen)[:, None]
+        return torch.where(mask, positions_t[t - 1], x)
+
     for t in range(steps + 1):
-        x = torch.cat(params)
-        if t > 0:
-            with torch.no_grad():
-                newly = ~torch.isfinite(x).all(dim=1) & ~frozen
-            if bool(newly.any()):
-                diverged_at[newly] = t
-                frozen = frozen | newly
-            if bool(frozen.any()):
-                # Hold frozen rows at their last point; torch.where routes a zero gradient to
-                # them, so their NaN or huge values never reach a finite row.
-                x = torch.where(frozen[:, None], positions[t - 1], x)
-        values = landscape.fn(x)
-        if t == 0:
-            start_loss = values.detach()
-            floor = landscape.min_value
-            scale = (start_loss - floor) if math.isfinite(floor) else start_loss.abs()
-            bound = start_loss + GROWTH * scale.clamp(min=1.0)
-        else:
-            with torch.no_grad():
-                grown = (~torch.isfinite(values) | (values > bound)) & ~frozen
-            if bool(grown.any()):  # rare: once per diverging row, so a second evaluation is cheap
-                diverged_at[grown] = t
-                frozen = frozen | grown
-                x = torch.where(frozen[:, None], positions[t - 1], x)
-                values = landscape.fn(x)
+        # One leaf holding every row: a single gradient, split back into each parameter's rows
+        # (the gradient of a concatenation is the matching slice, so nothing changes numerically).
         with torch.no_grad():
-            point = x.detach()
-            out = ((point < lower) | (point > upper)).any(dim=1) & ~frozen & (left_at < 0)
+            stacked = torch.cat(params)
+        leaf = stacked.detach().requires_grad_(True)
+        x = leaf
+        if t > 0:
+            finite_rows = np.isfinite(stacked.numpy()).all(axis=1)
+            if not finite_rows.all():
+                newly = ~finite_rows & ~frozen
+                diverged_at[newly] = t
+                frozen |= newly
+                any_frozen = True
+            if any_frozen:
+                x = hold(leaf, t)
+        values = landscape.fn(x)
+        value_np = values.detach().numpy()
+        if t == 0:
+            start_loss = value_np.copy()
+            floor = landscape.min_value
+            scale = (start_loss - floor) if math.isfinite(floor) else np.abs(start_loss)
+            bound = start_loss + GROWTH * np.maximum(scale, 1.0)
+        else:
+            grown = (~np.isfinite(value_np) | (value_np > bound)) & ~frozen
+            if grown.any():  # rare: once per diverging row, so a second evaluation is cheap
+                diverged_at[grown] = t
+                frozen |= grown
+                any_frozen = True
+                x = hold(leaf, t)
+                values = landscape.fn(x)
+                value_np = values.detach().numpy()
+        point = x.detach().numpy()
+        outside = ((point < lower) | (point > upper)).any(axis=1)
+        if outside.any():
+            out = outside & ~frozen & never_left
             left_at[out] = t
-            far = ((point < far_lower) | (point > far_upper)).any(dim=1) & ~frozen
-            stop = far & (values.detach() <= start_loss)
-            if bool(stop.any()):
-                stopped_at[stop] = t
+            never_left &= ~out
+            far = ((point < far_lower) | (point > far_upper)).any(axis=1) & ~frozen
+            stop = far & (value_np <= start_loss)
+        else:
+            stop = None
         positions[t] = point
-        losses[t] = values.detach()
-        if bool(stop.any()):
-            frozen = frozen | stop  # held from the next step on, at the point just recorded
+        losses[t] = value_np
+        if stop is not None and stop.any():
+            stopped_at[stop] = t
+            frozen |= stop  # held from the next step on, at the point just recorded
+            any_frozen = True
         if t == steps:
             break
         loss = values.sum()
         if noise > 0:
             loss = loss + (table[row_noise_index, t] * x).sum()  # ∂/∂x adds σ·ξ_t
-        grads = torch.autograd.grad(loss, params)
-        for param, grad, optimizer in zip(params, grads, optimizers):
-            param.grad = grad
-            optimizer.step()
+        (grad,) = torch.autograd.grad(loss, leaf)
+        with torch.no_grad():
+            for param, rows_of, optimizer, step in zip(params, slices, optimizers, steppers):
+                param.grad = grad[rows_of]
+                step(optimizer)
         if progress is not None:
             progress(t + 1, steps)
 
@@ -300,11 +338,11 @@ def run_batch(
         row_lr=np.concatenate(row_lr),
         row_start=np.concatenate(row_start),
         row_seed=row_seed_np,
-        positions=positions.permute(1, 0, 2).numpy().copy(),
-        losses=losses.T.numpy().copy(),
-        diverged_at=diverged_at.numpy(),
-        stopped_at=stopped_at.numpy(),
-        left_at=left_at.numpy(),
+        positions=positions.transpose(1, 0, 2).copy(),
+        losses=losses.T.copy(),
+        diverged_at=diverged_at,
+        stopped_at=stopped_at,
+        left_at=left_at,
     )
 
 

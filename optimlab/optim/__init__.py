@@ -1,44 +1,46 @@
-"""The optimizers: one module per algorithm, the registry, the conventions."""
+"""The optimizers: one module per algorithm, the registry, the conventions.
 
-from optimlab.optim.adadelta import Adadelta
-from optimlab.optim.adafactor import Adafactor
-from optimlab.optim.adagrad import Adagrad
-from optimlab.optim.adam import Adam, AdamW
-from optimlab.optim.adamax import Adamax
+The optimizer classes are public here under their class names (``optimlab.optim.Adam``), taken
+from the registry's declarations: a module added to ``registry.MODULES`` needs no line here.
+"""
+
+from typing import Any
+
 from optimlab.optim.base import Optimizer
-from optimlab.optim.lamb import Lamb
-from optimlab.optim.lion import Lion
-from optimlab.optim.muon import Muon, muon_for
-from optimlab.optim.nadam import NAdam
-from optimlab.optim.radam import RAdam
+from optimlab.optim.muon import muon_for
 from optimlab.optim.registry import REGISTRY, OptimizerInfo, create, get_info, list_optimizers
-from optimlab.optim.rmsprop import RMSprop
-from optimlab.optim.schedulefree import ScheduleFreeAdamW, ScheduleFreeSGD
-from optimlab.optim.sgd import NAG, SGD, Momentum
 
+
+def optimizer_classes() -> dict[str, type[Optimizer]]:
+    """Every registered optimizer class by its class name, in registry order
+    (``{"SGD": SGD, "Momentum": Momentum, ...}``), optimizers registered later included."""
+    return {info.cls.__name__: info.cls for info in REGISTRY.values()}
+
+
+#: the helpers this package exports, then (below) every optimizer class
 __all__ = [
-    "NAG",
     "REGISTRY",
-    "SGD",
-    "Adadelta",
-    "Adafactor",
-    "Adagrad",
-    "Adam",
-    "AdamW",
-    "Adamax",
-    "Lamb",
-    "Lion",
-    "Momentum",
-    "Muon",
-    "NAdam",
     "Optimizer",
     "OptimizerInfo",
-    "RAdam",
-    "RMSprop",
-    "ScheduleFreeAdamW",
-    "ScheduleFreeSGD",
     "create",
     "get_info",
     "list_optimizers",
     "muon_for",
+    "optimizer_classes",
 ]
+
+# The built-in optimizers, bound at import (``from optimlab.optim import Adam``).
+globals().update(optimizer_classes())
+__all__ += list(optimizer_classes())
+
+
+def __getattr__(name: str) -> Any:
+    # An optimizer registered after this package was imported (a plugin, a test's own).
+    classes = optimizer_classes()
+    if name in classes:
+        return classes[name]
+    raise AttributeError(f"module 'optimlab.optim' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *optimizer_classes()})

@@ -22,12 +22,11 @@ State: ``step``, ``square_avg`` (v), ``acc_delta`` (u).
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Unpack
 
 import torch
 
-from optimlab.optim.base import CommonOptions, Optimizer, Params, scaled_sub_
+from optimlab.optim.base import CommonOptions, Optimizer, Params, kernel_factory, scaled_sub_
 from optimlab.optim.declaration import (
     COMMON_SAMPLES,
     KERAS_DECAY,
@@ -36,14 +35,6 @@ from optimlab.optim.declaration import (
     library_class,
 )
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE, UNIT_CLOSED
-
-
-@functools.cache  # one dict lookup per step instead of an import statement
-def _kernel() -> Any:
-    """The fused kernel (optimlab.optim.kernels.adadelta), imported on first use."""
-    from optimlab.optim.kernels import adadelta as kernel
-
-    return kernel.SPEC
 
 
 class Adadelta(Optimizer):
@@ -56,7 +47,7 @@ class Adadelta(Optimizer):
     }
     RANGES = {"lr": NON_NEGATIVE, "rho": UNIT_CLOSED, "eps": POSITIVE}
     STATE = ("step", "square_avg", "acc_delta")
-    kernel = staticmethod(_kernel)
+    kernel = staticmethod(kernel_factory("adadelta"))
 
     def __init__(
         self,

@@ -52,7 +52,6 @@ torch.optim.Adafactor's names and shapes, so its state_dicts load.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Unpack
 
 import torch
@@ -89,7 +88,9 @@ class Adafactor(Optimizer):
     }
     RANGES = {
         "lr": NON_NEGATIVE,
-        "beta2_decay": Interval(-math.inf, 0.0, low_closed=False),
+        # c ∈ [−1, 0]: −1 is the plain average of every g² so far; below it the early gradients
+        # outweigh the recent ones (torch accepts any c ≤ 0, Keras any value)
+        "beta2_decay": Interval(-1.0, 0.0),
         "d": Interval(1.0),
     }
     STATE = ("step", "row_var", "col_var", "variance")

@@ -22,33 +22,38 @@ Conventions
 Defaults: torch lr 1e-2, eps 1e-10, initial_accumulator_value 0; Keras lr 1e-3, eps 1e-7,
 initial_accumulator_value 0.1.  ``lr_decay`` (torch's) applies under both conventions.
 
+Why two bodies: the initial accumulator is a coefficient (a hyperparameter), ε's place nearly
+is, but the order of operations is not: torch takes the root of the sum, adds ε and lets
+``addcdiv_`` compute ``p + (-lr * g) / std`` with ``std = sqrt(s) + eps``; Keras forms
+``g * lr`` first and divides it by ``sqrt(s + eps)``, rounding the sum before the root.  The two sequences
+round differently in float32, and each body reproduces its library bit for bit.
+
 State: ``step``, ``sum``.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Unpack
 
 import torch
 
-from optimlab.optim.base import CommonOptions, Optimizer, Params, scaled_addcdiv_, state_dtype
+from optimlab.optim.base import (
+    CommonOptions,
+    Optimizer,
+    Params,
+    kernel_factory,
+    scaled_addcdiv_,
+    state_dtype,
+)
 from optimlab.optim.declaration import (
     COMMON_SAMPLES,
     KERAS_DECAY,
     Convergence,
     OptimizerInfo,
+    SampleRange,
     library_class,
 )
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
-
-
-@functools.cache  # one dict lookup per step instead of an import statement
-def _kernel() -> Any:
-    """The fused kernel (optimlab.optim.kernels.adagrad), imported on first use."""
-    from optimlab.optim.kernels import adagrad as kernel
-
-    return kernel.make_spec(decayed_lr)
 
 
 def decayed_lr(lr: float | torch.Tensor, lr_decay: float, step: int) -> float | torch.Tensor:
@@ -71,7 +76,7 @@ class Adagrad(Optimizer):
         "eps": POSITIVE,
     }
     STATE = ("step", "sum")
-    kernel = staticmethod(_kernel)
+    kernel = staticmethod(kernel_factory("adagrad", lambda kernel: kernel.make_spec(decayed_lr)))
 
     def __init__(
         self,
@@ -146,6 +151,7 @@ ADAGRAD_INFO = OptimizerInfo(
     improves="per-parameter step size (sum of g²)",
     samples=(*COMMON_SAMPLES, {"lr_decay": 0.01}, {"initial_accumulator_value": 0.5}),
     keras_samples=({"initial_accumulator_value": 0.5}, KERAS_DECAY),
+    sample_ranges={"lr_decay": SampleRange(0.0, 0.1)},
     convergence=Convergence(0.5, (1.0, 10000, 0.05)),
 )
 

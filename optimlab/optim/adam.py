@@ -30,13 +30,12 @@ State: ``step``, ``exp_avg`` (m), ``exp_avg_sq`` (v), ``max_exp_avg_sq`` (AMSGra
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Unpack
 
 import torch
 
-from optimlab.optim.base import CommonOptions, Optimizer, Params, scaled_addcdiv_
+from optimlab.optim.base import CommonOptions, Optimizer, Params, kernel_factory, scaled_addcdiv_
 from optimlab.optim.declaration import (
     COMMON_SAMPLES,
     KERAS_DECAY,
@@ -45,14 +44,6 @@ from optimlab.optim.declaration import (
     library_class,
 )
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
-
-
-@functools.cache  # one dict lookup per step instead of an import statement
-def _kernel() -> Any:
-    """The fused kernel (optimlab.optim.kernels.adam), imported on first use."""
-    from optimlab.optim.kernels import adam as kernel
-
-    return kernel.make_spec(step_scalars)
 
 
 def step_scalars(
@@ -83,7 +74,7 @@ class Adam(Optimizer):
     FLAGS = ("amsgrad",)
     STATE = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     STATE_DTYPES = ("float32", "bf16", "int8")  # optimlab.optim.low_precision
-    kernel = staticmethod(_kernel)
+    kernel = staticmethod(kernel_factory("adam", lambda kernel: kernel.make_spec(step_scalars)))
 
     def __init__(
         self,

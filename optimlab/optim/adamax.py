@@ -21,17 +21,24 @@ Conventions (where ε goes)
 
 Defaults: torch lr 2e-3 (the paper's), eps 1e-8; Keras lr 1e-3, eps 1e-7; betas (0.9, 0.999).
 
+Why two bodies: ε is not a coefficient at the step here, it changes the *state*.  torch puts ε
+inside the maximum, so u stores ``max(beta2 u, |g| + eps)`` (ε is carried from step to step),
+Keras keeps ``u = max(beta2 u, |g|)`` and adds ε only in the denominator of the step; the two
+``exp_inf`` differ and so do their state_dicts.  The first moment is also computed by other
+operations (torch's ``lerp_``, Keras's ``m += (g - m)(1 - beta1)``), and the step divides by
+``u`` with the bias correction folded into the lr (torch) or multiplies it into the
+denominator (Keras).
+
 State: ``step``, ``exp_avg`` (m), ``exp_inf`` (u).
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Unpack
 
 import torch
 
-from optimlab.optim.base import CommonOptions, Optimizer, Params, scaled_addcdiv_
+from optimlab.optim.base import CommonOptions, Optimizer, Params, kernel_factory, scaled_addcdiv_
 from optimlab.optim.declaration import (
     COMMON_SAMPLES,
     KERAS_DECAY,
@@ -40,14 +47,6 @@ from optimlab.optim.declaration import (
     library_class,
 )
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
-
-
-@functools.cache  # one dict lookup per step instead of an import statement
-def _kernel() -> Any:
-    """The fused kernel (optimlab.optim.kernels.adamax), imported on first use."""
-    from optimlab.optim.kernels import adamax as kernel
-
-    return kernel.make_spec(bias_correction)
 
 
 def bias_correction(beta1: float, step: int) -> float:
@@ -66,7 +65,9 @@ class Adamax(Optimizer):
     RANGES = {"lr": NON_NEGATIVE, "eps": POSITIVE}
     STATE = ("step", "exp_avg", "exp_inf")
     STATE_DTYPES = ("float32", "bf16", "int8")  # optimlab.optim.low_precision
-    kernel = staticmethod(_kernel)
+    kernel = staticmethod(
+        kernel_factory("adamax", lambda kernel: kernel.make_spec(bias_correction))
+    )
 
     def __init__(
         self,

@@ -16,7 +16,10 @@ parameters (float16/bfloat16 parameters keep their state in float32 and are upda
 
 from __future__ import annotations
 
+import functools
+import importlib
 from collections.abc import Callable, Iterable
+from types import ModuleType
 from typing import Any, ClassVar, TypedDict, Unpack
 
 import torch
@@ -128,6 +131,26 @@ def as_float(value: float | torch.Tensor) -> float:
     return float(value.item()) if isinstance(value, torch.Tensor) else float(value)
 
 
+def kernel_factory(
+    module: str, build: Callable[[ModuleType], Any] | None = None
+) -> Callable[[], Any]:
+    """An algorithm's ``kernel`` factory: ``optimlab.optim.kernels.<module>`` imported on first use.
+
+    The factory returns the kernel module's ``SPEC``, or ``build(module)`` for a kernel that takes
+    the per-step scalars from the algorithm (``lambda k: k.make_spec(step_scalars)``: the kernel
+    never imports the algorithm, the layers point one way).  Cached: after the first call a step
+    pays one call, not an import statement; numba loads only when a step first needs a kernel.
+    """
+
+    @functools.cache
+    def kernel() -> Any:
+        loaded = importlib.import_module(f"optimlab.optim.kernels.{module}")
+        return loaded.SPEC if build is None else build(loaded)
+
+    kernel.__doc__ = f"The fused kernel (optimlab.optim.kernels.{module}), imported on first use."
+    return kernel
+
+
 class Optimizer(torch.optim.Optimizer):
     """Base class: a `torch.optim.Optimizer` whose update rule is declared by a subclass."""
 
@@ -184,6 +207,12 @@ class Optimizer(torch.optim.Optimizer):
         #: ``kernels.layout``); bookkeeping of the fast path, not state: never in the state_dict
         self.fused_layouts: dict[int, Any] = {}
         super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # copy.deepcopy and pickle restore torch.optim's three fields only; the fused layouts
+        # are rebuilt from the restored state by the next step.
+        super().__setstate__(state)
+        self.fused_layouts = {}
 
     # ----------------------------------------------------------------------------------------
     # configuration
@@ -262,35 +291,48 @@ class Optimizer(torch.optim.Optimizer):
 
     # ----------------------------------------------------------------------------------------
     # the step
-    @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Perform one update of every parameter that has a gradient; return the closure's loss."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # A group whose last step was fused and has not changed since repeats it without the
+        # checks below (kernels.dispatch.FastStep); only where the class updates groups the
+        # base's way, so that a subclass's own _update_group always runs.
+        fast = type(self)._update_group is Optimizer._update_group
+        layouts = self.fused_layouts
         for group in self.param_groups:
-            params, grads = [], []
-            for p in group["params"]:
-                grad = p.grad
-                if grad is None:
+            if fast:
+                layout = layouts.get(id(group))
+                if layout is not None and layout.fast is not None and layout.fast(self, group):
                     continue
-                if grad.is_sparse:
-                    raise RuntimeError(
-                        f"{type(self).__name__} does not support sparse gradients; use dense "
-                        f"gradients (e.g. nn.Embedding(sparse=False)) or torch.optim.SparseAdam"
-                    )
-                params.append(p)
-                grads.append(grad)
-            if not params:
-                continue
-            if group["nonfinite"] == "skip" and not _all_finite(grads, selected_impl(group)):
-                for p in params:
-                    state = self.state[p]
-                    state["nonfinite_skipped"] = state.get("nonfinite_skipped", 0) + 1
-                continue
-            self._update_group(group, params, grads)
+            with torch.no_grad():
+                self._step_group(group)
         return loss
+
+    def _step_group(self, group: dict[str, Any]) -> None:
+        """One group's update: gather the parameters that have a gradient, apply ``nonfinite``."""
+        params, grads = [], []
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            if grad.is_sparse:
+                raise RuntimeError(
+                    f"{type(self).__name__} does not support sparse gradients; use dense "
+                    f"gradients (e.g. nn.Embedding(sparse=False)) or torch.optim.SparseAdam"
+                )
+            params.append(p)
+            grads.append(grad)
+        if not params:
+            return
+        if group["nonfinite"] == "skip" and not _all_finite(grads, selected_impl(group)):
+            for p in params:
+                state = self.state[p]
+                state["nonfinite_skipped"] = state.get("nonfinite_skipped", 0) + 1
+            return
+        self._update_group(group, params, grads)
 
     def _update_group(
         self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]

@@ -40,6 +40,27 @@ class Convergence:
 
 
 @dataclass(frozen=True)
+class SampleRange:
+    """Where property tests draw one number: uniform on [low, high], or log-uniform (``log``)."""
+
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Where property tests draw a discrete hyperparameter: one of `values`."""
+
+    values: tuple[Any, ...]
+
+
+#: what a property test draws for one hyperparameter: a number, a tuple of numbers (``betas``,
+#: one range per element) or a choice
+Sample = SampleRange | Choice | tuple[SampleRange, ...]
+
+
+@dataclass(frozen=True)
 class OptimizerInfo:
     """Everything generic code needs to know about one optimizer."""
 
@@ -52,7 +73,6 @@ class OptimizerInfo:
     rule: str
     #: the set it belongs to: "classic" (the textbook's nine, compare's default) or "modern"
     preset: str = "modern"
-    learning_rate_free: bool = False
     #: the same algorithm in torch.optim and in Keras 3, as factories; None: no twin there
     torch_twin: Twin | None = None
     keras_twin: Twin | None = None
@@ -69,6 +89,14 @@ class OptimizerInfo:
     #: whether each element's update depends on that element alone (False: a tensor's norm,
     #: factored moment or matrix shape enters, so a tensor's rows cannot be separate runs)
     elementwise: bool = True
+    #: learning-rate-free (Prodigy, D-Adaptation: it estimates its own step size): compare runs
+    #: it at its defaults with no learning-rate grid, in the spirit of AlgoPerf's self-tuning
+    #: track, and reports it apart. (Schedule-Free is not: it takes a tuned lr, and compare
+    #: never schedules an optimizer with train()/eval() modes.)
+    learning_rate_free: bool = False
+    #: where property tests draw a hyperparameter, where the rule of :func:`sampling_space`
+    #: does not fit (momentum may exceed 1 but is sampled below it); None: never drawn
+    sample_ranges: dict[str, Sample | None] = field(default_factory=dict)
 
     @property
     def torch_class(self) -> str | None:
@@ -88,3 +116,52 @@ def _twin_name(twin: Twin) -> str:
 COMMON_SAMPLES: tuple[dict[str, Any], ...] = ({"weight_decay": 0.1}, {"maximize": True})
 #: Keras's weight decay is the decoupled one
 KERAS_DECAY: dict[str, Any] = {"weight_decay": 0.1, "decoupled_weight_decay": True}
+
+
+def derived_sample(default: Any, interval: Any, flag: bool) -> Sample | None:
+    """Where to draw a hyperparameter, from its default and its declared valid interval.
+
+    * a flag (or a bool default): both values;
+    * a tuple of numbers in [0, 1) (``betas``): each in [0, d + 0.9 (1 - d)] around its default d;
+    * a number with a bounded interval: uniform over the interval's first 99.9 % (``alpha = 1``
+      would freeze an average forever);
+    * a number with an unbounded interval and a positive default d: log-uniform on [d/10, 10 d];
+    * anything else (a default of 0 on an unbounded range, an integer, a string): not drawn.
+    """
+    if flag or isinstance(default, bool):
+        return Choice((False, True))
+    if isinstance(default, tuple):
+        if default and all(isinstance(d, float) and 0 <= d < 1 for d in default):
+            return tuple(SampleRange(0.0, d + 0.9 * (1 - d)) for d in default)
+        return None
+    if interval is None or not isinstance(default, float):
+        return None
+    low, high = float(interval.low), float(interval.high)
+    if high != float("inf"):
+        width = high - low
+        start = low if interval.low_closed else low + 1e-3 * width
+        return SampleRange(start, low + 0.999 * width)
+    if default > 0:
+        return SampleRange(max(default / 10, low), default * 10, log=True)
+    return None
+
+
+def sampling_space(info: OptimizerInfo) -> dict[str, Sample]:
+    """Every hyperparameter a property test draws for `info` (torch convention), by name.
+
+    The optimizer's own ``sample_ranges`` win; the others follow :func:`derived_sample` from
+    the class's defaults, ``RANGES`` and ``FLAGS``.  Common options (weight decay, maximize) are
+    the tests' own business.  A new optimizer is covered without a line in any test.
+    """
+    cls = info.cls
+    space: dict[str, Sample] = {}
+    for name, default in cls.DEFAULTS["torch"].items():
+        if name in info.sample_ranges:
+            sample = info.sample_ranges[name]
+        elif name in cls.RANGES or name in cls.FLAGS or isinstance(default, tuple):
+            sample = derived_sample(default, cls.RANGES.get(name), name in cls.FLAGS)
+        else:
+            sample = None
+        if sample is not None:
+            space[name] = sample
+    return space

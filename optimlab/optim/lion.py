@@ -29,10 +29,14 @@ is not this flag's meaning and is not offered.  Defaults: lr 1e-4 (lion-pytorch,
 β ∈ [0, 1) as for Adam (lion-pytorch accepts 1, Keras's β₁ must be > 0).
 
 State: ``exp_avg`` (m), as lion-pytorch names it, so its state_dicts load; no step count.
+
+Fused kernel: ``optimlab.optim.kernels.lion`` (20 bytes per float32 parameter: read p, g, m,
+write p, m); it keeps the reference's NaN (a non-finite gradient reaches the parameter at once).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Unpack
 
 import torch
@@ -44,6 +48,14 @@ from optimlab.optim.hyperparameters import NON_NEGATIVE
 _COMMON = {"betas": (0.9, 0.99), "weight_decay": 0.0, "decoupled_weight_decay": True}
 
 
+@functools.cache  # one dict lookup per step instead of an import statement
+def _kernel() -> Any:
+    """The fused kernel (optimlab.optim.kernels.lion), imported on first use."""
+    from optimlab.optim.kernels import lion as kernel
+
+    return kernel.make_spec()
+
+
 class Lion(Optimizer):
     """Lion (EvoLved Sign Momentum), as lion_pytorch.Lion and keras.optimizers.Lion."""
 
@@ -52,6 +64,7 @@ class Lion(Optimizer):
     RANGES = {"lr": NON_NEGATIVE}
     STATE = ("exp_avg",)
     COUNTS_STEPS = False
+    kernel = staticmethod(_kernel)
 
     def __init__(
         self,

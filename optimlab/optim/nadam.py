@@ -24,6 +24,14 @@ bias-corrected root.  They differ in the momentum schedule: torch uses the paper
 ``momentum_decay = 1`` here and is the default under ``convention="keras"``.  Defaults: torch
 lr 2e-3, eps 1e-8; Keras lr 1e-3, eps 1e-7; betas (0.9, 0.999).
 
+Why two bodies, though the rule and the scalars (:func:`step_scalars`, shared with the kernel)
+are one: the operations that apply it differ.  torch updates the moments with ``lerp_`` and
+``mul_`` + ``addcmul_`` (Keras: ``m += (g - m)(1 - beta1)``, ``v += (g^2 - v)(1 - beta2)``),
+and takes the step as two ``addcdiv_`` calls, one for the gradient term and one for the
+momentum term, each dividing by ``sqrt(v / (1 - beta2^t)) + eps``; Keras builds the combined
+``m_hat`` as a tensor and takes one step ``m_hat * lr / (sqrt(v_hat) + eps)``.  Each sequence
+rounds its own way, and each body matches its library bit for bit.
+
 Precision of Π_t: torch.optim keeps ``mu_product`` in a 0-dim tensor of its scalar dtype (float32,
 or float64 when the default dtype is float64) and rounds the running product to it every step.
 optimlab does the same for float32 and half-precision parameters, in the reference rule and in the
@@ -38,7 +46,6 @@ State: ``step``, ``mu_product``, ``exp_avg`` (m), ``exp_avg_sq`` (v).
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple, Unpack
 
 import torch
@@ -48,6 +55,7 @@ from optimlab.optim.base import (
     Optimizer,
     Params,
     as_float,
+    kernel_factory,
     scalar_dtype,
     scaled_addcdiv_,
     state_dtype,
@@ -60,15 +68,6 @@ from optimlab.optim.declaration import (
     library_class,
 )
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
-
-
-@functools.cache
-def _kernel() -> Any:
-    """The fused kernel (optimlab.optim.kernels.nadam), imported on first use; it takes the
-    momentum schedule from here (the kernel never imports this module)."""
-    from optimlab.optim.kernels import nadam as kernel
-
-    return kernel.make_spec(NAdam.momentum_schedule, step_scalars)
 
 
 class StepScalars(NamedTuple):
@@ -104,7 +103,11 @@ class NAdam(Optimizer):
     RANGES = {"lr": NON_NEGATIVE, "eps": POSITIVE, "momentum_decay": NON_NEGATIVE}
     STATE = ("step", "mu_product", "exp_avg", "exp_avg_sq")
     STATE_DTYPES = ("float32", "bf16", "int8")  # optimlab.optim.low_precision
-    kernel = staticmethod(_kernel)
+    kernel = staticmethod(
+        kernel_factory(
+            "nadam", lambda kernel: kernel.make_spec(NAdam.momentum_schedule, step_scalars)
+        )
+    )
 
     def __init__(
         self,

@@ -34,11 +34,15 @@ eps 1e-8).
 
 State: ``step``, ``exp_avg`` (m), ``exp_avg_sq`` (v) — torch.optim.RAdam's names, so its
 state_dicts load.
+
+Fused kernel: ``optimlab.optim.kernels.radam`` (28 bytes per float32 parameter); 1 − β₁ᵗ,
+√(1 − β₂ᵗ) and r_t come from :func:`step_scalars`, shared with the reference rule.
 """
 
 from __future__ import annotations
 
-from typing import Any, Unpack
+import functools
+from typing import Any, NamedTuple, Unpack
 
 import torch
 
@@ -62,6 +66,32 @@ def rectification(beta2: float, step: int) -> float | None:
     return ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
 
 
+class StepScalars(NamedTuple):
+    """The scalars of step t."""
+
+    bias_correction1: float  # 1 − β₁ᵗ
+    root_bias_correction2: float  # √(1 − β₂ᵗ)
+    rectification: float | None  # r_t, or None while ρ_t ≤ 5 (a momentum SGD step)
+
+
+def step_scalars(beta1: float, beta2: float, step: int) -> StepScalars:
+    """1 − β₁ᵗ, √(1 − β₂ᵗ) and r_t: the one place the reference and the kernel get them."""
+    return StepScalars(
+        bias_correction1=1 - beta1**step,
+        root_bias_correction2=(1 - beta2**step) ** 0.5,
+        rectification=rectification(beta2, step),
+    )
+
+
+@functools.cache  # one dict lookup per step instead of an import statement
+def _kernel() -> Any:
+    """The fused kernel (optimlab.optim.kernels.radam), imported on first use; it takes the
+    per-step scalars from here (the kernel never imports this module)."""
+    from optimlab.optim.kernels import radam as kernel
+
+    return kernel.make_spec(step_scalars)
+
+
 class RAdam(Optimizer):
     """Rectified Adam, as torch.optim.RAdam (``decoupled_weight_decay`` included)."""
 
@@ -72,6 +102,7 @@ class RAdam(Optimizer):
         "eps": POSITIVE,
     }  # torch allows 0 (then 0/0 on a zero gradient); as Adam
     STATE = ("step", "exp_avg", "exp_avg_sq")
+    kernel = staticmethod(_kernel)
 
     def __init__(
         self,
@@ -107,14 +138,13 @@ class RAdam(Optimizer):
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        bias_correction2 = 1 - beta2**step
+        bias_correction1, root_bias_correction2, rect = step_scalars(beta1, beta2, step)
         # torch's order of operations (so float64 results agree bit for bit)
-        bias_corrected_exp_avg = exp_avg / (1 - beta1**step)
-        rect = rectification(beta2, step)
+        bias_corrected_exp_avg = exp_avg / bias_correction1
         if rect is None:
             param.add_(bias_corrected_exp_avg * lr, alpha=-1.0)
             return
-        adaptive_lr = (bias_correction2**0.5) / exp_avg_sq.sqrt().add_(eps)
+        adaptive_lr = root_bias_correction2 / exp_avg_sq.sqrt().add_(eps)
         param.add_(bias_corrected_exp_avg * lr * adaptive_lr * rect, alpha=-1.0)
 
 

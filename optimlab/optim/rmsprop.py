@@ -24,6 +24,15 @@ root, momentum after the lr::
 
 Defaults: torch lr 1e-2, alpha 0.99, eps 1e-8; Keras lr 1e-3, alpha 0.9, eps 1e-7.
 
+Why two bodies: where ε goes would be a coefficient (optax's ``eps_root``), but the operations
+around it differ too.  torch divides the raw gradient (``addcdiv_``) and applies η at the very
+end, so its momentum buffer holds ``g / (sqrt(v) + eps)`` without η; Keras multiplies η into
+the increment *before* the division and accumulates that, so its buffer is in parameter units
+(η inside the velocity, as in Keras's SGD).  The averages round differently as well: torch's
+``mul_`` + ``addcmul_`` (an fma) for v and ``lerp_`` for the centered mean, Keras's ``mul`` +
+``add`` of ``(1 - alpha) g^2``.  One body with coefficients would give up bit-for-bit parity
+with one of the two libraries.
+
 Centered: the variance estimate v_t - bar g_t^2 is never negative in exact arithmetic, but
 rounding can make it a tiny negative number (alpha = 0 makes it exactly g^2 - g^2), whose root
 torch.optim and Keras turn into NaN parameters.  optimlab clamps it at 0 first; wherever torch
@@ -34,28 +43,27 @@ State: ``step``, ``square_avg``, ``momentum_buffer`` (momentum > 0), ``grad_avg`
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Unpack
 
 import torch
 
-from optimlab.optim.base import CommonOptions, Optimizer, Params, scaled_addcdiv_, scaled_sub_
+from optimlab.optim.base import (
+    CommonOptions,
+    Optimizer,
+    Params,
+    kernel_factory,
+    scaled_addcdiv_,
+    scaled_sub_,
+)
 from optimlab.optim.declaration import (
     COMMON_SAMPLES,
     KERAS_DECAY,
     Convergence,
     OptimizerInfo,
+    SampleRange,
     library_class,
 )
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE, UNIT_CLOSED
-
-
-@functools.cache  # one dict lookup per step instead of an import statement
-def _kernel() -> Any:
-    """The fused kernel (optimlab.optim.kernels.rmsprop), imported on first use."""
-    from optimlab.optim.kernels import rmsprop as kernel
-
-    return kernel.SPEC
 
 
 class RMSprop(Optimizer):
@@ -70,7 +78,7 @@ class RMSprop(Optimizer):
     FLAGS = ("centered",)
     STATE = ("step", "square_avg", "momentum_buffer", "grad_avg")
     STATE_DTYPES = ("float32", "bf16", "int8")  # optimlab.optim.low_precision
-    kernel = staticmethod(_kernel)
+    kernel = staticmethod(kernel_factory("rmsprop"))
 
     def __init__(
         self,
@@ -162,6 +170,7 @@ RMSPROP_INFO = OptimizerInfo(
         {"momentum": 0.5, "centered": True},
         KERAS_DECAY,
     ),
+    sample_ranges={"momentum": SampleRange(0.05, 0.99)},
     convergence=Convergence(0.003, (0.003, 3000, 0.1)),
 )
 

@@ -40,11 +40,17 @@ Convention notes
   weight_decay 0, warmup_steps 0, r 0, weight_lr_power 2.  ``convention="keras"`` uses the same.
 
 State: ``z`` and (AdamW) ``exp_avg_sq``, the package's names.
+
+Fused kernels: ``optimlab.optim.kernels.schedulefree`` runs the training step (28 bytes per
+float32 parameter for AdamW, 20 for SGD); ``train()``/``eval()`` stay here and work on the same
+state.  The step's scalars (γ_t, c_{t+1}, y's step, 1 − β₂^{t+1}) come from
+:func:`step_scalars`, shared with the reference rule.
 """
 
 from __future__ import annotations
 
-from typing import Any, Unpack
+import functools
+from typing import Any, NamedTuple, Unpack
 
 import torch
 
@@ -55,6 +61,7 @@ from optimlab.optim.base import (
     Params,
     _kernels,
     selected_impl,
+    state_dtype,
 )
 from optimlab.optim.declaration import Convergence, OptimizerInfo
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE, Interval
@@ -75,23 +82,89 @@ _AVERAGING_RANGES = {
 }
 
 
-def averaging_coefficients(group: dict[str, Any]) -> tuple[float, float]:
-    """Advance the group's averaging bookkeeping by one step; return (γ_t, c_{t+1}).
+class StepScalars(NamedTuple):
+    """The scalars of one Schedule-Free step of a group, and its bookkeeping after the step."""
 
-    γ_t = lr·min(1, (k+1)/warmup_steps); w = (k+1)^r · max γ^weight_lr_power; c = w / Σw.
+    step: int  # t + 1: the group's ``k`` after this step
+    lr: float | torch.Tensor  # γ_t = lr·min(1, (t+1)/warmup_steps)
+    ckp1: float  # c_{t+1} = w_t / Σ_{s≤t} w_s
+    y_scale: float | torch.Tensor  # γ_t (β (1 − c_{t+1}) − 1): y's step along the direction
+    bias_correction2: float  # 1 − β₂^{t+1} (AdamW's second moment; 1.0 for SGD)
+    lr_max: float  # max_{s≤t} γ_s
+    weight_sum: float  # Σ_{s≤t} w_s
+
+
+def step_scalars(
+    k: int,
+    lr: float | torch.Tensor,
+    warmup_steps: int,
+    r: float,
+    weight_lr_power: float,
+    lr_max: float,
+    weight_sum: float,
+    beta: float,
+    beta2: float | None,
+) -> StepScalars:
+    """Step t = k's scalars, from the group's bookkeeping before it: the one place the reference
+    rule and the kernel get them (pure; :func:`advance` stores the bookkeeping).
+
+    γ_t = lr·min(1, (k+1)/warmup_steps); w = (k+1)^r · (max γ)^weight_lr_power; c = w / Σw;
+    β is the interpolation (betas[0] or momentum), β₂ AdamW's second-moment decay (None: SGD).
     """
-    k, warmup_steps = group["k"], group["warmup_steps"]
     schedule = (k + 1) / warmup_steps if k < warmup_steps else 1.0
-    lr = group["lr"] * schedule
-    group["scheduled_lr"] = lr
+    scheduled_lr = lr * schedule
     # a tensor lr (one per element) weighs the average by its largest value
-    largest = float(lr.max()) if isinstance(lr, torch.Tensor) else float(lr)
-    lr_max = group["lr_max"] = max(largest, group["lr_max"])
-    weight = ((k + 1) ** group["r"]) * (lr_max ** group["weight_lr_power"])
-    weight_sum = group["weight_sum"] = group["weight_sum"] + weight
+    largest = float(scheduled_lr.max()) if isinstance(scheduled_lr, torch.Tensor) else scheduled_lr
+    lr_max = max(float(largest), lr_max)
+    weight = ((k + 1) ** r) * (lr_max**weight_lr_power)
+    weight_sum = weight_sum + weight
     ckp1 = weight / weight_sum if weight_sum != 0 else 0.0
-    group["k"] = k + 1
-    return lr, ckp1
+    return StepScalars(
+        step=k + 1,
+        lr=scheduled_lr,
+        ckp1=ckp1,
+        y_scale=scheduled_lr * (beta * (1 - ckp1) - 1),
+        bias_correction2=1.0 if beta2 is None else 1 - beta2 ** (k + 1),
+        lr_max=lr_max,
+        weight_sum=weight_sum,
+    )
+
+
+def advance(group: dict[str, Any], beta: float, beta2: float | None) -> StepScalars:
+    """Advance the group's averaging bookkeeping by one step; return the step's scalars."""
+    scalars = step_scalars(
+        group["k"],
+        group["lr"],
+        group["warmup_steps"],
+        group["r"],
+        group["weight_lr_power"],
+        group["lr_max"],
+        group["weight_sum"],
+        beta,
+        beta2,
+    )
+    group["k"] = scalars.step
+    group["scheduled_lr"] = scalars.lr
+    group["lr_max"] = scalars.lr_max
+    group["weight_sum"] = scalars.weight_sum
+    return scalars
+
+
+@functools.cache  # one dict lookup per step instead of an import statement
+def _adamw_kernel() -> Any:
+    """The fused kernel (optimlab.optim.kernels.schedulefree), imported on first use; it takes
+    the per-step scalars from here (the kernel never imports this module)."""
+    from optimlab.optim.kernels import schedulefree as kernel
+
+    return kernel.make_adamw_spec(ScheduleFreeAdamW.advance)
+
+
+@functools.cache
+def _sgd_kernel() -> Any:
+    """The fused Schedule-Free SGD kernel (see :func:`_adamw_kernel`)."""
+    from optimlab.optim.kernels import schedulefree as kernel
+
+    return kernel.make_sgd_spec(ScheduleFreeSGD.advance)
 
 
 class _ScheduleFree(Optimizer):
@@ -145,41 +218,49 @@ class _ScheduleFree(Optimizer):
             )
         return super().step(closure)
 
+    @staticmethod
+    def advance(group: dict[str, Any]) -> StepScalars:
+        """Advance the group's bookkeeping by one step (:func:`advance` with its betas)."""
+        raise NotImplementedError
+
     def _update_group(
         self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
     ) -> None:
-        if selected_impl(group) == "fused":  # no kernel: the shared message, as every optimizer
-            _kernels(required=True).fused_step(self, None, group, params, grads, required=True)
-        lr, ckp1 = averaging_coefficients(group)
+        for param in params:
+            state = self.state[param]
+            if "z" not in state:  # z_1 = y_1 (= x_1), in the dtype the rule works in
+                state["z"] = param.to(state_dtype(param), copy=True)
+        impl = selected_impl(group)
+        if impl != "reference":
+            # the kernel's coefficients advance the group's bookkeeping (once) when it runs
+            required = impl == "fused"
+            kernels = _kernels(required)
+            if kernels is not None and kernels.fused_step(
+                self, self.kernel(), group, params, grads, required=required
+            ):
+                return
+        scalars = self.advance(group)
         for param, grad in zip(params, grads):
             work = param.float() if param.dtype in LOW_PRECISION else param
             grad = grad.to(work.dtype)
             if group["maximize"]:
                 grad = -grad
-            state = self.state[param]
-            if "z" not in state:
-                state["z"] = work.clone()
-            self.reference_rule(work, grad, state, group, group["k"], lr=lr, ckp1=ckp1)
+            self.reference_rule(work, grad, self.state[param], group, scalars.step, scalars)
             if work is not param:
                 param.copy_(work)
 
     @staticmethod
     def _move(
-        y: torch.Tensor,
-        z: torch.Tensor,
-        direction: torch.Tensor,
-        lr: float | torch.Tensor,
-        ckp1: float,
-        beta: float,
+        y: torch.Tensor, z: torch.Tensor, direction: torch.Tensor, scalars: StepScalars
     ) -> None:
         """y ← (1 − c) y + c z − γ(1 − β(1 − c)) d;  z ← z − γ d (the package's operations)."""
-        y.lerp_(end=z, weight=ckp1)
-        if isinstance(lr, torch.Tensor):
-            y.add_(direction * (lr * (beta * (1 - ckp1) - 1)))
-            z.sub_(direction * lr)
+        y.lerp_(end=z, weight=scalars.ckp1)
+        if isinstance(scalars.lr, torch.Tensor):
+            y.add_(direction * scalars.y_scale)
+            z.sub_(direction * scalars.lr)
         else:
-            y.add_(direction, alpha=lr * (beta * (1 - ckp1) - 1))
-            z.sub_(direction, alpha=lr)
+            y.add_(direction, alpha=scalars.y_scale)
+            z.sub_(direction, alpha=scalars.lr)
 
 
 class ScheduleFreeAdamW(_ScheduleFree):
@@ -192,6 +273,7 @@ class ScheduleFreeAdamW(_ScheduleFree):
     }
     RANGES = {"lr": NON_NEGATIVE, "eps": POSITIVE, **_AVERAGING_RANGES}
     STATE = ("z", "exp_avg_sq")
+    kernel = staticmethod(_adamw_kernel)
 
     def __init__(
         self,
@@ -231,25 +313,31 @@ class ScheduleFreeAdamW(_ScheduleFree):
         return group["betas"][0]
 
     @staticmethod
+    def advance(group: dict[str, Any]) -> StepScalars:
+        beta1, beta2 = group["betas"]
+        return advance(group, beta1, beta2)
+
+    @staticmethod
     def reference_rule(
         param: torch.Tensor,
         grad: torch.Tensor,
         state: dict[str, Any],
         group: dict[str, Any],
         step: int,
-        lr: float | torch.Tensor = 0.0,
-        ckp1: float = 0.0,
+        scalars: StepScalars | None = None,
     ) -> None:
-        beta1, beta2 = group["betas"]
+        """One parameter's step, given the group's `scalars` (:meth:`advance`, once per step)."""
+        assert scalars is not None, "Schedule-Free steps a group: see _ScheduleFree._update_group"
+        beta2 = group["betas"][1]
         if "exp_avg_sq" not in state:
             state["exp_avg_sq"] = torch.zeros_like(param)
         exp_avg_sq = state["exp_avg_sq"]
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denom = exp_avg_sq.div(1 - beta2**step).sqrt_().add_(group["eps"])
+        denom = exp_avg_sq.div(scalars.bias_correction2).sqrt_().add_(group["eps"])
         direction = grad.div(denom)
         if group["weight_decay"] != 0:
             direction.add_(param, alpha=group["weight_decay"])
-        _ScheduleFree._move(param, state["z"], direction, lr, ckp1, beta1)
+        _ScheduleFree._move(param, state["z"], direction, scalars)
 
 
 class ScheduleFreeSGD(_ScheduleFree):
@@ -265,6 +353,7 @@ class ScheduleFreeSGD(_ScheduleFree):
         **_AVERAGING_RANGES,
     }
     STATE = ("z",)
+    kernel = staticmethod(_sgd_kernel)
 
     def __init__(
         self,
@@ -294,19 +383,24 @@ class ScheduleFreeSGD(_ScheduleFree):
         return group["momentum"]
 
     @staticmethod
+    def advance(group: dict[str, Any]) -> StepScalars:
+        return advance(group, group["momentum"], None)
+
+    @staticmethod
     def reference_rule(
         param: torch.Tensor,
         grad: torch.Tensor,
         state: dict[str, Any],
         group: dict[str, Any],
         step: int,
-        lr: float | torch.Tensor = 0.0,
-        ckp1: float = 0.0,
+        scalars: StepScalars | None = None,
     ) -> None:
+        """One parameter's step, given the group's `scalars` (:meth:`advance`, once per step)."""
+        assert scalars is not None, "Schedule-Free steps a group: see _ScheduleFree._update_group"
         direction = grad
         if group["weight_decay"] != 0:
             direction = grad.add(param, alpha=group["weight_decay"])
-        _ScheduleFree._move(param, state["z"], direction, lr, ckp1, group["momentum"])
+        _ScheduleFree._move(param, state["z"], direction, scalars)
 
 
 SCHEDULEFREE_ADAMW_INFO = OptimizerInfo(

@@ -29,6 +29,15 @@ and absorbs the learning rate at each step (``v = mu v - eta g``)::
 With a constant learning rate and no dampening the two are the same trajectory; they differ when
 the learning rate changes during training (a schedule rescales the whole torch buffer at once, but
 only the new contribution of the Keras velocity).  Defaults: torch lr 1e-3, Keras lr 1e-2.
+
+Why two bodies (with momentum): the conventions differ in their operations, not in a
+coefficient.  torch keeps a buffer of gradients, copies the first gradient into it and applies
+η at the step (``b.mul_(mu).add_(g, alpha=1-tau)`` then ``p.add_(b, alpha=-lr)``); Keras
+multiplies η into the velocity before accumulating it (``v.mul_(mu).sub_(g * lr)``), starts it
+at 0 and adds it to the parameter.  The stored state therefore differs by a factor η (a
+state_dict of one is not the other's), the first step differs (a copy against ``0·μ − ηg``),
+Nesterov's look-ahead is built from other terms (``g + μb`` scaled by η, against ``μv − ηg``),
+and each sequence rounds differently.  Plain gradient descent (momentum 0) has one body.
 ``Momentum`` and ``NAG`` default to momentum 0.9 under both conventions.
 
 State: ``momentum_buffer`` (only when momentum > 0).
@@ -36,28 +45,23 @@ State: ``momentum_buffer`` (only when momentum > 0).
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Unpack
 
 import torch
 
-from optimlab.optim.base import CommonOptions, Optimizer, Params, scaled_sub_
+from optimlab.optim.base import CommonOptions, Optimizer, Params, kernel_factory, scaled_sub_
 from optimlab.optim.declaration import (
     COMMON_SAMPLES,
     KERAS_DECAY,
     Convergence,
     OptimizerInfo,
+    SampleRange,
     library_class,
 )
 from optimlab.optim.hyperparameters import NON_NEGATIVE, UNIT_CLOSED
 
-
-@functools.cache  # one dict lookup per step instead of an import statement
-def _kernel() -> Any:
-    """The fused kernel (optimlab.optim.kernels.sgd), imported on first use."""
-    from optimlab.optim.kernels import sgd as kernel
-
-    return kernel.SPEC
+#: property tests draw momentum below 1 (its valid range is unbounded: torch allows more)
+MOMENTUM_SAMPLES = {"momentum": SampleRange(0.05, 0.99)}
 
 
 class SGD(Optimizer):
@@ -72,7 +76,7 @@ class SGD(Optimizer):
     FLAGS = ("nesterov",)
     STATE = ("momentum_buffer",)
     STATE_DTYPES = ("float32", "bf16", "int8")  # optimlab.optim.low_precision
-    kernel = staticmethod(_kernel)
+    kernel = staticmethod(kernel_factory("sgd"))
     COUNTS_STEPS = False
 
     def __init__(
@@ -178,6 +182,7 @@ MOMENTUM_INFO = OptimizerInfo(
     twin_arguments="momentum=0.9",
     samples=(*COMMON_SAMPLES, {"momentum": 0.5, "dampening": 0.3}),
     keras_samples=({"momentum": 0.5}, KERAS_DECAY),
+    sample_ranges=MOMENTUM_SAMPLES,
     convergence=Convergence(0.05, (0.001, 3000, 0.05)),
 )
 
@@ -194,6 +199,7 @@ NAG_INFO = OptimizerInfo(
     twin_arguments="momentum=0.9, nesterov=True",
     samples=(*COMMON_SAMPLES, {"momentum": 0.5}),
     keras_samples=({"momentum": 0.5}, KERAS_DECAY),
+    sample_ranges=MOMENTUM_SAMPLES,
     convergence=Convergence(0.05, (0.001, 3000, 0.05)),
 )
 

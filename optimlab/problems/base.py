@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 Split = tuple[torch.Tensor, torch.Tensor]
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "language-model")
 
 
 @dataclass
@@ -31,7 +31,8 @@ class Problem:
         loss_fn: ``(output, target) -> scalar tensor``, the mean loss over the batch.
         batch_size: minibatch size for training.
         task: ``"classification"`` (outputs are logits; accuracy is reported) or
-            ``"regression"`` (no accuracy).
+            ``"regression"`` (no accuracy) or ``"language-model"`` (outputs are next-token
+            logits, the loss is nats per token: perplexity = exp(loss) is reported).
         penalty: optional ``model -> scalar tensor`` added to the training loss (L1/L2); the
             reported losses are the data losses without it.
         augment: optional ``(inputs, generator) -> inputs`` applied to each training minibatch.

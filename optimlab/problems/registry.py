@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from optimlab.problems import data, models, transfer
+from optimlab.problems import data, models, tiny_lm, transfer
 from optimlab.problems.base import Problem, Split, format_spec
 from optimlab.spec import parse_item
 
@@ -317,6 +317,10 @@ def _mnist1d_transfer(o: dict[str, Any]) -> Problem:
     return problem
 
 
+def _tiny_lm(o: dict[str, Any]) -> Problem:
+    return tiny_lm.build(o, penalty_fn(o["l1"], o["weight_decay"]))
+
+
 def _torchvision(o: dict[str, Any]) -> Problem:
     from optimlab.problems import torchvision_data
 
@@ -435,6 +439,22 @@ PROBLEMS: dict[str, ProblemInfo] = {
                 **REGULARIZATION,
             },
             _mnist1d_transfer,
+        ),
+        ProblemInfo(
+            "tiny-lm",
+            "small causal transformer language model on a seeded order-2 Markov language",
+            {
+                "batch_size": Option(32, "sequences per minibatch", low=1),
+                "width": Option(32, "model width (embedding size)", low=1),
+                "depth": Option(2, "number of transformer blocks", low=1),
+                "heads": Option(4, "attention heads per block (must divide width)", low=1),
+                "context": Option(32, "tokens per sequence (the attention window)", low=3),
+                "vocab": Option(16, "tokens of the synthetic language", low=2),
+                "branching": Option(4, "tokens allowed after each two-token context", low=1),
+                "dropout": _prob("dropout probability after attention and MLP"),
+                **REGULARIZATION,
+            },
+            _tiny_lm,
         ),
         ProblemInfo(
             "torchvision",

@@ -152,6 +152,7 @@ def create_app(results: str | Path = "results") -> FastAPI:
             "summary": files.summary(directory),
             "count": rows["count"],
             "last_trial_at": max((t["finished_at"] for t in rows["trials"]), default=None),
+            "progress": files.progress(directory),
         }
 
     @app.get("/api/run/trials")

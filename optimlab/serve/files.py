@@ -20,6 +20,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
+from optimlab.lab.progress_file import estimate, read_progress
+
 DB_NAME = "results.sqlite"  # = optimlab.lab.store.DB_NAME (a test checks)
 SUMMARY = "summary.json"
 DIAGNOSIS = "diagnosis.json"
@@ -99,10 +101,15 @@ def _finite(value: Any) -> Any:
 def read_trials(directory: Path) -> list[dict[str, Any]]:
     """Every stored trial of the comparison in `directory`, oldest first (no predictions)."""
     with closing(connect_read_only(directory / DB_NAME)) as connection:
-        rows = connection.execute(
-            "SELECT key, problem, problem_label, optimizer, hyperparameters, schedule, seed, "
-            "steps, status, reason, metrics, finished_at FROM trials ORDER BY finished_at, key"
-        ).fetchall()
+        try:
+            rows = connection.execute(
+                "SELECT key, problem, problem_label, optimizer, hyperparameters, schedule, seed, "
+                "steps, status, reason, metrics, finished_at FROM trials ORDER BY finished_at, key"
+            ).fetchall()
+        except sqlite3.OperationalError as error:
+            if "no such table" not in str(error):
+                raise
+            return []  # the file exists but compare has not created its table yet
     trials = []
     for row in rows:
         metrics = json.loads(row["metrics"])
@@ -209,6 +216,15 @@ def summary(directory: Path) -> Any:
     return _json_or_none(path) if path.is_file() else None
 
 
+def progress(directory: Path) -> dict[str, Any] | None:
+    """The running comparison's ``progress.json`` (written by ``optimlab compare``) with its rate
+    and ETA computed now, or None when the directory has none."""
+    record = read_progress(directory)
+    if record is None:
+        return None
+    return {**record, **estimate(record)}
+
+
 def diagnoses(root: Path) -> list[dict[str, Any]]:
     """Every diagnosis under `root`: its path, problem and the page to open."""
     found = []
@@ -233,6 +249,7 @@ __all__ = [
     "connect_read_only",
     "curves",
     "diagnoses",
+    "progress",
     "read_trials",
     "safe_path",
     "summary",

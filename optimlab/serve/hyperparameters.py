@@ -43,6 +43,14 @@ def _slider(name: str, default: float, interval: Interval) -> dict[str, Any]:
     return {"min": interval.low, "max": high, "log": False}
 
 
+def _is_number_pair(value: Any) -> bool:
+    return (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) for v in value)
+    )
+
+
 def describe(info: OptimizerInfo) -> dict[str, Any]:
     """One optimizer: name, title, family, rule and its hyperparameters (torch convention)."""
     cls = info.cls
@@ -59,10 +67,14 @@ def describe(info: OptimizerInfo) -> dict[str, Any]:
             }
         elif isinstance(default, bool):
             control = {"kind": "flag"}
-        elif isinstance(default, tuple):
+        elif _is_number_pair(default):
             control = {"kind": "pair", "range": _interval(UNIT_HALF_OPEN)}
         elif name == "convention":
             control = {"kind": "choice", "choices": list(CONVENTIONS)}
+        elif not isinstance(default, (int, float)):
+            # a structured option (Muon's ns_coefficients, adjust_lr_fn, use_muon; Adafactor's
+            # eps pair with None): not offered here, the class's default applies
+            continue
         else:  # a number the class declares no interval for: shown, checked by the class
             control = {
                 "kind": "number",

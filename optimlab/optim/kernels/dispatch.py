@@ -100,17 +100,196 @@ def fused_step(
             layout.scalars[name][list(indices)] = values
     coef = call.coefficients(len(rows[0]) if isinstance(rows, list) else len(rows))
     coef[:] = rows  # Python floats rounded once to the layout's dtype
-    flags = call.flags(spec.flags(group))
+    flag_values = spec.flags(group)
+    flags = call.flags(flag_values)
     fresh = layout.fresh if everything else layout.fresh[list(indices)]
-    follow_torch_threads(elements)
-    spec.kernel(param_ptrs, grad_ptrs, chunks, offsets, fresh, layout.buffer_numpy, coef, flags)
+    kernel = _kernel_for(spec, elements)
+    kernel(param_ptrs, grad_ptrs, chunks, offsets, fresh, layout.buffer_numpy, coef, flags)
     if layout.any_fresh:  # SGD's first-step buffers are no longer fresh
         if everything:
             fresh[:] = 0
         else:
             layout.fresh[list(indices)] = 0
         layout.any_fresh = bool(layout.fresh.any())
+    layout.fast = None
+    if everything and not layout.any_fresh:
+        layout.fast = FastStep.build(
+            optimizer, spec, group, params, layout, (chunks, offsets, elements), call, flag_values
+        )
     return True
+
+
+def _kernel_for(spec: KernelSpec, elements: int) -> Any:
+    """The kernel to call on `elements` elements: the serial twin below ``PARALLEL_FROM`` (when
+    the kernel has one: every skeleton kernel does), else the parallel one on torch's threads."""
+    serial = getattr(spec.kernel, "serial", None)
+    if serial is not None and elements < PARALLEL_FROM:
+        return serial
+    follow_torch_threads(elements)
+    return spec.kernel
+
+
+#: the types of a group's option values a snapshot can compare by value (a tensor lr cannot)
+_SNAPSHOT_SCALARS = (bool, int, float, str, type(None))
+
+
+def _snapshot(group: dict[str, Any]) -> dict[str, Any] | None:
+    """A copy of the group's options to compare by value each step; None if one is not a plain
+    scalar (or tuple/list of them).  ``params`` is compared by identity separately."""
+    copy: dict[str, Any] = {}
+    for key, value in group.items():
+        if key == "params" or isinstance(value, _SNAPSHOT_SCALARS):
+            copy[key] = value
+        elif isinstance(value, tuple | list) and all(
+            isinstance(v, _SNAPSHOT_SCALARS) for v in value
+        ):
+            copy[key] = type(value)(value)  # a list changed in place must not change the copy
+        else:
+            return None
+    return copy
+
+
+class FastStep:
+    """A repeat fused step of one group, checked by identity instead of rebuilt.
+
+    After a full fused step (every parameter of the layout stepping, no fresh state) the
+    dispatcher keeps what the next identical step needs: the kernel, its argument arrays, the
+    group's options (a value snapshot), the parameters and, per parameter, its state entry and
+    the layout's view behind each state key.  A later step runs the kernel directly when all of
+    these are unchanged: the same parameter list, each parameter contiguous on the CPU with a
+    dense contiguous gradient of the layout's dtype, the same ``optimizer.state`` object and
+    every state value the very view of the layout (so a tensor replaced by hand, a
+    ``load_state_dict`` or a new state dict sends the step down the full path, which rebuilds
+    the layout from the new values).  A changed ``lr`` (an lr schedule) only recomputes the
+    coefficients; any other option change takes the full path.  The check costs a few
+    attribute reads per parameter; the full path's layout walk, fusability checks and flag
+    construction cost several microseconds per group (issue 12, item 6).
+    """
+
+    def __init__(
+        self,
+        optimizer: Any,
+        spec: KernelSpec,
+        group: dict[str, Any],
+        snapshot: dict[str, Any],
+        params: list[torch.Tensor],
+        layout: FlatState,
+        work: tuple[np.ndarray, np.ndarray, int],
+        call: _CallArrays,
+        flag_values: tuple[int, ...],
+    ) -> None:
+        chunks, offsets, elements = work
+        self.group = group
+        self.group_params = group["params"]
+        self.snapshot = snapshot
+        self.params = tuple(params)
+        self.count = len(params)
+        self.dtype = params[0].dtype
+        self.state = optimizer.state
+        self.entries = tuple(optimizer.state[p] for p in params)
+        watched = [*zip(layout.keys, layout.views), *layout.scalar_views]
+        self.watched = tuple(
+            tuple((key, views[i]) for key, views in watched) for i in range(len(params))
+        )
+        self.spec = spec
+        self.scalars = layout.scalars
+        self.flag_values = tuple(flag_values)
+        # Coefficients of a kernel with per-parameter scalar state (step counts) change every
+        # step; the others are a function of the group's options, recomputed when lr changes.
+        self.coefficients_each_step = bool(spec.scalar_state)
+        self.param_ptrs, self.grad_ptrs = call.param_ptrs, call.grad_ptrs
+        self.coef = call.coefficients(call._coef.shape[1])
+        self.elements = elements
+        kernel = _kernel_for(spec, elements)
+        self.parallel = kernel is spec.kernel
+        # the compiled dispatcher itself (the cache guard only matters for the first call)
+        self.kernel = getattr(kernel, "dispatcher", kernel)
+        self.arguments = (
+            self.param_ptrs,
+            self.grad_ptrs,
+            chunks,
+            offsets,
+            layout.fresh,
+            layout.buffer_numpy,
+            self.coef,
+            call.flags(flag_values),
+        )
+
+    @classmethod
+    def build(
+        cls,
+        optimizer: Any,
+        spec: KernelSpec,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        layout: FlatState,
+        work: tuple[np.ndarray, np.ndarray, int],
+        call: _CallArrays,
+        flag_values: tuple[int, ...],
+    ) -> FastStep | None:
+        """The fast step of this group, or None where every step must take the full path."""
+        if group["nonfinite"] != "propagate" or len(params) != len(group["params"]):
+            return None
+        snapshot = _snapshot(group)
+        if snapshot is None:
+            return None
+        return cls(optimizer, spec, group, snapshot, params, layout, work, call, flag_values)
+
+    def __call__(self, optimizer: Any, group: dict[str, Any]) -> bool:
+        """Run the step if nothing changed since the last one; False (nothing done) otherwise."""
+        plist = group["params"]
+        if (
+            group is not self.group
+            or plist is not self.group_params
+            or len(plist) != self.count
+            or optimizer.state is not self.state
+        ):
+            return False
+        if group != self.snapshot and not self._only_lr_changed(group):
+            return False
+        state, dtype, params, entries = self.state, self.dtype, self.params, self.entries
+        param_ptrs, grad_ptrs = self.param_ptrs, self.grad_ptrs
+        for i, p in enumerate(plist):
+            g = p.grad
+            if (
+                p is not params[i]
+                or g is None
+                or g.is_sparse
+                or p.dtype is not dtype
+                or not p.is_cpu
+                or not p.is_contiguous()
+                or not g.is_contiguous()
+            ):
+                return False
+            entry = entries[i]
+            if state.get(p) is not entry:
+                return False
+            for key, view in self.watched[i]:
+                if entry.get(key) is not view:
+                    return False
+            param_ptrs[i] = p.data_ptr()
+            grad_ptrs[i] = g.data_ptr()
+        if self.coefficients_each_step:
+            self.coef[:] = self.spec.coefficients(group, self.scalars)
+        if self.parallel:
+            follow_torch_threads(self.elements)
+        self.kernel(*self.arguments)
+        return True
+
+    def _only_lr_changed(self, group: dict[str, Any]) -> bool:
+        """Accept a new Python-number ``lr`` (recomputing the coefficients) if nothing else
+        changed; False (the full path) otherwise."""
+        lr, snapshot = group["lr"], self.snapshot
+        if not isinstance(lr, int | float) or isinstance(lr, bool):
+            return False
+        previous = snapshot["lr"]
+        snapshot["lr"] = lr
+        if group != snapshot or tuple(self.spec.flags(group)) != self.flag_values:
+            snapshot["lr"] = previous
+            return False
+        if not self.coefficients_each_step:
+            self.coef[:] = self.spec.coefficients(group, self.scalars)
+        return True
 
 
 class _CallArrays:
@@ -195,6 +374,8 @@ def follow_torch_threads(elements: int) -> None:
     numba's thread count is per calling thread and costs a few microseconds to read, so the count
     this module last set is remembered per thread; only a change calls numba.
     """
+    if not _POOL_STARTED:
+        _start_numba_threads()
     wanted = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     if elements < PARALLEL_FROM:
         wanted = 1
@@ -205,6 +386,21 @@ def follow_torch_threads(elements: int) -> None:
 
 
 _THREADS = threading.local()
+_POOL_STARTED = False
+
+
+def _start_numba_threads() -> None:
+    """Start numba's threading layer, keeping torch's thread count.
+
+    numba's OpenMP layer sets the process's OpenMP thread count when it starts, and that count
+    is torch's: a user's ``torch.set_num_threads(1)`` was undone by the first parallel kernel.
+    """
+    global _POOL_STARTED
+    torch_threads = torch.get_num_threads()
+    numba.get_num_threads()  # starts the layer
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
+    _POOL_STARTED = True
 
 
 _FINITE_CHUNKS: dict[tuple[int, ...], np.ndarray] = {}

@@ -10,7 +10,9 @@ A fused kernel is its element loop only::
     KERNEL = fused_kernel(_rule, "adam")
 
 :func:`fused_kernel` wraps it in the shared prologue (the parallel loop over chunks, the pointer
-views of the user's tensors, the state offsets) and compiles it with :func:`jit_kernel`.
+views of the user's tensors, the state offsets) and compiles it with :func:`jit_kernel`, twice:
+the parallel kernel and, as its ``serial`` attribute, the same loop on the calling thread (the
+dispatcher takes it for groups below ``dispatch.PARALLEL_FROM`` elements).
 
 The coefficient row and the flags are declared by name, once, as namedtuple classes
 (:func:`coefficient_layout`, :func:`flag_layout`): the Python side builds a row with keywords
@@ -23,6 +25,7 @@ The common fields come first (``wd, decay``; ``maximize, l2, decoupled``), where
 from __future__ import annotations
 
 import collections
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +68,35 @@ def prologue(k, flags):
     return flags[0], flags[1], flags[2], k[0], k[1]
 
 
+# The templates of the skeleton.  ``element_loop`` and ``chunk`` are globals that
+# :func:`fused_kernel` binds per algorithm, in a copy of each function (see its docstring).
+def _chunk(c, param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
+    t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
+    p = pointer_view(param_ptrs[t], lo, hi, coef)
+    g = pointer_view(grad_ptrs[t], lo, hi, coef)
+    element_loop(p, g, state, offsets[t] + lo, offsets[t] + hi, coef[t], flags, fresh[t])  # noqa: F821
+
+
+def _kernel(param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
+    for c in prange(chunks.shape[0]):
+        chunk(c, param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags)  # noqa: F821
+
+
+def _serial_kernel(param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
+    for c in range(chunks.shape[0]):
+        chunk(c, param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags)  # noqa: F821
+
+
+def _bind(template: Callable[..., Any], qualname: str, **bound: Any) -> Callable[..., Any]:
+    """A copy of `template` whose globals include `bound`, named `qualname` (numba's cache
+    file name)."""
+    function = types.FunctionType(
+        template.__code__, {**template.__globals__, **bound}, template.__name__
+    )
+    function.__qualname__ = qualname
+    return function
+
+
 def fused_kernel(element_loop: Callable[..., None], algorithm: str) -> Any:
     """The compiled kernel (calling convention: see :mod:`.spec`) around `element_loop`.
 
@@ -72,15 +104,22 @@ def fused_kernel(element_loop: Callable[..., None], algorithm: str) -> Any:
     ``g`` are views of the chunk of the parameter and its gradient, ``state[row, start:stop]``
     the chunk of each state row, ``k`` the tensor's coefficient row, ``first`` 1 when the
     tensor's state was just created.  It must be ``numba.njit(inline="always")``.
+
+    The skeleton gets `element_loop` as a global of its own copy, not through a closure: numba's
+    disk-cache key hashes a closure's cell contents, and a pickled dispatcher differs in every
+    process, so a closure never found its cached code and every process compiled every kernel
+    anew.  The cache name carries the package's source digest (``compile.SOURCES_DIGEST``), so
+    a changed element loop still compiles anew.
     """
-
-    def kernel(param_ptrs, grad_ptrs, chunks, offsets, fresh, state, coef, flags):
-        for c in prange(chunks.shape[0]):
-            t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
-            p = pointer_view(param_ptrs[t], lo, hi, coef)
-            g = pointer_view(grad_ptrs[t], lo, hi, coef)
-            element_loop(p, g, state, offsets[t] + lo, offsets[t] + hi, coef[t], flags, fresh[t])
-
+    chunk = numba.njit(inline="always")(
+        _bind(_chunk, f"{algorithm}_chunk", element_loop=element_loop)
+    )
     # numba names a cache file after the source file and the qualified name: one per algorithm
-    kernel.__qualname__ = f"{algorithm}_kernel"
-    return jit_kernel(kernel)
+    kernel = _bind(_kernel, f"{algorithm}_kernel", chunk=chunk)
+    serial_kernel = _bind(_serial_kernel, f"{algorithm}_serial_kernel", chunk=chunk)
+    compiled = jit_kernel(kernel)
+    # The same loop without the thread pool, for groups too small to split: launching a
+    # parallel region costs ≈2.5 µs even on one thread (measured, numba's omp layer), more
+    # than the element loop of a 1,000-element tensor.  Compiled on its first call only.
+    compiled.serial = jit_kernel(serial_kernel, parallel=False)
+    return compiled

@@ -6,7 +6,30 @@ const esc = (s) => String(s ?? "—").replace(/[&<>"]/g, (c) => ({ "&": "&amp;",
 const num = (v, d = 4) => (v === null || v === undefined ? "—" : typeof v === "number" ? Number(v.toPrecision(d)).toString() : esc(v));
 const PATH = new URLSearchParams(location.search).get("path") || "";
 const q = (extra = "") => `path=${encodeURIComponent(PATH)}${extra}`;
-let since = null, summary = null, trials = [], started = Date.now() / 1000;
+let since = null, summary = null, trials = [], started = Date.now() / 1000, progress = null;
+
+// "42 s", "3 min 05 s", "1 h 02 min" (as the terminal's progress line says it)
+function duration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${String(s % 60).padStart(2, "0")} s`;
+  return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, "0")} min`;
+}
+// progress.json as the server read it (counts, rate and ETA computed there), or "" without one
+function progressText() {
+  const p = progress;
+  if (!p || p.finished) return "";
+  const share = p.share === null ? "" : ` (${Math.round(100 * p.share)}%)`;
+  const rate = p.rate === null ? "" : `, ${num(p.rate, 2)} trials/s`;
+  const eta = p.eta_seconds === null ? "ETA —" : `ETA ${duration(p.eta_seconds)}`;
+  let text = `running: ${p.done}/${p.planned} trials${share}${rate}, ${eta}`;
+  if (p.failed) text += `, ${p.failed} failed`;
+  // no write for a while although trials were expected: say so, and how to resume
+  const expected = p.rate ? 3 / p.rate : 0;
+  if (p.since_update > Math.max(60, expected)) text += ` — no update for ${duration(p.since_update)}: interrupted? resume with: ${p.command}`;
+  return text;
+}
 
 async function getJSON(url) {
   const response = await fetch(url);
@@ -85,9 +108,11 @@ function drawTrials() {
       num(t.metrics.final_train_loss), num(t.metrics.final_test_loss), num(t.metrics.test_accuracy)]));
   const newest = trials.length ? trials[trials.length - 1].finished_at : null;
   const rate = trials.filter((t) => t.finished_at >= started - 60).length;
+  const live = progressText();
   $("progress").textContent = summary ? `finished: ${summary.run?.trials ?? trials.length} trials in ${num(summary.run?.seconds, 3)} s` :
+    (live ? `${live}; the last trial ${newest ? (Date.now() / 1000 - newest).toFixed(0) + " s ago" : "—"}` :
     `running or interrupted: ${trials.length} trials stored, the last ${newest ? (Date.now() / 1000 - newest).toFixed(0) + " s ago" : "—"}` +
-    (rate ? `; ${rate} in the last minute` : "");
+    (rate ? `; ${rate} in the last minute` : ""));
 }
 async function poll() {
   try {
@@ -98,6 +123,7 @@ async function poll() {
     }
     if (!summary) {
       const run = await getJSON(`/api/run?${q()}`);
+      progress = run.progress;
       if (run.summary) { summary = run.summary; drawSummary(); drawCurves(summaryCurves()); }
       else if (fresh.trials.length || !$("curves").children.length) drawCurves(await getJSON(`/api/run/curves?${q()}`));
     }
@@ -109,6 +135,7 @@ async function main() {
   $("title").textContent = PATH || ".";
   const run = await getJSON(`/api/run?${q()}`);
   summary = run.summary;
+  progress = run.progress;
   drawSummary();
   await poll();
   if (summary) drawCurves(summaryCurves());

@@ -1,0 +1,580 @@
+"""Train a population: the trials of one (problem, optimizer, schedule, budget) that differ only
+in learning rate and seed, run as one batched model.
+
+Member i's parameters are row i of stacked tensors: each parameter of the problem's model
+becomes one leaf of shape (M, numel), viewed as (M, *shape) for the forward. The forward and
+backward run once for all members, ``torch.func.vmap`` over ``torch.func.functional_call`` of
+the problem's own module (batch norm's running statistics are stacked buffers, updated in place
+per member). The loss that is differentiated is Σᵢ Lᵢ over the members still training: member i's
+parameters appear only in Lᵢ, so ∂(Σⱼ Lⱼ)/∂θᵢ = ∂Lᵢ/∂θᵢ, its own gradient.
+
+The optimizer is built once on the stacked leaves with the learning rate as a tensor of shape
+(M, 1): it broadcasts over every (M, numel) leaf, so an elementwise rule (every classic one)
+updates each row exactly as the single trial updates its tensors. Whether an optimizer can do
+this is checked by behaviour, not by name (`check_optimizer`): a rule that couples the elements
+of a tensor (a norm, a factored moment, an orthogonalization) or that rejects a tensor rate
+fails the check and its trials run singly.
+
+Each member keeps its single trial's identity: its model is built from its own seed, its
+minibatch order (and augmentation) comes from its own ``torch.Generator(seed)``, the evaluation
+steps are the same, and the stopping rules (non-finite loss, a tuner's ``stop_if``, early
+stopping) apply per member. A member that stops is frozen (its rate set to 0, its loss left out
+of the sum) and its result is the single trial's; the others go on untouched — every batched
+operation is independent per member. Its metrics are `optimlab.lab.train`'s, with times as the
+member's share of the population's wall clock (population time / M) and ``population_size``.
+
+What is not batched (`check_problem` says why, and the caller runs those trials singly):
+models with dropout or DropConnect (the single trial draws their masks from torch's global
+generator, which no batched run can reproduce), problems with learning-rate groups
+(fine-tuning), and models that ``vmap`` cannot run.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import math
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from optimlab.lab.schedules import make_schedule, parse_schedule
+from optimlab.lab.train import EVAL_CHUNK, StopIf, eval_steps, optimizer_kwargs
+from optimlab.lab.trial import TrialResult, TrialSpec, jsonable
+from optimlab.optim.modes import evaluation_point, to_evaluation_point, to_train_point
+from optimlab.optim.registry import create
+from optimlab.problems import Problem, get_problem
+from optimlab.problems.base import Split
+from optimlab.problems.models import DropConnectLinear
+
+
+class Unbatchable(ValueError):
+    """These trials cannot run as one population (the message says why); run them singly."""
+
+
+# ------------------------------------------------------------------------------------------------
+# which trials form a population
+
+
+def population_key(spec: TrialSpec) -> str:
+    """What the members of a population share: the trial's identity without ``lr`` and seed."""
+    identity = spec.identity()
+    identity.pop("seed")
+    identity["hyperparameters"] = {
+        k: v for k, v in identity["hyperparameters"].items() if k != "lr"
+    }
+    return json.dumps(identity, sort_keys=True, separators=(",", ":"))
+
+
+def group_populations(specs: Sequence[TrialSpec]) -> list[list[TrialSpec]]:
+    """`specs` grouped by `population_key`, in order of first appearance (duplicates dropped)."""
+    groups: dict[str, list[TrialSpec]] = {}
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.key in seen:
+            continue
+        seen.add(spec.key)
+        groups.setdefault(population_key(spec), []).append(spec)
+    return list(groups.values())
+
+
+# ------------------------------------------------------------------------------------------------
+# what can be batched
+
+
+def check_problem(problem: Problem) -> None:
+    """Unbatchable (with the reason) unless `problem`'s model can train as a population."""
+    if problem.lr_groups is not None:
+        raise Unbatchable(f"problem {problem.label}: learning-rate groups are not batched")
+    model = problem.build_model(0)
+    for name, module in model.named_modules():
+        stochastic = isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0
+        stochastic |= isinstance(module, DropConnectLinear) and module.p > 0
+        if stochastic:
+            raise Unbatchable(
+                f"problem {problem.label}: {type(module).__name__} ({name}) draws its masks from "
+                f"torch's global generator in a single trial, which a population cannot reproduce"
+            )
+    if any(not p.requires_grad for p in model.parameters()):
+        raise Unbatchable(f"problem {problem.label}: frozen parameters are not batched")
+    try:
+        batched = BatchedModel([model, copy.deepcopy(model)])
+        x, y = problem.train
+        batch = min(problem.batch_size, len(x), 4)
+        inputs = torch.stack(
+            [x[:batch], x[batch : 2 * batch] if len(x) >= 2 * batch else x[:batch]]
+        )
+        targets = torch.stack([y[:batch], y[:batch]])
+        batched.losses(inputs, targets, problem.loss_fn).sum().backward()
+    except Exception as error:  # whatever vmap or the model raised: the reason to fall back
+        last = traceback.format_exception_only(type(error), error)[-1].strip()
+        raise Unbatchable(
+            f"problem {problem.label}: vmap cannot batch its model ({last})"
+        ) from None
+
+
+@functools.lru_cache(maxsize=64)
+def _optimizer_verdict(name: str, hyperparameters: str, custom: Any) -> str | None:
+    """None if the optimizer steps a stacked (2, n) tensor with a (2, 1) rate exactly as it
+    steps the two rows alone with their own rates; else the reason."""
+    kwargs = optimizer_kwargs(json.loads(hyperparameters))
+    if custom is None:  # the reference rule: what a tensor rate runs (no kernel compile here)
+        kwargs.setdefault("impl", "reference")
+    rates = (1e-2, 3e-3)
+
+    def build(params: list[torch.Tensor], lr: Any) -> torch.optim.Optimizer:
+        if custom is not None:
+            return custom.build(params, **kwargs, lr=lr)
+        return create(name, params, **kwargs, lr=lr)
+
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(2, 6, generator=generator, dtype=torch.float64)
+    grads = [torch.randn(2, 6, generator=generator, dtype=torch.float64) for _ in range(3)]
+    try:
+        stacked = start.clone().requires_grad_()
+        optimizer = build([stacked], torch.tensor(rates, dtype=torch.float64).view(2, 1))
+        for grad in grads:
+            stacked.grad = grad.clone()
+            optimizer.step()
+        rows = []
+        for i, lr in enumerate(rates):
+            row = start[i].clone().requires_grad_()
+            single = build([row], lr)
+            for grad in grads:
+                row.grad = grad[i].clone()
+                single.step()
+            rows.append(row.detach())
+    except Exception as error:
+        last = traceback.format_exception_only(type(error), error)[-1].strip()
+        return f"it does not take a learning rate per member ({last})"
+    if not torch.allclose(stacked.detach(), torch.stack(rows), rtol=1e-12, atol=1e-14):
+        return "its update couples the elements of a tensor (not elementwise)"
+    return None
+
+
+def check_optimizer(spec: TrialSpec) -> None:
+    """Unbatchable (with the reason) unless `spec`'s optimizer steps every member at once with a
+    learning rate per member, checked by behaviour: two steps of a stacked tensor against the
+    two rows stepped alone."""
+    hyperparameters = {k: v for k, v in spec.hyperparameters.items() if k != "lr"}
+    text = json.dumps(jsonable(hyperparameters), sort_keys=True)
+    reason = _optimizer_verdict(spec.optimizer, text, spec.custom)
+    if reason is not None:
+        raise Unbatchable(f"optimizer {spec.optimizer}: {reason}")
+
+
+def check_population(specs: Sequence[TrialSpec], problem: Problem) -> None:
+    """Unbatchable unless `specs` are one population that can train batched."""
+    keys = {population_key(s) for s in specs}
+    if len(keys) != 1:
+        raise Unbatchable("the trials differ in more than learning rate and seed")
+    if len({s.key for s in specs}) != len(specs):
+        raise Unbatchable("a trial is given twice")
+    check_problem(problem)
+    check_optimizer(specs[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# the batched model
+
+
+class BatchedModel:
+    """M copies of one module as stacked parameters (leaves of shape (M, numel)) and buffers
+    (shape (M, *shape)); `losses` and `outputs` run every member at once with vmap."""
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        self.module = models[0]
+        self.size = len(models)
+        named = [dict(m.named_parameters()) for m in models]
+        self.names = list(named[0])
+        self.shapes = [named[0][n].shape for n in self.names]
+        self.leaves = [
+            torch.stack([p[n].detach().reshape(-1) for p in named]).requires_grad_()
+            for n in self.names
+        ]
+        buffers = [dict(m.named_buffers()) for m in models]
+        self.buffers = {n: torch.stack([b[n] for b in buffers]) for n in buffers[0]}
+
+    def parameters(self, rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """name → (M, *shape) views of the leaves (or of the rows `rows`)."""
+        leaves = self.leaves if rows is None else [leaf[rows] for leaf in self.leaves]
+        return {
+            n: leaf.view(len(leaf), *shape)
+            for n, leaf, shape in zip(self.names, leaves, self.shapes)
+        }
+
+    def _call(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.module, (params, buffers), (x,))
+
+    def losses(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        penalty: Callable[[nn.Module], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Each member's training loss on its own minibatch (inputs (M, B, …)): shape (M,)."""
+
+        wrapped = None if penalty is None else _Penalty(self.module, penalty)
+
+        def member(params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            loss = loss_fn(self._call(params, buffers, x), y)
+            if wrapped is not None:
+                loss = loss + functional_call(wrapped, _prefixed(params), ())
+            return loss
+
+        self.module.train()
+        return vmap(member, randomness="error")(self.parameters(), self.buffers, inputs, targets)
+
+    @torch.no_grad()
+    def outputs(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The members `rows`' outputs on `x` (shared by all), in eval mode: (len(rows), n, …)."""
+        params = self.parameters(rows)
+        buffers = {n: b[rows] for n, b in self.buffers.items()}
+        self.module.eval()
+        try:
+            call = vmap(self._call, in_dims=(0, 0, None), randomness="error")
+            return torch.cat(
+                [
+                    call(params, buffers, x[i : i + EVAL_CHUNK])
+                    for i in range(0, len(x), EVAL_CHUNK)
+                ],
+                dim=1,
+            )
+        finally:
+            self.module.train()
+
+    def snapshot(self, row: int) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """Member `row`'s parameters and buffers (copies), for early stopping's best weights."""
+        leaves = [leaf[row].detach().clone() for leaf in self.leaves]
+        return leaves, {n: b[row].clone() for n, b in self.buffers.items()}
+
+    @torch.no_grad()
+    def restore(self, row: int, saved: tuple[list[torch.Tensor], dict[str, torch.Tensor]]) -> None:
+        leaves, buffers = saved
+        for leaf, value in zip(self.leaves, leaves):
+            leaf[row] = value
+        for name, value in buffers.items():
+            self.buffers[name][row] = value
+
+
+class _Penalty(nn.Module):
+    """A module whose forward is ``penalty(model)``, so functional_call can substitute the
+    member's parameters into a problem's penalty (which reads ``model.parameters()``)."""
+
+    def __init__(self, model: nn.Module, penalty: Callable[[nn.Module], torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.penalty = penalty
+
+    def forward(self) -> torch.Tensor:
+        return self.penalty(self.model)
+
+
+def _prefixed(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"model.{n}": p for n, p in params.items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# training
+
+
+class _Member:
+    """One member's bookkeeping: what `train` keeps for a single trial."""
+
+    def __init__(self, spec: TrialSpec) -> None:
+        self.spec = spec
+        self.generator = torch.Generator().manual_seed(spec.seed)
+        self.curve: dict[str, list[Any]] = {
+            "step": [],
+            "train_loss": [],
+            "val_loss": [],
+            "val_accuracy": [],
+        }
+        self.curve_seconds: list[float] = []
+        self.best_val, self.since_best = math.inf, 0
+        self.best_state: Any = None
+        self.steps_run = 0
+        self.stopped_early = False
+        self.diverged_at: int | None = None
+        self.pruned: str | None = None
+        self.result: TrialResult | None = None
+
+
+def train_population(
+    specs: Sequence[TrialSpec], problem: Problem | None = None, stop_if: StopIf | None = None
+) -> list[TrialResult]:
+    """Train `specs` (one population) batched; member i's result is ``train(specs[i])``'s up to
+    float rounding. Unbatchable if they cannot be batched; any other exception fails every
+    member with the reason (as `train` fails a trial)."""
+    try:
+        problem = problem or get_problem(specs[0].problem)
+        check_population(specs, problem)
+        return _train_population(list(specs), problem, stop_if)
+    except Unbatchable:
+        raise
+    except Exception as error:  # a failed population is M failed trials, not a crash
+        last = traceback.format_exception_only(type(error), error)[-1].strip()
+        return [TrialResult("failed", {}, reason=last) for _ in specs]
+
+
+def _train_population(
+    specs: list[TrialSpec], problem: Problem, stop_if: StopIf | None
+) -> list[TrialResult]:
+    started, cpu_started = time.perf_counter(), time.process_time()
+    size = len(specs)
+    first = specs[0]
+    members = [_Member(s) for s in specs]
+    model = BatchedModel([problem.build_model(s.seed) for s in specs])
+    dtype = model.leaves[0].dtype
+    rates = torch.tensor([s.lr for s in specs], dtype=dtype).view(size, 1)
+    kwargs = optimizer_kwargs({k: v for k, v in first.hyperparameters.items() if k != "lr"})
+    if first.custom is not None:
+        optimizer = first.custom.build(model.leaves, **kwargs, lr=rates.clone())
+    else:
+        optimizer = create(first.optimizer, model.leaves, **kwargs, lr=rates.clone())
+    to_train_point(optimizer)
+    schedule = _PopulationSchedule(first.schedule, rates, first.steps)
+    active = torch.ones(size, dtype=torch.bool)
+    x_train, y_train = problem.train
+    n = len(x_train)
+    batch = min(problem.batch_size, n)
+    checkpoints = eval_steps(first.steps, first.evals)
+    train_seconds, warmup_seconds, step = 0.0, 0.0, 0
+
+    def stop(i: int, at: int | None = None, pruned: str | None = None) -> None:
+        """Member i trains no more: its rate is 0 and its loss leaves the sum."""
+        active[i] = False
+        members[i].steps_run = step
+        if at is not None:
+            members[i].diverged_at, members[i].pruned = at, pruned
+
+    def record() -> None:
+        rows = active.nonzero().flatten()
+        with evaluation_point(optimizer):
+            train_stats = _evaluate(model, problem, problem.train, rows)
+            val_stats = _evaluate(model, problem, problem.val, rows)
+        for j, i in enumerate(rows.tolist()):
+            m = members[i]
+            m.curve["step"].append(step)
+            m.curve["train_loss"].append(train_stats[0][j])
+            m.curve["val_loss"].append(val_stats[0][j])
+            m.curve["val_accuracy"].append(val_stats[1][j])
+            m.curve_seconds.append(train_seconds / size)
+
+    record()
+    if stop_if is not None:
+        for i, m in enumerate(members):
+            reason = stop_if(0, m.curve)
+            if reason is not None:
+                stop(i, 0, reason)
+    orders = _orders(members, n)
+    position = 0
+    while step < first.steps and bool(active.any()):
+        tick = time.perf_counter()
+        if position + batch > n:  # a new epoch for every member: reshuffle, drop the rest
+            orders, position = _orders(members, n), 0
+        index = orders[:, position : position + batch]
+        position += batch
+        inputs, targets = x_train[index], y_train[index]
+        if problem.augment is not None:
+            inputs = torch.stack(
+                [problem.augment(inputs[i], m.generator) for i, m in enumerate(members)]
+            )
+        losses = model.losses(inputs, targets, problem.loss_fn, problem.penalty)
+        for i in (active & ~torch.isfinite(losses.detach())).nonzero().flatten().tolist():
+            stop(i, step + 1)
+        if not bool(active.any()):
+            break
+        optimizer.zero_grad(set_to_none=True)
+        torch.where(active, losses, torch.zeros((), dtype=losses.dtype)).sum().backward()
+        for group in optimizer.param_groups:
+            group["lr"] = schedule.rates() * active.view(size, 1)
+        optimizer.step()
+        schedule.after_step()
+        step += 1
+        elapsed = time.perf_counter() - tick
+        train_seconds += elapsed
+        if step == 1:
+            warmup_seconds = elapsed
+        if step in checkpoints:
+            record()
+            for i in active.nonzero().flatten().tolist():
+                _after_evaluation(
+                    i, members[i], step, stop, stop_if, schedule, model, optimizer, problem
+                )
+    for i in active.nonzero().flatten().tolist():
+        members[i].steps_run = step
+    timing = {
+        "seconds_per_step": (
+            (train_seconds - warmup_seconds) / (step - 1) if step > 1 else train_seconds
+        )
+        / size,
+        "warmup_seconds": warmup_seconds / size,
+    }
+    finals = _final_evaluations(members, model, optimizer, problem)
+    seconds = (time.perf_counter() - started) / size
+    cpu_seconds = (time.process_time() - cpu_started) / size
+    return [
+        _result(m, timing, finals.get(i), seconds, cpu_seconds, size) for i, m in enumerate(members)
+    ]
+
+
+def _after_evaluation(
+    i: int,
+    m: _Member,
+    step: int,
+    stop: Callable[..., None],
+    stop_if: StopIf | None,
+    schedule: _PopulationSchedule,
+    model: BatchedModel,
+    optimizer: torch.optim.Optimizer,
+    problem: Problem,
+) -> None:
+    """`train`'s rules after an evaluation, for member i (that is still training)."""
+    val_loss, train_loss = m.curve["val_loss"][-1], m.curve["train_loss"][-1]
+    if not math.isfinite(val_loss) or not math.isfinite(train_loss):
+        stop(i, step)
+        return
+    reason = stop_if(step, m.curve) if stop_if is not None else None
+    if reason is not None:
+        stop(i, step, reason)
+        return
+    schedule.on_eval(i, val_loss)
+    if val_loss < m.best_val:
+        m.best_val, m.since_best = val_loss, 0
+        if problem.early_stopping:
+            with evaluation_point(optimizer):
+                m.best_state = model.snapshot(i)
+    else:
+        m.since_best += 1
+        if problem.early_stopping and m.since_best >= problem.early_stopping:
+            m.stopped_early = True
+            stop(i)
+
+
+def _orders(members: list[_Member], n: int) -> torch.Tensor:
+    """Each member's shuffle of the training set from its own generator: (M, n)."""
+    return torch.stack([torch.randperm(n, generator=m.generator) for m in members])
+
+
+def _evaluate(
+    model: BatchedModel, problem: Problem, split: Split, rows: torch.Tensor
+) -> tuple[list[float], list[float | None], torch.Tensor]:
+    """Per member of `rows`: mean loss and accuracy (None: regression) on a full split, and
+    the outputs (len(rows), n, …)."""
+    if len(rows) == 0:
+        return [], [], torch.empty(0)
+    x, y = split
+    outputs = model.outputs(x, rows)
+    losses = [float(problem.loss_fn(out, y)) for out in outputs]
+    if problem.task != "classification":
+        return losses, [None] * len(losses), outputs
+    accuracy = (outputs.argmax(2) == y).float().mean(1)
+    return losses, [float(a) for a in accuracy], outputs
+
+
+def _final_evaluations(
+    members: list[_Member],
+    model: BatchedModel,
+    optimizer: torch.optim.Optimizer,
+    problem: Problem,
+) -> dict[int, dict[str, Any]]:
+    """The final metrics of every member that did not diverge: on its best weights (early
+    stopping), else at the optimizer's evaluation point."""
+    finishing = [i for i, m in enumerate(members) if m.diverged_at is None]
+    to_evaluation_point(optimizer)
+    # best weights were saved at the evaluation point: restored after the optimizer's eval()
+    for i in finishing:
+        if members[i].best_state is not None:
+            model.restore(i, members[i].best_state)
+    rows = torch.tensor(finishing, dtype=torch.long)
+    finals: dict[int, dict[str, Any]] = {i: {} for i in finishing}
+    for split in ("train", "val", "test"):
+        losses, accuracies, outputs = _evaluate(model, problem, getattr(problem, split), rows)
+        for j, i in enumerate(finishing):
+            finals[i][f"final_{split}_loss"] = losses[j]
+            if accuracies[j] is not None:
+                finals[i][f"{split}_accuracy"] = accuracies[j]
+            if split == "test" and problem.task == "classification":
+                probabilities = torch.softmax(outputs[j].double(), dim=1).numpy()
+                finals[i]["predictions"] = probabilities.astype(np.float16).tobytes()
+    return finals
+
+
+def _result(
+    m: _Member,
+    timing: dict[str, float],
+    final: dict[str, Any] | None,
+    seconds: float,
+    cpu_seconds: float,
+    size: int,
+) -> TrialResult:
+    """Member m's `TrialResult`, with `train`'s metrics."""
+    metrics: dict[str, Any] = {
+        "steps_run": m.steps_run,
+        **timing,
+        "curve": m.curve,
+        "curve_seconds": m.curve_seconds,
+        "best_val_loss": m.best_val,
+        "stopped_early": m.stopped_early,
+        "population_size": size,
+    }
+    if m.diverged_at is not None:
+        metrics["diverged_at"] = m.diverged_at
+        metrics["seconds"], metrics["cpu_seconds"] = seconds, cpu_seconds
+        if m.pruned is not None:
+            metrics["pruned"] = True
+        reason = m.pruned or f"non-finite loss at step {m.diverged_at}"
+        return TrialResult("diverged", jsonable(metrics), reason=reason)
+    assert final is not None
+    predictions = final.pop("predictions", None)
+    metrics.update(final)
+    metrics["seconds"], metrics["cpu_seconds"] = seconds, cpu_seconds
+    if not all(math.isfinite(metrics[f"final_{s}_loss"]) for s in ("train", "val", "test")):
+        return TrialResult("diverged", jsonable(metrics), reason="non-finite final loss")
+    return TrialResult("ok", jsonable(metrics), predictions=predictions)
+
+
+class _PopulationSchedule:
+    """The members' learning rates under a schedule, as a (M, 1) tensor.
+
+    A per-step schedule multiplies every rate by the same factor: torch's scheduler runs once,
+    on a dummy optimizer at rate 1, and the rates are base × factor (equal to each single
+    trial's scheduled rate up to rounding). ``plateau`` depends on each member's validation
+    loss, so each member has its own ReduceLROnPlateau on a dummy optimizer at its rate.
+    """
+
+    def __init__(self, spec: str, rates: torch.Tensor, steps: int) -> None:
+        self.base = rates
+        name, _ = parse_schedule(spec)
+        self.per_member = name == "plateau"
+        count = len(rates) if self.per_member else 1
+        start = rates.flatten().tolist() if self.per_member else [1.0]
+        self.dummies = [
+            torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr) for lr in start[:count]
+        ]
+        self.schedules = [make_schedule(spec, d, steps) for d in self.dummies]
+        for dummy in self.dummies:  # (no gradient: a no-op that tells torch's schedulers the
+            dummy.step()  # optimizer has stepped, so they do not warn about the order)
+
+    def rates(self) -> torch.Tensor:
+        if self.per_member:
+            values = [d.param_groups[0]["lr"] for d in self.dummies]
+            return torch.tensor(values, dtype=self.base.dtype).view(-1, 1)
+        return self.base * self.dummies[0].param_groups[0]["lr"]
+
+    def after_step(self) -> None:
+        if not self.per_member:
+            self.schedules[0].after_step()
+
+    def on_eval(self, member: int, val_loss: float) -> None:
+        if self.per_member:
+            self.schedules[member].on_eval(val_loss)
