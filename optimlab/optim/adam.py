@@ -73,6 +73,7 @@ class Adam(Optimizer):
     RANGES = {"lr": NON_NEGATIVE, "eps": POSITIVE}
     FLAGS = ("amsgrad",)
     STATE = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    STATE_DTYPES = ("float32", "bf16", "int8")  # optimlab.optim.low_precision
     kernel = staticmethod(kernel_factory("adam", lambda kernel: kernel.make_spec(step_scalars)))
 
     def __init__(
@@ -125,7 +126,10 @@ class Adam(Optimizer):
             return
 
         exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        if group.get("state_dtype", "float32") == "float32":
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        else:  # low-precision state: torchao's AdamW8bit op (lerp), so its codes match bit for bit
+            exp_avg_sq.lerp_(grad * grad, 1 - beta2)
         second = exp_avg_sq
         if group["amsgrad"]:
             second = state["max_exp_avg_sq"]

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, TypedDict, Unpack
 
 import torch
 
+from optimlab.optim import low_precision
 from optimlab.optim.hyperparameters import (
     CONVENTIONS,
     IMPLEMENTATIONS,
@@ -67,6 +68,10 @@ class CommonOptions(TypedDict, total=False):
     fused: bool | None
     capturable: bool
     differentiable: bool
+    # below float32 (optimlab.optim.low_precision)
+    state_dtype: str
+    stochastic_rounding: bool
+    rounding_seed: int
 
 
 def selected_impl(group: dict[str, Any]) -> str:
@@ -164,6 +169,8 @@ class Optimizer(torch.optim.Optimizer):
     #: the fused kernel, as a factory returning its ``KernelSpec`` (it imports numba only when a
     #: step first needs it); None: the algorithm has no kernel and always runs the reference.
     kernel: ClassVar[Callable[[], Any] | None] = None
+    #: the ``state_dtype`` values the algorithm supports (``optimlab.optim.low_precision``)
+    STATE_DTYPES: ClassVar[tuple[str, ...]] = ("float32",)
 
     def __init__(
         self,
@@ -174,9 +181,13 @@ class Optimizer(torch.optim.Optimizer):
         **options: Unpack[CommonOptions],
     ) -> None:
         owner = type(self).__name__
-        unknown = sorted(set(options) - set(COMMON_DEFAULTS) - {"convention"})
+        unknown = sorted(
+            set(options) - set(COMMON_DEFAULTS) - set(low_precision.DEFAULTS) - {"convention"}
+        )
         if unknown:
-            accepted = ", ".join([*self.DEFAULTS["torch"], "convention", *COMMON_DEFAULTS])
+            accepted = ", ".join(
+                [*self.DEFAULTS["torch"], "convention", *COMMON_DEFAULTS, *low_precision.DEFAULTS]
+            )
             raise TypeError(
                 f"{owner} got an unexpected keyword argument {unknown[0]!r}; accepted: {accepted}"
             )
@@ -226,6 +237,7 @@ class Optimizer(torch.optim.Optimizer):
             check_number(owner, name, group[name], interval)
         if "betas" in group:
             check_betas(owner, group["betas"])
+        low_precision.check_group(owner, self.STATE_DTYPES, group)
         self._check_group(group)
 
     def _check_group(self, group: dict[str, Any]) -> None:
@@ -333,7 +345,7 @@ class Optimizer(torch.optim.Optimizer):
         torch.optim's ``fused=True`` means ``"fused"`` and ``foreach=True`` ``"reference"``.
         """
         impl = selected_impl(group)
-        if impl != "reference":
+        if impl != "reference" and not low_precision.requires_reference(group):
             required = impl == "fused"
             kernels = _kernels(required)
             if kernels is not None:
@@ -363,6 +375,10 @@ class Optimizer(torch.optim.Optimizer):
             step = int(state["step"].item())
         else:
             step = 0
+        if low_precision.requires_reference(group):
+            rule = self.reference_rule
+            low_precision.reference_step(self, rule, param, work, grad, state, group, step)
+            return
         self.reference_rule(work, grad, state, group, step)
         if work is not param:
             param.copy_(work)
@@ -390,7 +406,9 @@ class Optimizer(torch.optim.Optimizer):
         """
         saved_state = state_dict["state"]
         saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        chosen = low_precision.options_of(self)  # this optimizer's, not the saved ones
         super().load_state_dict(state_dict)
+        low_precision.restore_options(self, chosen)
         params = [p for group in self.param_groups for p in group["params"]]
         for saved_id, param in zip(saved_ids, params):
             for key, value in saved_state.get(saved_id, {}).items():
@@ -410,6 +428,7 @@ class Optimizer(torch.optim.Optimizer):
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
             self._validate_group(group)
+        low_precision.convert_loaded_state(self)
 
 
 def _all_finite(grads: list[torch.Tensor], impl: str = "reference") -> bool:

@@ -1,0 +1,140 @@
+"""How optimizer state is stored below float32, and its conversion between storage forms.
+
+``state_dtype="float32"`` keeps torch.optim's layout. ``"bf16"`` stores each element-wise state
+tensor (momentum, second moment, ...) as bfloat16 (round to nearest). ``"int8"`` stores it as
+uint8 codes under its own name (``exp_avg``) plus the per-block float32 maxima under
+``<name>_absmax`` (see ``quantize``); a state_dict then holds plain tensors only, and says by
+that second key which form a state is in. Tensors too small to quantize stay float32 in both.
+
+The update rule never sees the stored form: `decoded` hands it float tensors and `store` encodes
+what it left (the parameter update uses the unrounded new state, as torchao does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from optimlab.optim.low_precision import quantize
+
+STATE_DTYPES = ("float32", "bf16", "int8")
+ABSMAX_SUFFIX = "_absmax"
+
+#: which map each element-wise state takes (by torch.optim's names): momenta are signed,
+#: accumulators of squares (and AdaMax's running max of |g|) are non-negative
+SIGNED_STATE: dict[str, bool] = {
+    "exp_avg": True,
+    "momentum_buffer": True,
+    "grad_avg": True,
+    "exp_avg_sq": False,
+    "max_exp_avg_sq": False,
+    "exp_inf": False,
+    "square_avg": False,
+}
+
+
+def _element_wise(key: str, value: Any, param: torch.Tensor) -> bool:
+    return (
+        isinstance(value, torch.Tensor)
+        and value.is_floating_point()
+        and value.shape == param.shape
+        and not key.endswith(ABSMAX_SUFFIX)
+    )
+
+
+def _signed(owner: str, key: str) -> bool:
+    try:
+        return SIGNED_STATE[key]
+    except KeyError:
+        raise ValueError(
+            f"{owner}: state {key!r} has no quantization map declared; low-precision state "
+            f"knows {', '.join(map(repr, SIGNED_STATE))} (optimlab.optim.low_precision.state)"
+        ) from None
+
+
+def decoded(
+    owner: str, state: dict[str, Any], param: torch.Tensor, dtype: torch.dtype
+) -> dict[str, Any]:
+    """The state as the update rule wants it: every stored tensor decoded to `dtype`."""
+    work: dict[str, Any] = {}
+    for key, value in state.items():
+        if key.endswith(ABSMAX_SUFFIX):
+            continue
+        absmax = state.get(key + ABSMAX_SUFFIX)
+        if absmax is not None:
+            work[key] = quantize.dequantize(value, absmax, _signed(owner, key), dtype)
+        elif _element_wise(key, value, param) and value.dtype != dtype:
+            work[key] = value.to(dtype)
+        else:
+            work[key] = value
+    return work
+
+
+def store(
+    owner: str, work: dict[str, Any], state: dict[str, Any], param: torch.Tensor, state_dtype: str
+) -> None:
+    """Write the rule's float state `work` back into `state` in the form `state_dtype` asks for."""
+    for key in [k for k in state if k.endswith(ABSMAX_SUFFIX)]:
+        del state[key]
+    for key, value in work.items():
+        if not _element_wise(key, value, param) or state_dtype == "float32":
+            state[key] = value
+        elif not quantize.quantizable(value):
+            state[key] = value.to(torch.float32) if value.dtype == torch.bfloat16 else value
+        elif state_dtype == "bf16":
+            state[key] = value.to(torch.bfloat16)
+        else:
+            codes, absmax = quantize.quantize(value, _signed(owner, key))
+            state[key], state[key + ABSMAX_SUFFIX] = codes, absmax
+
+
+def convert_loaded(
+    owner: str,
+    state: dict[str, Any],
+    param: torch.Tensor,
+    state_dtype: str,
+    work_dtype: torch.dtype,
+) -> None:
+    """Bring a just-loaded `state` (from any storage form) into the form `state_dtype` asks for.
+
+    ``load_state_dict`` has cast every state tensor to the parameter's state dtype; uint8 codes
+    and bfloat16 values survive that cast exactly, so nothing is lost. A state saved in the form
+    asked for is restored bit for bit; another form is quantized or dequantized.
+    """
+    for key in list(state):
+        if not key.endswith(ABSMAX_SUFFIX):
+            continue
+        base = key[: -len(ABSMAX_SUFFIX)]
+        codes = state.get(base)
+        blocks = None if codes is None else codes.numel() // quantize.BLOCK_SIZE
+        if (
+            codes is None
+            or codes.shape != param.shape
+            or codes.numel() % quantize.BLOCK_SIZE
+            or state[key].numel() != blocks
+        ):
+            raise ValueError(
+                f"{owner}: cannot load 8-bit state {base!r} for a parameter of shape "
+                f"{tuple(param.shape)}: it needs codes of that shape and one maximum per "
+                f"{quantize.BLOCK_SIZE} elements ({param.numel() / quantize.BLOCK_SIZE:g} "
+                f"blocks), got {'no codes' if codes is None else f'codes {tuple(codes.shape)}'} "
+                f"and {state[key].numel()} maxima"
+            )
+        if torch.any((codes != codes.round()) | (codes < 0) | (codes > 255)):
+            raise ValueError(
+                f"{owner}: cannot load 8-bit state {base!r}: its codes are not integers in "
+                f"[0, 255] (a float state saved next to a {key!r} entry?)"
+            )
+        state[base] = codes.to(torch.uint8)
+        state[key] = state[key].to(torch.float32)
+    stored_as_int8 = {k[: -len(ABSMAX_SUFFIX)] for k in state if k.endswith(ABSMAX_SUFFIX)}
+    # codes loaded into an 8-bit optimizer stay as saved (bit for bit); the rest is decoded to
+    # floats and stored in the asked form (quantized, rounded to bfloat16, or kept float)
+    kept = {}
+    if state_dtype == "int8":
+        kept = {k: (state[k], state[k + ABSMAX_SUFFIX]) for k in stored_as_int8}
+    work = decoded(owner, state, param, work_dtype)
+    store(owner, {k: v for k, v in work.items() if k not in kept}, state, param, state_dtype)
+    for key, (codes, absmax) in kept.items():
+        state[key], state[key + ABSMAX_SUFFIX] = codes, absmax
