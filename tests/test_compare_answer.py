@@ -254,9 +254,11 @@ def test_demo_runs_through_the_cli_with_shrunk_budgets(tmp_path, capsys) -> None
 
 
 def test_ctrl_c_says_what_is_stored_and_how_to_resume(tmp_path) -> None:
+    # long enough (22 trials of 1,500 steps) that the interrupt, sent when the first piped
+    # progress line with a stored trial appears (≤ 5 s), lands while trials are still running
     out = tmp_path / "out"
     command = [sys.executable, "-m", "optimlab.cli", "compare", "--problems", "digits-mlp"]
-    command += ["--optimizers", "sgd,adam", "--steps", "300", "--grid-points", "6"]
+    command += ["--optimizers", "sgd,adam", "--steps", "1500", "--grid-points", "10"]
     command += ["--seeds", "1", "--workers", "1", "--out", str(out), "--fresh"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
