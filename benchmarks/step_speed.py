@@ -237,9 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modern", type=str, default=",".join(modern), help="modern kernels")
     parser.add_argument("--workloads", type=str, default="large,small,one-1000")
     args = parser.parse_args(argv)
-    names = [n for n in args.only.split(",") if n]
+    names = [n for n in args.only.split(",") if n and n != "none"]
     rows: list[dict[str, Any]] = []
-    modern_names = [n for n in args.modern.split(",") if n]
+    modern_names = [n for n in args.modern.split(",") if n and n != "none"]
+    for flag, chosen, allowed in (("--only", names, with_twin), ("--modern", modern_names, modern)):
+        unknown = [n for n in chosen if n not in allowed]
+        if unknown:
+            parser.error(f"{flag}: unknown {unknown}; allowed: {', '.join(allowed)} (or none)")
     for workload in args.workloads.split(","):
         rows += measure(workload, names, args.repeat)
         rows += measure_modern(workload, modern_names, args.repeat)
