@@ -115,6 +115,37 @@ def test_welch_matches_the_hand_computed_statistic() -> None:
     assert welch_p([1.0, 1.0], [2.0, 2.0]) == 0.0 and welch_p([1.0, 1.0], [1.0, 1.0]) == 1.0
 
 
+def test_a_metric_on_a_grid_floors_the_variance_at_its_rounding_error() -> None:
+    """Two seeds that land on the same test accuracy are no evidence of zero noise: a sample's
+    variance is floored at resolution²/12 (a uniform rounding error over one test example)."""
+    res = 1 / 360  # digits' test set
+    a, b = [0.9611, 0.9611], [0.9583, 0.9583]  # one test example apart, both constant
+    v = res**2 / 12
+    t = (0.9611 - 0.9583) / math.sqrt(v / 2 + v / 2)  # 3.36
+    df = (v / 2 + v / 2) ** 2 / ((v / 2) ** 2 + (v / 2) ** 2)  # 2
+    assert welch_p(a, b, res) == pytest.approx(student_t_two_sided_p(t, df), abs=1e-4)
+    assert welch_p(a, b, res) > 0.05  # not separated by one example with two seeds
+    assert welch_p([0.97, 0.97], [0.95, 0.95], res) < 0.05  # seven examples apart: separated
+    # above the floor, the floored statistic is Welch's own
+    x, y = [0.90, 0.95, 0.93], [0.80, 0.86, 0.83]
+    assert welch_p(x, y, res) == pytest.approx(welch_p(x, y), rel=1e-12)
+
+
+def test_constant_seeds_on_the_test_grid_tie_with_the_best() -> None:
+    """The newcomer's ranking: Adan's two seeds both at 95.83 %, the best (two seeds at 96.11 %,
+    one test example more) — Adan was ranked alone below worse optimizers."""
+    res = 1 / 360
+    values = {
+        "prodigy": [0.9611, 0.9611],
+        "radam": [0.9625, 0.9542],
+        "adan": [0.9583, 0.9583],
+        "schedulefree-sgd": [0.9306, 0.9556],
+    }
+    ranks = tied_ranks(values, higher_is_better=True, resolution=res)
+    assert ranks["adan"] == ranks["prodigy"] == 1
+    assert tied_ranks(values, higher_is_better=True)["adan"] > 1  # without the floor (the bug)
+
+
 def test_bootstrap_fallback_separates_and_overlaps() -> None:
     apart = bootstrap_p(np.array([1.0, 1.1, 0.9, 1.05]), np.array([3.0, 3.1, 2.9, 3.05]))
     together = bootstrap_p(np.array([1.0, 1.1, 0.9, 1.05]), np.array([1.02, 0.95, 1.08, 1.0]))

@@ -29,21 +29,35 @@ LEARNED_MARGIN = 0.02
 BOOTSTRAP_SAMPLES = 10_000
 
 
-def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
+def welch_p(a: Sequence[float], b: Sequence[float], resolution: float = 0.0) -> float:
     """Two-sided p-value of equal means (Welch's t-test; a bootstrap without scipy). 1.0 when
-    either side has fewer than two values; 0.0 for two constant samples with different means."""
+    either side has fewer than two values.
+
+    `resolution` is the metric's smallest step (a test accuracy on N examples moves in steps of
+    1/N). Values rounded to that grid hide up to resolution²/12 of variance each (the variance
+    of a uniform rounding error), so each side's sample variance is floored there: two seeds
+    that land on the same accuracy are not evidence of zero noise (without the floor, two such
+    pairs a single test example apart were "significantly" different, p = 0). With resolution 0
+    (a continuous metric), two constant samples with different means give p = 0.0."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if len(x) < 2 or len(y) < 2:
         return 1.0
-    if np.var(x) == 0 and np.var(y) == 0:
+    floor = resolution**2 / 12.0
+    vx, vy = max(np.var(x, ddof=1), floor), max(np.var(y, ddof=1), floor)
+    if vx == 0 and vy == 0:
         return 1.0 if np.mean(x) == np.mean(y) else 0.0
     try:
         from scipy import stats
     except ImportError:
         return bootstrap_p(x, y)
-    with warnings.catch_warnings():  # nearly equal seeds: scipy warns, the p-value stands
+    # Welch's t with the (floored) variances; equals scipy's ttest_ind(equal_var=False) above
+    # the floor
+    se2x, se2y = vx / len(x), vy / len(y)
+    t = (np.mean(x) - np.mean(y)) / math.sqrt(se2x + se2y)
+    df = (se2x + se2y) ** 2 / (se2x**2 / (len(x) - 1) + se2y**2 / (len(y) - 1))
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return float(stats.ttest_ind(x, y, equal_var=False).pvalue)
+        return float(2 * stats.t.sf(abs(t), df))
 
 
 def bootstrap_p(x: np.ndarray, y: np.ndarray, samples: int = BOOTSTRAP_SAMPLES) -> float:
@@ -70,11 +84,14 @@ def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[bool]:
     return rejected
 
 
-def tied_ranks(values: dict[str, list[float]], higher_is_better: bool) -> dict[str, int]:
+def tied_ranks(
+    values: dict[str, list[float]], higher_is_better: bool, resolution: float = 0.0
+) -> dict[str, int]:
     """Ranks with ties, by tied groups: the best mean and every optimizer not significantly
     worse than it (Welch against the best, Holm over those comparisons) form the first group and
     share rank 1; the rest are ranked the same way, the next group's rank counting everyone
-    before it (1, 1, 1, 4, 5). `values`: per optimizer label, its per-seed results.
+    before it (1, 1, 1, 4, 5). `values`: per optimizer label, its per-seed results;
+    `resolution`: the metric's smallest step (see `welch_p`).
 
     Comparing with the best rather than all pairs is what a ranking claims ("X is worse than
     the best"), and keeps the power a few seeds have: with 3 seeds and nine optimizers, Holm
@@ -84,7 +101,7 @@ def tied_ranks(values: dict[str, list[float]], higher_is_better: bool) -> dict[s
     ranks: dict[str, int] = {}
     while remaining:
         best, others = remaining[0], remaining[1:]
-        worse = holm([welch_p(values[best], values[other]) for other in others])
+        worse = holm([welch_p(values[best], values[other], resolution) for other in others])
         group = [best, *(other for other, differs in zip(others, worse) if not differs)]
         rank = len(values) - len(remaining) + 1
         for label in group:

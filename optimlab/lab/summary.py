@@ -224,9 +224,13 @@ def summarize(
             entries[label]["seconds_to_target"] = seconds_at(
                 curve, entries[label]["steps_to_target"]
             )
-        ranking = _rank_problem(entries, task)
+        test_set = test_targets.get(problem)
+        # a test accuracy moves in steps of one test example (see significance.welch_p)
+        classification = task == "classification" and test_set is not None
+        resolution = 1.0 / len(test_set) if classification else 0.0
+        ranking = _rank_problem(entries, task, resolution)
         per_problem_ranking[plabel] = ranking
-        info = _learned(entries, curves, task, test_targets.get(problem))
+        info = _learned(entries, curves, task, test_set)
         problems[plabel] = {
             "spec": canonical,
             "task": task,
@@ -455,12 +459,14 @@ METRICS = {
 }
 
 
-def _rank_problem(entries: dict[str, dict[str, Any]], task: str) -> list[str]:
+def _rank_problem(
+    entries: dict[str, dict[str, Any]], task: str, resolution: float = 0.0
+) -> list[str]:
     """Set each entry's ``rank`` (tied where within noise; None if it has no finished seed) and
     ``tied_with``; return the labels ordered by rank, then mean, unranked last."""
     metric = METRICS[task]
     ranked = {label: e["values"] for label, e in entries.items() if e["values"]}
-    ranks = tied_ranks(ranked, metric["higher_is_better"]) if ranked else {}
+    ranks = tied_ranks(ranked, metric["higher_is_better"], resolution) if ranked else {}
     sign = -1.0 if metric["higher_is_better"] else 1.0
     for label, entry in entries.items():
         entry["rank"] = ranks.get(label)
