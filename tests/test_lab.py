@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import time
 
 import numpy as np
 import pytest
@@ -303,3 +304,43 @@ def test_store_refuses_an_unwritable_directory(tmp_path) -> None:
 def test_store_read_only_open_needs_an_existing_database(tmp_path) -> None:
     with pytest.raises(StoreError, match="no results database in"):
         ResultStore(tmp_path, create=False)
+
+
+def test_curve_seconds_leave_out_the_first_steps_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seconds to a target compare optimizers, not compilers: a fake clock makes the first step
+    take 100 s and every later one 1 s; the curve's seconds count only the later steps."""
+    import types
+
+    import optimlab.lab.train as train_module
+
+    clock = {"now": 0.0, "ticks": 0}
+
+    def perf_counter() -> float:
+        return clock["now"]
+
+    real_create = train_module.create
+
+    def create(*args, **kwargs):  # type: ignore[no-untyped-def]
+        optimizer = real_create(*args, **kwargs)
+        real_step = optimizer.step
+
+        def timed_step(*a, **k):  # type: ignore[no-untyped-def]
+            clock["ticks"] += 1
+            clock["now"] += 100.0 if clock["ticks"] == 1 else 1.0
+            return real_step(*a, **k)
+
+        optimizer.step = timed_step
+        return optimizer
+
+    fake_time = types.SimpleNamespace(perf_counter=perf_counter, process_time=time.process_time)
+    monkeypatch.setattr(train_module, "time", fake_time)
+    monkeypatch.setattr(train_module, "create", create)
+    problem = get_problem("quadratic-deep")
+    spec = TrialSpec(problem.spec, "sgd", {"lr": 0.01}, steps=10, evals=2)
+    result = train(spec, problem)
+    assert result.status == "ok", result.reason
+    metrics = result.metrics
+    assert metrics["warmup_seconds"] == 100.0
+    assert metrics["seconds_per_step"] == 1.0
+    steps = metrics["curve"]["step"]
+    assert metrics["curve_seconds"] == [max(0, s - 1) * 1.0 for s in steps]

@@ -15,7 +15,7 @@ Metrics of an ``ok`` trial (losses are data losses on the full split, in eval mo
 it does not inflate the per-step time), ``seconds`` (all, wall clock), ``cpu_seconds`` (all,
 this process's CPU time), ``curve`` (``step``, ``train_loss``, ``val_loss``, ``val_accuracy``
 at each evaluation, step 0 included) and ``curve_seconds`` (the training wall clock so far at
-each of those evaluations, evaluations themselves excluded).
+each of those evaluations, evaluations themselves and the first step's warm-up excluded).
 
 A caller may end a run early through ``stop_if(step, curve)``, asked after each evaluation: a
 returned reason ends the run with status ``diverged``, that reason and ``pruned: true`` (how a
@@ -150,7 +150,9 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
         curve["train_loss"].append(train_loss)
         curve["val_loss"].append(val_loss)
         curve["val_accuracy"].append(val_accuracy)
-        curve_seconds.append(train_seconds)
+        # the first step's warm-up (a kernel's compile, lazy initialization) is left out, as from
+        # seconds_per_step: seconds to a target compare optimizers, not compilers
+        curve_seconds.append(train_seconds - warmup_seconds)
         return val_loss
 
     train_seconds, warmup_seconds, step, stopped_early, diverged_at = 0.0, 0.0, 0, False, None
