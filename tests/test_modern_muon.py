@@ -253,3 +253,41 @@ def test_helper_groups_follow_an_lr_scheduler_and_a_closure() -> None:
 def test_bad_hyperparameter_names_argument_value_and_range(options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Muon([torch.zeros(2, requires_grad=True)], **options)
+
+
+def test_compare_trains_muon_on_the_whole_network_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    """compare's `muon` is the documented whole-network Muon: embeddings, head, biases and gains
+    under AdamW at the defaults' rate ratio, hidden matrices under Muon — not Muon on every
+    ≥ 2-D tensor (which put tiny-lm's embeddings and head under Muon)."""
+    import dataclasses
+
+    import optimlab.lab.train as train_module
+    from optimlab.lab.trial import TrialSpec
+    from optimlab.optim import muon as muon_module
+    from optimlab.problems import get_problem
+
+    built: list[torch.optim.Optimizer] = []
+
+    def spy(model: torch.nn.Module, **hyperparameters: object) -> torch.optim.Optimizer:
+        optimizer = muon_module.for_comparison(model, **hyperparameters)
+        built.append(optimizer)
+        return optimizer
+
+    registry = dict(train_module.REGISTRY)
+    registry["muon"] = dataclasses.replace(registry["muon"], whole_model=spy)
+    monkeypatch.setattr(train_module, "REGISTRY", registry)
+    problem = get_problem("tiny-lm:depth=1:width=16:heads=2")
+    result = train_module.train(TrialSpec(problem.spec, "muon", {"lr": 0.05}, steps=2, evals=1))
+    assert result.status == "ok", result.reason
+    (optimizer,) = built
+    muon_group, adamw_group = optimizer.param_groups
+    assert muon_group["use_muon"] and not adamw_group["use_muon"]
+    assert muon_group["lr"] == 0.05 and adamw_group["lr"] == pytest.approx(0.05 * 3e-4 / 0.02)
+    model = problem.build_model(0)
+    shapes = {name: p.shape for name, p in model.named_parameters()}
+    embeddings = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding)}
+    assert all(p.ndim >= 2 for p in muon_group["params"])
+    assert len(muon_group["params"]) + len(adamw_group["params"]) == len(shapes)
+    n_embedding_params = sum(1 for n in shapes if n.rsplit(".", 1)[0] in embeddings)
+    assert n_embedding_params >= 1
+    assert sum(p.ndim >= 2 for p in adamw_group["params"]) >= n_embedding_params + 1  # + head

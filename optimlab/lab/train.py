@@ -43,7 +43,7 @@ from optimlab.optim.modes import (
     to_evaluation_point,
     to_train_point,
 )
-from optimlab.optim.registry import create
+from optimlab.optim.registry import REGISTRY, create
 from optimlab.problems import Problem, get_problem
 from optimlab.problems.base import Split
 
@@ -121,7 +121,12 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
             return spec.custom.build(params, **kwargs)
         return create(spec.optimizer, params, **kwargs)
 
-    optimizer = problem.build_optimizer(model, build)
+    info = REGISTRY.get(spec.optimizer) if spec.custom is None else None
+    whole_model = info.whole_model if info is not None else None
+    if whole_model is not None and problem.lr_groups is None:
+        optimizer = whole_model(model, **kwargs)  # Muon: hidden matrices only, the rest AdamW
+    else:
+        optimizer = problem.build_optimizer(model, build)
     to_train_point(optimizer)
     schedule = make_schedule(spec.schedule, optimizer, spec.steps)
     generator = torch.Generator().manual_seed(spec.seed)

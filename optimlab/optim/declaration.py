@@ -97,6 +97,10 @@ class OptimizerInfo:
     #: where property tests draw a hyperparameter, where the rule of :func:`sampling_space`
     #: does not fit (momentum may exceed 1 but is sampled below it); None: never drawn
     sample_ranges: dict[str, Sample | None] = field(default_factory=dict)
+    #: how to build it for a whole network, ``whole_model(model, **hyperparameters)``, where
+    #: that differs from ``cls(model.parameters(), ...)`` (Muon: hidden matrices to Muon, the
+    #: rest to AdamW); compare's trials use it when the problem has no learning-rate groups
+    whole_model: Callable[..., Any] | None = None
 
     @property
     def torch_class(self) -> str | None:

@@ -407,6 +407,19 @@ def muon_for(
     return Muon(groups, lr=lr, **options)
 
 
+#: AdamW's rate over Muon's in :func:`muon_for`'s defaults (3e-4 / 0.02, the speedrun values)
+ADAMW_LR_RATIO = 3e-4 / 0.02
+
+
+def for_comparison(model: nn.Module, lr: float | None = None, **hyperparameters: Any) -> Muon:
+    """Muon as compare runs it on a whole network: :func:`muon_for`'s split, with AdamW's rate
+    kept at the defaults' ratio to Muon's (``adamw_lr = lr × 3e-4/0.02``) as the learning-rate
+    grid moves ``lr`` — so the grid tunes one rate, and at Muon's default 0.02 both parts run
+    at the speedrun's values."""
+    lr = Muon.DEFAULTS["torch"]["lr"] if lr is None else lr
+    return muon_for(model, lr=lr, adamw_lr=lr * ADAMW_LR_RATIO, **hyperparameters)
+
+
 MUON_INFO = OptimizerInfo(
     name="muon",
     cls=Muon,
@@ -428,6 +441,7 @@ MUON_INFO = OptimizerInfo(
     # moves the fixed point off the minimum, as for AdamW)
     convergence=Convergence(0.03, (0.03, 3000, 0.1)),
     elementwise=False,
+    whole_model=for_comparison,
 )
 
 #: what this module registers
