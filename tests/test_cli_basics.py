@@ -39,6 +39,17 @@ def test_list_table(capsys: pytest.CaptureFixture[str]) -> None:
         assert name in out
 
 
+def test_list_prints_each_rule_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    """Brackets in a rule are text, not terminal markup: SOAP's "E[g gᵀ]" was printed as "E"."""
+    for name, info in REGISTRY.items():
+        assert main(["list", name]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        cells = " ".join(line.strip("│ ") for line in out.split("│"))
+        for token in info.rule.split():
+            if "[" in token:
+                assert token in cells, (name, token)
+
+
 def test_list_preset_keeps_only_that_set(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", "--preset", "classic", "--json"]) == 0
     names = [row["name"] for row in json.loads(capsys.readouterr().out)]

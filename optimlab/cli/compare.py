@@ -661,13 +661,13 @@ def command(
         None,
         "--log-dir",
         help="Write each trial's curves as TensorBoard event files under this directory "
-        "(pip install 'optimlab\\[tensorboard]').",
+        "(pip install 'optimlab[tensorboard]').",
     ),
     executor_name: str = typer.Option(
         "local",
         "--executor",
         help="Where trials run: local (process pool) or ray (Ray tasks; pip install "
-        "'optimlab\\[ray]').",
+        "'optimlab[ray]').",
     ),
     ray_address: str | None = typer.Option(
         None,
@@ -681,7 +681,7 @@ def command(
     tuner: str = typer.Option(
         "grid",
         "--tuner",
-        help="grid (the log learning-rate grid) or optuna (TPE; pip install 'optimlab\\[optuna]').",
+        help="grid (the log learning-rate grid) or optuna (TPE; pip install 'optimlab[optuna]').",
     ),
     trials: int | None = typer.Option(
         None,

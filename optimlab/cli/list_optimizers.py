@@ -70,6 +70,7 @@ def _select(rows: list[dict[str, Any]], names: list[str], preset: str) -> list[d
 def _print_summary(rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="optimlab optimizers", caption="optimlab list NAME: its defaults")
     # the name is what users type: never truncated (schedulefree-adamw was, at 80 columns)
@@ -78,25 +79,27 @@ def _print_summary(rows: list[dict[str, Any]]) -> None:
     table.add_column("improves", no_wrap=True)
     table.add_column("update rule", overflow="fold")
     for row in rows:
-        table.add_row(row["name"], row["preset"], row["family"], row["rule"])
+        # Text, not markup: a rule like "L = E[g gᵀ]" would lose its brackets to rich's markup
+        table.add_row(*(Text(row[k]) for k in ("name", "preset", "family", "rule")))
     Console().print(table)
 
 
 def _print_details(rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console()
     for row in rows:
         table = Table(title=f"{row['name']} ({row['class']}, {row['preset']})", show_header=False)
         table.add_column("field", no_wrap=True, style="bold")
         table.add_column("value", overflow="fold")
-        table.add_row("improves", row["family"])
-        table.add_row("update rule", row["rule"])
-        table.add_row("torch defaults", _short(row["defaults"]["torch"]))
-        table.add_row("keras defaults", _short(row["defaults"]["keras"]))
-        table.add_row("torch.optim twin", row["torch_equivalent"] or "none")
-        table.add_row("keras twin", row["keras_equivalent"] or "none")
+        table.add_row("improves", Text(row["family"]))
+        table.add_row("update rule", Text(row["rule"]))
+        table.add_row("torch defaults", Text(_short(row["defaults"]["torch"])))
+        table.add_row("keras defaults", Text(_short(row["defaults"]["keras"])))
+        table.add_row("torch.optim twin", Text(row["torch_equivalent"] or "none"))
+        table.add_row("keras twin", Text(row["keras_equivalent"] or "none"))
         if row["learning_rate_free"]:
             table.add_row("learning rate", "learning-rate free: compare runs it at its defaults")
         console.print(table)
