@@ -60,12 +60,24 @@ def parse_item(item: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), options
 
 
+def split_items(spec: str) -> list[str]:
+    """The comma-separated items of `spec`; an empty one (``adam,,sgd``, ``modern,``) is an
+    error rather than silently dropped: it is usually a name that went missing."""
+    items = spec.split(",")
+    if not spec.strip():
+        raise ValueError(f"empty spec {spec!r}; expected name[:key=value...][,name...]")
+    for position, item in enumerate(items, 1):
+        if not item.strip():
+            raise ValueError(
+                f"empty item {position} in spec {spec!r}; expected name[:key=value...]"
+                f"[,name...] with no empty entries (remove the extra comma)"
+            )
+    return items
+
+
 def parse_spec(spec: str) -> list[tuple[str, dict[str, Any]]]:
     """A comma-separated list of items; see the module docstring."""
-    items = [part for part in spec.split(",") if part.strip()]
-    if not items:
-        raise ValueError(f"empty spec {spec!r}; expected name[:key=value...][,name...]")
-    return [parse_item(item) for item in items]
+    return [parse_item(item) for item in split_items(spec)]
 
 
 def optimizer_options(name: str) -> list[str]:
@@ -119,9 +131,8 @@ def parse_optimizer_items(
     `label` as the name) for ``path/to/file.py:Class`` or ``package.module:Class``.
 
     Unknown names or options raise ValueError listing the valid ones."""
-    items = [part for part in expand_presets(spec).split(",") if part.strip()]
-    if not items:
-        raise ValueError(f"empty spec {spec!r}; expected name[:key=value...][,name...]")
+    split_items(spec)  # the user's own items, before the presets expand
+    items = expand_presets(spec).split(",")
     parsed: list[tuple[str, dict[str, Any], Any]] = []
     for item in items:
         custom = split_custom_item(item) if allow_custom else None

@@ -183,8 +183,13 @@ def test_contenders_parse_and_reject() -> None:
     assert [c.name for c in contenders("classic,lion")] == [*nine, "lion"]
     with pytest.raises(ValueError, match="unknown optimizer 'adamz'; valid names: sgd"):
         contenders("adamz")
-    with pytest.raises(ValueError, match="lists an entry twice"):
+    with pytest.raises(ValueError, match="lists sgd twice"):
         contenders("sgd,sgd")
+    with pytest.raises(ValueError, match="'modern,adamw' lists adamw twice"):
+        contenders("modern,adamw")  # the message quotes what the user typed
+    for typo in ("adam,,sgd", "modern,", ",adam"):  # a name went missing: not silently dropped
+        with pytest.raises(ValueError, match=f"empty item .* in spec '{typo}'"):
+            contenders(typo)
 
 
 def _stored(lr: float, status: str, val: float | None) -> StoredTrial:

@@ -117,6 +117,7 @@ def build_comparison(
     from optimlab.lab.schedules import parse_schedule
     from optimlab.lab.tuner import OptunaTuner
     from optimlab.problems import get_problem, list_problems
+    from optimlab.spec import split_items
 
     if suite not in SUITES:
         raise typer.BadParameter(
@@ -138,9 +139,11 @@ def build_comparison(
         selected = [(spec, steps or budget) for spec, budget in chosen.problems]
     else:
         selected = []
+        try:
+            split_items(problems)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--problems") from None
         for spec in (part.strip() for part in problems.split(",")):
-            if not spec:
-                continue
             try:
                 problem = get_problem(spec)
             except ValueError as error:

@@ -172,11 +172,14 @@ def contenders(spec: str | None) -> list[Contender]:
     (``classic,lion``)."""
     if spec is None:
         spec = "classic"
-    spec = expand_presets(spec)
-    items = parse_optimizer_items(spec)
-    labels = [part.strip() for part in spec.split(",") if part.strip()]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"optimizer spec {spec!r} lists an entry twice; each must be unique")
+    items = parse_optimizer_items(spec)  # the user's spec: its errors quote what was typed
+    labels = [part.strip() for part in expand_presets(spec).split(",")]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise ValueError(
+            f"optimizer spec {spec!r} lists {', '.join(twice)} twice (a preset word includes "
+            f"its optimizers); each must be unique"
+        )
     entries = [
         Contender(label, name, options, custom)
         for label, (name, options, custom) in zip(labels, items)
