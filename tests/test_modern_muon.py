@@ -291,3 +291,11 @@ def test_compare_trains_muon_on_the_whole_network_split(monkeypatch: pytest.Monk
     n_embedding_params = sum(1 for n in shapes if n.rsplit(".", 1)[0] in embeddings)
     assert n_embedding_params >= 1
     assert sum(p.ndim >= 2 for p in adamw_group["params"]) >= n_embedding_params + 1  # + head
+
+
+def test_a_bad_exclude_pattern_is_a_clear_error() -> None:
+    from optimlab.optim.muon import muon_for
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"invalid exclude pattern '\('.*regular expressions"):
+        muon_for(model, exclude=["("])

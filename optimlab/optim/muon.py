@@ -344,7 +344,15 @@ def split_for_muon(
     parameter shared by several modules (tied embedding and head) goes to AdamW if any owner
     says so.
     """
-    patterns = [re.compile(pattern) for pattern in exclude]
+    patterns = []
+    for pattern in exclude:
+        try:
+            patterns.append(re.compile(pattern))
+        except (re.error, TypeError) as error:
+            raise ValueError(
+                f"split_for_muon: invalid exclude pattern {pattern!r} ({error}); exclude must be "
+                f"regular expressions matched against parameter names (re.search)"
+            ) from None
     modules = dict(model.named_modules())
     if head == "auto":
         linears = [name for name, module in modules.items() if isinstance(module, nn.Linear)]
