@@ -97,6 +97,8 @@ def test_run_diagnosis_skips_checks_that_do_not_apply():
          ["--suggest", "'best'", "valley, steepest, minimum"]),
         (["lr-find", "--problem", "digits-mlp", "--optimizer", "sgd", "--num-iter", "ten"],
          ["--num-iter", "valid integer"]),
+        (["lr-find", "--problem", "digits-mlp", "--optimizer", "prodigy"],
+         ["--optimizer", "'prodigy' is learning-rate free", "does not apply"]),
     ],
 )  # fmt: skip
 def test_bad_input_exits_2_with_a_message(argv, words, capsys):

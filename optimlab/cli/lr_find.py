@@ -44,6 +44,22 @@ def _check_options(start_lr: float, end_lr: float, num_iter: int, suggest: str) 
         )
 
 
+def _check_takes_a_learning_rate(spec: str) -> None:
+    """A learning-rate-free optimizer (Prodigy) sets its own step size: sweeping its lr says
+    nothing about a rate to choose, so the test is refused rather than answered."""
+    from optimlab.optim.registry import REGISTRY
+
+    name = spec.split(":", 1)[0].strip()
+    info = REGISTRY.get(name)
+    if info is not None and info.learning_rate_free:
+        raise typer.BadParameter(
+            f"{spec!r} is learning-rate free ({info.title} estimates its own step size; its lr "
+            f"only scales that estimate), so a learning-rate range test does not apply: run it "
+            f"at its defaults, e.g. optimlab compare --optimizers {name}",
+            param_hint="--optimizer",
+        )
+
+
 def command(
     problem: str = typer.Option(
         ...,
@@ -77,6 +93,7 @@ def command(
         check_output_file(plot, "--plot")
     check_problem(problem)
     check_optimizer(optimizer)
+    _check_takes_a_learning_rate(optimizer)
 
     from optimlab.diagnose.lr_find import lr_find
     from optimlab.diagnose.run import json_safe, optimizer_factory, problem_loss
