@@ -481,6 +481,12 @@ def test_hand_made_summary_ties_overlaps_and_leaves_out_the_unlearned_problem() 
     )
     assert answers["problems"][stuck].startswith(f"{stuck}: no optimizer learned this problem")
     assert "left out, not learned: " + stuck in answers["overall"]
+    # one learned problem: the overall line says what its score measures (the newcomer read
+    # "overall: X" as a recommendation its test accuracy did not support)
+    assert (
+        "speed to the training-loss target only; for one problem, read its answer"
+        in (answers["overall"])
+    )
     # the overall ranking is the profile on the learned problem alone: adam reaches the target
     # first (step 4), nadam at 8 (ratio 2), sgd at 16 (ratio 4), adagrad never
     order = [(r["optimizer"], r["rank"]) for r in summary["ranking"]]

@@ -584,6 +584,10 @@ def recommendations(
         )
         if len(leaders) > 1:
             line += ", tied"
+        if learned_count == 1:
+            # the score ranks speed to the training-loss target; with one problem the answer
+            # to read is that problem's own (its test metric, with ties)
+            line += " — speed to the training-loss target only; for one problem, read its answer"
     if left_out:
         line += f"; left out, not learned: {', '.join(left_out)}"
     if unranked:
