@@ -200,3 +200,13 @@ def test_top_level_help_lists_every_command_with_a_whole_summary(capsys, monkeyp
     ]  # fmt: skip
     assert not any(line.endswith("...") for line in commands)
     assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_milliseconds_print_without_a_bare_point_or_an_exponent() -> None:
+    """The speed table printed "101." and "(1.11e+03)" for warm-ups (newcomer's report)."""
+    from optimlab.cli.compare import _ms
+
+    cases = {0.000742: "0.742", 0.0045: "4.50", 0.0101: "10.1", 0.101: "101", 0.09995: "100"}
+    cases.update({1.11: "1,110", 12.0: "12,000", None: "—"})
+    for seconds, shown in cases.items():
+        assert _ms(seconds) == shown

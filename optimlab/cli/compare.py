@@ -454,7 +454,14 @@ def answer_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def _ms(value: float | None) -> str:
-    return "—" if value is None else f"{1000 * value:#.3g}"
+    """Milliseconds to three significant digits, never in exponent form or with a bare
+    trailing point: 0.742, 4.50, 101, 12,000."""
+    if value is None:
+        return "—"
+    ms = float(f"{1000 * value:.3g}")  # rounded first: 99.95 is 100, not "100."
+    if ms >= 100:
+        return f"{ms:,.0f}"
+    return f"{ms:#.3g}"
 
 
 def _seconds(value: float | None) -> str:
