@@ -210,3 +210,16 @@ def test_milliseconds_print_without_a_bare_point_or_an_exponent() -> None:
     cases.update({1.11: "1,110", 12.0: "12,000", None: "—"})
     for seconds, shown in cases.items():
         assert _ms(seconds) == shown
+
+
+def test_a_tuned_rate_at_the_grids_end_is_flagged_in_the_terminal() -> None:
+    """The HTML report flagged it; the terminal table did not (newcomer's report)."""
+    from optimlab.cli.compare import protocol_caption
+
+    entries = {
+        "sgd": {"best_lr_at_grid_edge": True},
+        "adam": {"best_lr_at_grid_edge": False},
+    }
+    caption = protocol_caption(entries) or ""
+    assert "⇥ tuned rate at the grid's end: sgd —" in caption and "adam" not in caption
+    assert protocol_caption({"adam": {"best_lr_at_grid_edge": False}}) is None

@@ -502,6 +502,8 @@ def problem_tables(summary: dict[str, Any], problem: str, width: int = 80) -> li
         if e.get("warmup_seconds_mean") is not None:
             speed += f" ({_ms(e['warmup_seconds_mean'])})"
         lr = "—" if e["best_lr"] is None else f"{e['best_lr']:.3g}"
+        if e.get("best_lr_at_grid_edge"):
+            lr += " ⇥"  # the best rate is the grid's end: the true optimum may lie beyond
         rows.append(
             (
                 rank,
@@ -554,6 +556,12 @@ def protocol_caption(entries: dict[str, Any]) -> str | None:
     free = [label for label, e in entries.items() if e.get("learning_rate_free")]
     scheduled = [label for label, e in entries.items() if e.get("schedule_free")]
     lines = []
+    edge = [label for label, e in entries.items() if e.get("best_lr_at_grid_edge")]
+    if edge:
+        lines.append(
+            f"⇥ tuned rate at the grid's end: {', '.join(edge)} — the best rate may lie beyond "
+            f"it (try it with a fixed lr beyond, e.g. NAME:lr=VALUE)"
+        )
     if free:
         lines.append(
             f"learning-rate-free (below the rule): {', '.join(free)} — run at its defaults, "
