@@ -236,3 +236,25 @@ def test_without_optuna_the_tuner_says_how_to_install_it(
     error = " ".join(capsys.readouterr().err.split())
     assert "Invalid value for --tuner" in error and "pip install 'optimlab[optuna]'" in error
     assert not (tmp_path / "out" / "results.sqlite").exists()
+
+
+def test_the_answer_gives_every_tuned_hyperparameter(optuna, tmp_path: Path, capsys) -> None:
+    """With --search betas, the best point's betas are part of the answer (summary.json and the
+    printed line), not only its lr — else the recommended setting cannot be reproduced."""
+    argv = [*BASE[:4], "adam", "--steps", "20", "--seeds", "1", "--workers", "1"]
+    argv += ["--tuner", "optuna", "--trials", "3", "--search", "betas", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    entry = summary["problems"]["quadratic-deep"]["adam"]
+    tuned = entry["tuned_hyperparameters"]
+    assert set(tuned) == {"betas"}
+    # the tuned point is a stored trial's: the seed-0 run at the best lr carries these betas
+    (seed,) = [
+        t
+        for t in ResultStore(tmp_path, create=False).get().values()
+        if t.spec.lr == entry["best_lr"] and t.spec.optimizer == "adam"
+    ][:1]
+    assert list(seed.spec.hyperparameters["betas"]) == list(tuned["betas"])
+    beta1 = f"{tuned['betas'][0]:.3g}"
+    assert f"at lr {entry['best_lr']:.3g} (betas=({beta1}, " in printed

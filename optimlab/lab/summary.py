@@ -352,9 +352,18 @@ def _pair(
         lr is not None and len(grid_lrs) > 1 and lr in (grid_lrs[0], grid_lrs[-1])
     )
     seeds: list[StoredTrial] = []
+    # what the tuner chose besides lr (Optuna's --search: betas, eps, ...), so that the answer
+    # can be reproduced; empty for the grid
+    entry["tuned_hyperparameters"] = {}
     if lr is not None:
         specs = comparison.seed_trials(problem, steps, c, lr)
         seeds = [trials[s.key] for s in specs if s.key in trials]
+        if specs:
+            entry["tuned_hyperparameters"] = {
+                k: v
+                for k, v in specs[0].hyperparameters.items()
+                if k != "lr" and c.options.get(k, object()) != v
+            }
     classification = test_targets is not None
     language_model = task == "language-model"
     entry.update(seed_statistics(seeds, classification, language_model))
@@ -533,6 +542,15 @@ def _names(labels: list[str]) -> str:
     return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
 
 
+def _short_value(value: Any) -> str:
+    """A tuned value for the answer line: floats to 3 significant digits, tuples item by item."""
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(_short_value(v) for v in value) + ")"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
 def problem_recommendation(problem: str, info: dict[str, Any]) -> str:
     """One line: the winner, its tuned rate and result, and who is tied with it."""
     entries, task = info["optimizers"], info["task"]
@@ -550,6 +568,9 @@ def problem_recommendation(problem: str, info: dict[str, Any]) -> str:
         if e.get("learning_rate_free")
         else (f"at lr {e['best_lr']:.3g}")
     )
+    tuned = e.get("tuned_hyperparameters") or {}
+    if tuned and not e.get("learning_rate_free"):
+        where += " (" + ", ".join(f"{k}={_short_value(v)}" for k, v in tuned.items()) + ")"
     line = f"{problem}: {best} {where} — {METRICS[task]['name']} {result}"
     if e["tied_with"]:
         line += f", tied with {_names(e['tied_with'])} (difference within noise)"
