@@ -41,7 +41,9 @@ ValueAndGrad = Callable[..., tuple[np.ndarray, np.ndarray]]
 def _gradient(gx: np.ndarray, gy: np.ndarray, linear: Linear) -> np.ndarray:
     """[∂f/∂x, ∂f/∂y] (+ the linear term: autograd adds f's gradient of a coordinate, taken
     through its column, to the linear term's in one addition, whose order does not matter)."""
-    grad = np.stack((gx, gy), axis=1)
+    grad = np.empty((len(gx), 2))  # a third of np.stack's cost on a few rows
+    grad[:, 0] = gx
+    grad[:, 1] = gy
     return grad if linear is None else linear + grad
 
 
