@@ -87,6 +87,7 @@ def test_landscape_matches_the_python_api(client: TestClient) -> None:
         np.testing.assert_allclose(run.path, slow.path, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(run.losses, slow.losses, rtol=1e-12, atol=1e-14)
     assert data["function"]["options"] == {"condition": 50, "angle": 20}
+    assert data["impl"] == "auto"
 
 
 def test_landscape_statuses_tell_diverged_from_left(client: TestClient) -> None:

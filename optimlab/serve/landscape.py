@@ -202,6 +202,7 @@ def run_request(body: Any) -> dict[str, Any]:
         "start": list(start),
         "noise": noise,
         "seed": seed,
+        "impl": IMPL,  # how the runs were computed (the CLI's `optimlab landscape`: "reference")
         "runs": runs,
     }
     if result.theory is not None:
