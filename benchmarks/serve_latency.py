@@ -7,6 +7,8 @@
 * the same request repeated (answered from the server's cache of identical requests);
 * the same in-process computation the CLI's way (``impl="reference"``: every optimizer on its
   reference rule; the server runs ``impl="auto"``, the fused kernels, where the runner has it);
+* the server's own CPU time per uncached request (its /proc counters around the requests: HTTP,
+  JSON and the run, whatever the load makes of the wall time);
 * the per-step budget, CPU time, in the same run: f and ∇f (autograd, and the closed form where
   the runner has it), each class's step on its one-row parameter (reference rule with a tensor
   lr, and the fused kernel with a number lr: serial twin + per-call fast path), and the rest
@@ -134,7 +136,8 @@ def _cpu_per_call(call, repeats: int = 500, rounds: int = 5) -> float:
 def step_budget(names: list[str], in_process_cpu_per_step: dict[str, float]) -> list[tuple]:
     """Rows (part, µs per step the CLI's way, µs per step the server's way), CPU time: what one
     step of the 9-optimizer request costs, part by part (each the least of several rounds; "the
-    rest" is the least in-process run's time per step minus the parts)."""
+    rest" is the least in-process run's time per step minus the parts).  Both ways take f and ∇f
+    from the runner (the closed form where it has one); autograd's cost is shown beside it."""
     landscape = get_function("rosenbrock")
     xy = np.array([[-1.4 + 0.01 * i, 2.0] for i in range(len(names))])
 
@@ -143,9 +146,12 @@ def step_budget(names: list[str], in_process_cpu_per_step: dict[str, float]) -> 
         torch.autograd.grad(landscape.fn(p).sum(), p)
 
     closed = getattr(landscape, "value_and_grad", None)
-    gradient_cli = _cpu_per_call(autograd)
-    gradient_server = gradient_cli if closed is None else _cpu_per_call(lambda: closed(xy))
-    rows = []
+    through_autograd = _cpu_per_call(autograd)
+    gradient = through_autograd if closed is None else _cpu_per_call(lambda: closed(xy))
+    rows = [
+        ("f and ∇f through autograd", through_autograd, through_autograd),
+        ("f and ∇f as the runner takes them", gradient, gradient),
+    ]
     updates = {False: 0.0, True: 0.0}
     bare_step = _bare_step()
     for name in names:
@@ -156,21 +162,20 @@ def step_budget(names: list[str], in_process_cpu_per_step: dict[str, float]) -> 
             with torch.no_grad():
                 costs.append(_cpu_per_call(lambda: step(optimizer)))  # noqa: B023
             updates[fused] += costs[-1]
-        rows.append((f"{name} step", *costs))
-    server_fused = IMPL == "auto"
-    server_updates = updates[server_fused]
-    rows.insert(0, ("f and ∇f (autograd / closed form)", gradient_cli, gradient_server))
-    rows.append(("the nine steps", updates[False], server_updates))
+        rows.append((f"{name} step (reference rule / fused kernel)", *costs))
+    server_updates = updates[IMPL == "auto"]
+    rows.append(("the nine steps, as each way runs them", updates[False], server_updates))
     cli, server = in_process_cpu_per_step["cli"], in_process_cpu_per_step["server"]
-    rows.append(
-        (
-            "the rest (bookkeeping, loop, metrics)",
-            cli - gradient_cli - updates[False],
-            server - gradient_server - server_updates,
-        )
-    )
+    rest = (cli - gradient - updates[False], server - gradient - server_updates)
+    rows.append(("the rest (bookkeeping, loop, metrics)", *rest))
     rows.append(("whole step, in-process (measured)", cli, server))
     return rows
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 MARK = "(name) => performance.getEntriesByName(name)[0]?.startTime ?? performance.now()"
@@ -219,7 +224,9 @@ def main() -> int:
         body = {"function": "rosenbrock", "optimizers": spec, "steps": STEPS}
         for start in starts[:3]:  # warm: imports, first allocations
             post(endpoint, {**body, "start": start})
+        server_cpu = cpu_seconds(process.pid)
         fresh = [post(endpoint, {**body, "start": s}) for s in starts[3:]]
+        server_cpu = (cpu_seconds(process.pid) - server_cpu) / len(fresh)
         cached = [post(endpoint, {**body, "start": starts[3]}) for _ in range(args.requests)]
         server_way = {} if IMPL is None else {"impl": IMPL}
         cli_way = {} if IMPL is None else {"impl": "reference"}
@@ -272,6 +279,9 @@ def main() -> int:
     ratio = np.median(fresh) / np.median(in_process)
     print(f"\nHTTP / in-process (p50): {ratio:.2f}")
     print(
+        f"server CPU time per uncached request (mean of {len(fresh)}): {server_cpu * 1000:.1f} ms"
+    )
+    print(
         f"\nper-step budget, CPU µs (server: impl={IMPL!r}; load average {os.getloadavg()[0]:.1f})"
     )
     print("| part | CLI's way µs | server's way µs |\n| --- | ---: | ---: |")
@@ -281,6 +291,7 @@ def main() -> int:
         report = {
             "rows": table,
             "http_over_in_process": ratio,
+            "server_cpu_ms_per_request": server_cpu * 1000,
             "budget_us_per_step": {part: [cli, server] for part, cli, server in budget},
             "load_average": os.getloadavg(),
         }
