@@ -73,6 +73,10 @@ def _time_interleaved(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+#: torch.optim's implementations timed beside optimlab (``--torch``)
+TORCH_VARIANTS = ("for-loop", "foreach", "fused")
+
+
 def _torch_variants(name: str, params: list[torch.Tensor]) -> dict[str, torch.optim.Optimizer]:
     cls, kwargs = _torch_twin(name)
     variants = {
@@ -87,7 +91,9 @@ def _torch_variants(name: str, params: list[torch.Tensor]) -> dict[str, torch.op
     return variants
 
 
-def measure(workload: str, names: list[str], repeat: int) -> list[dict[str, Any]]:
+def measure(
+    workload: str, names: list[str], repeat: int, variants: tuple[str, ...] = TORCH_VARIANTS
+) -> list[dict[str, Any]]:
     shapes = WORKLOADS[workload]
     rows = []
     # The bar, torch's fused Adam on the same workload, takes turns with every algorithm's
@@ -108,10 +114,12 @@ def measure(workload: str, names: list[str], repeat: int) -> list[dict[str, Any]
             "tensors": len(params),
             "bytes_per_param": bytes_per_param,
         }
-        contenders = {"optimlab": ours, "bar": bar}
+        # the bar is torch's fused Adam, timed only with the fused variants (see --torch)
+        contenders = {"optimlab": ours, "bar": bar} if "fused" in variants else {"optimlab": ours}
         contenders.update(
             (f"torch_{variant}", optimizer)
             for variant, optimizer in _torch_variants(name, params).items()
+            if variant in variants
         )
         rounds = max(repeat, TINY_REPEAT) if count < 100_000 else repeat
         for who, seconds in _time_interleaved(contenders, rounds).items():
@@ -126,6 +134,8 @@ def measure(workload: str, names: list[str], repeat: int) -> list[dict[str, Any]
         row["vs_torch_default"] = row["torch_for-loop_ms"] / row["optimlab_ms"]
         if "torch_fused_ms" in row:
             row["vs_same_fused"] = row["torch_fused_ms"] / row["optimlab_ms"]
+        if "bar_ms" not in row:
+            continue
         # torch's fused Adam is the bar: 28 bytes/param at its speed, in the same rounds
         row["bar_gbs"] = 28 * row["params"] / (row["bar_ms"] * 1e-3) / 1e9
         row["gbs_vs_adam_fused"] = row["optimlab_gbs"] / row["bar_gbs"]
@@ -201,7 +211,8 @@ def measure_modern(workload: str, names: list[str], repeat: int) -> list[dict[st
             "tensors": len(params),
             "bytes_per_param": bytes_per_param,
         }
-        contenders = {"optimlab": ours, "bar": bar}
+        # the bar is torch's fused Adam, timed only with the fused variants (see --torch)
+        contenders = {"optimlab": ours, "bar": bar} if "fused" in variants else {"optimlab": ours}
         contenders.update((f"torch_{variant}", opt) for variant, opt in variants.items())
         rounds = max(repeat, TINY_REPEAT) if count < 100_000 else repeat
         for who, seconds in _time_interleaved(contenders, rounds).items():
@@ -236,12 +247,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", type=str, default=",".join(with_twin), help="algorithms")
     parser.add_argument("--modern", type=str, default=",".join(modern), help="modern kernels")
     parser.add_argument("--workloads", type=str, default="large,small,one-1000")
+    # On a loaded machine torch's fused kernels leave OpenMP threads spinning between steps, which
+    # slows whatever is timed next: `--torch for-loop` times optimlab against the for-loop alone.
+    parser.add_argument(
+        "--torch", type=str, default=",".join(TORCH_VARIANTS), help="torch variants to time"
+    )
     args = parser.parse_args(argv)
-    names = [n for n in args.only.split(",") if n]
+    names = [n for n in args.only.split(",") if n and n != "none"]
     rows: list[dict[str, Any]] = []
-    modern_names = [n for n in args.modern.split(",") if n]
+    modern_names = [n for n in args.modern.split(",") if n and n != "none"]
+    for flag, chosen, allowed in (("--only", names, with_twin), ("--modern", modern_names, modern)):
+        unknown = [n for n in chosen if n not in allowed]
+        if unknown:
+            parser.error(f"{flag}: unknown {unknown}; allowed: {', '.join(allowed)} (or none)")
+    variants = tuple(v for v in args.torch.split(",") if v)
+    if "for-loop" not in variants or not set(variants) <= set(TORCH_VARIANTS):
+        parser.error(f"--torch: {args.torch!r}; allowed: for-loop plus any of foreach, fused")
     for workload in args.workloads.split(","):
-        rows += measure(workload, names, args.repeat)
+        rows += measure(workload, names, args.repeat, variants)
         rows += measure_modern(workload, modern_names, args.repeat)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()}")
     print(table(rows))

@@ -47,6 +47,7 @@ from optimlab.optim.declaration import Convergence, OptimizerInfo
 from optimlab.optim.group_steps import (
     adopt_group_steps,
     check_three_betas,
+    merge_weight_decouple,
     renamed_group_options,
 )
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE
@@ -85,14 +86,7 @@ class Adan(Optimizer):
         eps: float | None = None,
         **options: Unpack[CommonOptions],
     ) -> None:
-        if weight_decouple is not None:
-            given = options.get("decoupled_weight_decay", weight_decouple)
-            if given != weight_decouple:
-                raise ValueError(
-                    f"Adan: invalid weight_decouple={weight_decouple!r} with "
-                    f"decoupled_weight_decay={given!r}; they are one option (give one of them)"
-                )
-            options["decoupled_weight_decay"] = weight_decouple
+        merge_weight_decouple("Adan", weight_decouple, options)
         #: the clip factor of the step in progress (1: no clipping)
         self._clip: float | torch.Tensor = 1.0
         super().__init__(

@@ -44,6 +44,7 @@ from optimlab.optim.declaration import Convergence, OptimizerInfo
 from optimlab.optim.group_steps import (
     adopt_group_steps,
     check_three_betas,
+    merge_weight_decouple,
     renamed_group_options,
 )
 from optimlab.optim.hyperparameters import NON_NEGATIVE, POSITIVE, _fail, check_number
@@ -110,14 +111,7 @@ class AdEMAMix(Optimizer):
         eps: float | None = None,
         **options: Unpack[CommonOptions],
     ) -> None:
-        if weight_decouple is not None:
-            given = options.get("decoupled_weight_decay", weight_decouple)
-            if given != weight_decouple:
-                raise ValueError(
-                    f"AdEMAMix: invalid weight_decouple={weight_decouple!r} with "
-                    f"decoupled_weight_decay={given!r}; they are one option (give one of them)"
-                )
-            options["decoupled_weight_decay"] = weight_decouple
+        merge_weight_decouple("AdEMAMix", weight_decouple, options)
         hyperparameters = {"lr": lr, "betas": betas, "alpha": alpha, "eps": eps}
         hyperparameters.update(fixed_decay=fixed_decay, t_alpha_beta3=t_alpha_beta3)
         super().__init__(params, hyperparameters, weight_decay=weight_decay, **options)

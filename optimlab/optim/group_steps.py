@@ -27,6 +27,24 @@ def check_three_betas(owner: str, value: Any) -> None:
         check_number(owner, f"betas[{index}]", beta, UNIT_HALF_OPEN)
 
 
+def merge_weight_decouple(
+    owner: str, weight_decouple: bool | None, options: dict[str, Any]
+) -> None:
+    """Accept pytorch_optimizer's ``weight_decouple`` as optimlab's ``decoupled_weight_decay``.
+
+    They are one option under two names: giving both with different values is an error.
+    """
+    if weight_decouple is None:
+        return
+    given = options.get("decoupled_weight_decay", weight_decouple)
+    if given != weight_decouple:
+        raise ValueError(
+            f"{owner}: invalid weight_decouple={weight_decouple!r} with "
+            f"decoupled_weight_decay={given!r}; they are one option (give one of them)"
+        )
+    options["decoupled_weight_decay"] = weight_decouple
+
+
 def adopt_group_steps(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:
     """After loading `state_dict`: give each parameter without a ``step`` its group's count.
 

@@ -119,9 +119,9 @@ def _coefficients(
     steps = advance_steps(scalars)
     products = scalars["mu_product"]
     # mu_product <- mu_product * mu_t, rounded to the product's dtype as the reference's mul_
-    unique = np.unique(steps)
-    if len(unique) == 1:
-        products *= schedule(beta1, psi, int(unique[0]))
+    listed = steps.tolist()  # Python floats: cheaper than a NumPy comparison on a few values
+    if listed.count(listed[0]) == len(listed):  # the usual case: the group's tensors in step
+        products *= schedule(beta1, psi, int(listed[0]))
     else:
         mus = [schedule(beta1, psi, int(s)) for s in steps]
         products *= np.asarray(mus, dtype=products.dtype)
