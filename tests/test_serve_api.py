@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,19 @@ def test_landscape_matches_the_python_api(client: TestClient) -> None:
         np.testing.assert_allclose(run.losses, slow.losses, rtol=1e-12, atol=1e-14)
     assert data["function"]["options"] == {"condition": 50, "angle": 20}
     assert data["impl"] == "auto"
+
+
+def test_the_server_loads_its_kernels_in_the_background_at_startup(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warmed = threading.Event()
+    monkeypatch.setattr(landscape, "warm_up", warmed.set)
+    assert not warmed.is_set()
+    with TestClient(create_app(root)):  # the context runs the app's startup
+        assert warmed.wait(10)
+    # and the warm-up itself: every registered optimizer, the way requests run them
+    monkeypatch.undo()
+    landscape.warm_up()
 
 
 def test_landscape_statuses_tell_diverged_from_left(client: TestClient) -> None:
