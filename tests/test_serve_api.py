@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -70,16 +71,37 @@ def test_landscape_matches_the_python_api(client: TestClient) -> None:
     answer = client.post("/api/landscape", json=body)
     assert answer.status_code == 200, answer.text
     data = answer.json()
-    direct = run_landscape(get_function("quadratic", condition=50, angle=20),
-                           "sgd:lr=0.03,adam:lr=0.1", steps=40, starts=[(1.5, -2)], noise=0.3,
-                           seeds=(4,))  # fmt: skip
+    # the server runs the fused kernels (impl="auto"): the Python API's numbers with the same
+    # choice bit for bit, and the CLI's (the reference rules) within rounding
+    direct, reference = (
+        run_landscape(get_function("quadratic", condition=50, angle=20),
+                      "sgd:lr=0.03,adam:lr=0.1", steps=40, starts=[(1.5, -2)], noise=0.3,
+                      seeds=(4,), impl=impl)
+        for impl in ("auto", "reference")
+    )  # fmt: skip
     assert [r["label"] for r in data["runs"]] == [r.label for r in direct.runs]
-    for got, run in zip(data["runs"], direct.runs):
-        np.testing.assert_allclose(got["x"], run.path[:, 0])
-        np.testing.assert_allclose(got["y"], run.path[:, 1])
-        np.testing.assert_allclose(got["loss"], run.losses)
+    for got, run, slow in zip(data["runs"], direct.runs, reference.runs):
+        np.testing.assert_array_equal(got["x"], run.path[:, 0])
+        np.testing.assert_array_equal(got["y"], run.path[:, 1])
+        np.testing.assert_array_equal(got["loss"], run.losses)
         assert got["status"] == run.metrics["status"]
+        np.testing.assert_allclose(run.path, slow.path, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(run.losses, slow.losses, rtol=1e-12, atol=1e-14)
     assert data["function"]["options"] == {"condition": 50, "angle": 20}
+    assert data["impl"] == "auto"
+
+
+def test_the_server_loads_its_kernels_in_the_background_at_startup(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warmed = threading.Event()
+    monkeypatch.setattr(landscape, "warm_up", warmed.set)
+    assert not warmed.is_set()
+    with TestClient(create_app(root)):  # the context runs the app's startup
+        assert warmed.wait(10)
+    # and the warm-up itself: every registered optimizer, the way requests run them
+    monkeypatch.undo()
+    landscape.warm_up()
 
 
 def test_landscape_statuses_tell_diverged_from_left(client: TestClient) -> None:

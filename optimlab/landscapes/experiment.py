@@ -133,6 +133,7 @@ def run_landscape(
     eps: float = metrics_module.DEFAULT_EPS,
     progress: Progress | None = None,
     theory: bool = False,
+    impl: str = "reference",
 ) -> LandscapeResult:
     """Run each optimizer configuration from each start (and noise seed) on `function`.
 
@@ -144,6 +145,10 @@ def run_landscape(
     momentum at its optimal (α*, β*) run beside the given optimizers, and ``result.theory`` holds
     the closed forms with each run's predicted and achieved contraction per step (see
     :mod:`optimlab.landscapes.theory`).
+
+    `impl` is the runner's (:func:`~optimlab.landscapes.runner.run_batch`): ``"auto"`` lets a
+    configuration with one learning rate take its optimizer's fused kernel (within rounding of
+    the reference rule; worth it in a long-lived process that has loaded numba).
     """
     landscape = get_function(function) if isinstance(function, str) else function
     if optimizers is None:
@@ -163,7 +168,7 @@ def run_landscape(
     configs = build_configs(optimizers, tune=tune, grid=grid)
     starts = list(starts) if starts is not None else [landscape.default_start]
     batch = run_batch(
-        landscape, configs, starts, steps, noise=noise, seeds=seeds, progress=progress
+        landscape, configs, starts, steps, noise=noise, seeds=seeds, progress=progress, impl=impl
     )
     values = metrics_module.compute(batch, eps=eps)
     tuning: dict[str, TuningResult] = {}

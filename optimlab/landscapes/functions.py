@@ -38,7 +38,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import numpy as np
 import torch
+
+from optimlab.landscapes import gradients
+from optimlab.landscapes.gradients import ValueAndGrad
 
 Box = tuple[float, float, float, float]
 Point = tuple[float, float]
@@ -72,6 +76,9 @@ class Landscape:
     #: f is a quadratic form (constant Hessian): the closed forms of
     #: :mod:`~optimlab.landscapes.theory` apply
     is_quadratic: bool = False
+    #: f and ∇f at once without autograd, with autograd's numbers (:mod:`gradients`); None:
+    #: :meth:`value_and_grad` goes through autograd
+    closed_form: ValueAndGrad | None = None
 
     def __call__(self, xy: torch.Tensor) -> torch.Tensor:
         return self.fn(xy)
@@ -100,6 +107,16 @@ class Landscape:
         xy = xy.detach().clone().requires_grad_(True)
         (grad,) = torch.autograd.grad(self.fn(xy).sum(), xy)
         return grad
+
+    def value_and_grad(
+        self, xy: np.ndarray, linear: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """f and ∇f at each row of `xy` (float64 ``[N, 2]``), as NumPy arrays: the closed form
+        where the function has one (bit for bit autograd's numbers, a fraction of the cost),
+        else through autograd.  With `linear` (``[N, 2]``), the gradient is that of
+        f(xy) + Σ linear·xy (the runner's gradient noise); the value stays f."""
+        closed_form = self.closed_form or gradients.through_autograd(self.fn)
+        return closed_form(xy, linear)
 
     def hessian(self, point: Point | None = None) -> torch.Tensor:
         """The 2×2 Hessian at `point` (default: the reference point), through autograd."""
@@ -224,6 +241,7 @@ def quadratic(condition: float = 10.0, angle: float = 30.0) -> Landscape:
         (_minimum("minimum", (0.0, 0.0), fn),),
         {"condition": condition, "angle": angle},
         is_quadratic=True,
+        closed_form=gradients.quadratic(cos, sin, condition),
     )
 
 
@@ -276,7 +294,33 @@ def _fixed_landscape(
     found = tuple(_minimum(label, point, fn, kind) for label, point, kind in minima)
     box4 = tuple(map(float, box))
     quadratic_form = name == "ravine"  # x²/20 + y²: Hessian diag(0.1, 2) everywhere
-    return Landscape(name, title, formula, fn, box4, start, found, is_quadratic=quadratic_form)
+    closed_form = _CLOSED_FORMS[name]
+    return Landscape(
+        name,
+        title,
+        formula,
+        fn,
+        box4,
+        start,
+        found,
+        is_quadratic=quadratic_form,
+        closed_form=closed_form,
+    )
+
+
+#: each fixed function's f and ∇f without autograd (tested bit for bit against autograd)
+_CLOSED_FORMS: dict[str, ValueAndGrad] = {
+    "ravine": gradients.ravine,
+    "saddle": gradients.saddle,
+    "monkey-saddle": gradients.monkey_saddle,
+    "rosenbrock": gradients.rosenbrock,
+    "beale": gradients.beale,
+    "himmelblau": gradients.himmelblau,
+    "goldstein-price": gradients.goldstein_price,
+    "rastrigin": gradients.rastrigin(_rastrigin),
+    "ackley": gradients.ackley(_ackley),
+    "double-well": gradients.double_well(DOUBLE_WELL_TILT),
+}
 
 
 _FIXED = _build_fixed()

@@ -33,7 +33,6 @@ import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -189,6 +188,16 @@ def bare_step(optimizer: torch.optim.Optimizer) -> Callable[[torch.optim.Optimiz
     return inspect.unwrap(type(optimizer).step)
 
 
+#: the implementations the runner can ask its optimizers for (see `run_batch`)
+IMPLEMENTATIONS = ("reference", "auto")
+
+
+def check_impl(impl: Any) -> str:
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"invalid impl={impl!r}; valid: {', '.join(IMPLEMENTATIONS)}")
+    return impl
+
+
 def run_batch(
     landscape: Landscape,
     configs: Sequence[Config],
@@ -198,13 +207,28 @@ def run_batch(
     noise: float = 0.0,
     seeds: Sequence[int] = (0,),
     progress: Progress | None = None,
+    impl: str = "reference",
 ) -> Batch:
     """Run every (configuration, learning rate, start, seed) row for `steps` steps, together.
 
     Rows of configuration k are ordered learning rate (outermost), start, seed (innermost).
+
+    `impl` chooses how an elementwise configuration with **one** learning rate is stepped:
+
+    * ``"reference"`` (default): with a tensor lr, so its optimizer runs its reference rule (the
+      path a tuning grid always takes: one optimizer for the rows of every learning rate);
+    * ``"auto"``: with that lr as a Python number and the optimizer's own ``impl`` (``"auto"``
+      unless the spec says otherwise), so the fused kernel runs where the optimizer has one —
+      its serial twin and per-call fast path (``kernels.dispatch.FastStep``) on these few rows,
+      about a third of the reference rule's cost.  Trajectories then agree with the reference
+      within rounding (the kernels' parity guarantee), and bit for bit with a plain
+      ``loss.backward(); optimizer.step()`` loop of an optimizer created the same way.  The first
+      kernel call of a process loads numba (a second or two): the choice of a long-lived process
+      (``optimlab serve``), not of a one-shot command.
     """
     steps = check_steps(steps)
     noise = check_noise(noise)
+    impl = check_impl(impl)
     starts = [check_start_on(landscape, s) for s in starts]
     seeds = [int(s) for s in seeds]
     if not configs or not starts or not seeds:
@@ -214,51 +238,61 @@ def run_batch(
     per_lr = len(starts) * len(seeds)
     start_index = torch.arange(len(starts)).repeat_interleave(len(seeds))
     seed_index = torch.arange(len(seeds)).repeat(len(starts))
+    infos = [get_info(config.name) for config in configs]  # unknown names fail here
+    sizes = [len(config.lrs) * per_lr for config in configs]
+    rows = sum(sizes)
 
-    params, optimizers = [], []
+    # Every row's point lives in one [rows, 2] tensor and every gradient in another: each
+    # optimizer's parameter (and its .grad, set once) is a view of its rows, so the optimizers
+    # update the points in place and f and ∇f are evaluated on all rows at once, with no
+    # per-step concatenation or splitting.
+    points = torch.empty(rows, 2, dtype=dtype)
+    gradients = torch.zeros(rows, 2, dtype=dtype)
+    optimizers = []
     row_config, row_lr, row_start, row_seed = [], [], [], []
-    for k, config in enumerate(configs):
-        info = get_info(config.name)  # unknown names fail here, listing the valid ones
-        n = len(config.lrs) * per_lr
+    first = 0
+    for k, (config, info, n) in enumerate(zip(configs, infos, sizes)):
         lr = torch.tensor(config.lrs, dtype=dtype).repeat_interleave(per_lr)[:, None]
-        param = start_grid[start_index].repeat(len(config.lrs), 1).clone().requires_grad_(True)
-        # A tensor lr always takes the optimizers' reference path (plain torch ops, elementwise);
-        # asking for it directly spares loading the fused-kernel package (numba) for nothing.
+        own = slice(first, first + n)
+        points[own] = start_grid[start_index].repeat(len(config.lrs), 1)
         if info.elementwise:  # every row of one parameter is its own run: one optimizer for all
-            hyperparameters = {"impl": "reference", **config.hyperparameters, "lr": lr}
+            param = points[own]
+            param.grad = gradients[own]
+            if impl == "auto" and len(config.lrs) == 1:
+                hyperparameters = {**config.hyperparameters, "lr": config.lrs[0]}
+            else:
+                # A tensor lr always takes the optimizers' reference path (plain torch ops,
+                # elementwise); asking for it directly spares loading numba for nothing.
+                hyperparameters = {"impl": "reference", **config.hyperparameters, "lr": lr}
             optimizers.append(create(config.name, [param], **hyperparameters))
-            params.append(param)
         else:  # a norm, a factored moment or a shared estimate couples a tensor's rows
-            for row in range(n):
-                point = param[row : row + 1].detach().clone().requires_grad_(True)
-                hyperparameters = {**config.hyperparameters, "lr": float(lr[row, 0])}
+            for row in range(first, first + n):
+                point = points[row : row + 1]
+                point.grad = gradients[row : row + 1]
+                hyperparameters = {**config.hyperparameters, "lr": float(lr[row - first, 0])}
                 optimizers.append(create(config.name, [point], **hyperparameters))
-                params.append(point)
+        first += n
         row_config.append(np.full(n, k))
         row_lr.append(lr[:, 0].numpy().copy())
         row_start.append(start_index.repeat(len(config.lrs)).numpy())
         row_seed.append(seed_index.repeat(len(config.lrs)).numpy())
     row_seed_np = np.concatenate(row_seed)
-    rows = len(row_seed_np)
+    steppers = [bare_step(optimizer) for optimizer in optimizers]
+    work = list(zip(optimizers, steppers))
 
     # The bookkeeping (divergence, leaving the box, recording the path) runs in NumPy on views
-    # of the same memory: on a few rows a NumPy operation costs a fraction of a torch one, and
-    # these checks run once per step.  Only f and its gradient need torch (autograd).
+    # of the same memory: on a few rows a NumPy operation costs a fraction of a torch one.  f
+    # and ∇f come from the surface's closed form (autograd's very numbers, without its graph).
     xmin, xmax, ymin, ymax = landscape.box
     lower, upper = np.array([xmin, ymin]), np.array([xmax, ymax])
     fxmin, fxmax, fymin, fymax = far_box(landscape)
     far_lower, far_upper = np.array([fxmin, fymin]), np.array([fxmax, fymax])
-    if noise > 0:
-        table = noise * _noise_table(seeds, steps)
-        row_noise_index = torch.from_numpy(row_seed_np)
-    steppers = [bare_step(optimizer) for optimizer in optimizers]
-    # row ranges of each configuration's parameter in the stacked point
-    bounds = np.cumsum([0, *(len(p) for p in params)])
-    slices = [slice(int(a), int(b)) for a, b in pairwise(bounds)]
+    value_and_grad = landscape.value_and_grad
+    table = (noise * _noise_table(seeds, steps)).numpy() if noise > 0 else None
+    current, gradient = points.numpy(), gradients.numpy()
 
-    positions_t = torch.empty(steps + 1, rows, 2, dtype=dtype)
-    losses_t = torch.empty(steps + 1, rows, dtype=dtype)
-    positions, losses = positions_t.numpy(), losses_t.numpy()
+    positions = np.empty((steps + 1, rows, 2))
+    losses = np.empty((steps + 1, rows))
     frozen = np.zeros(rows, dtype=bool)
     any_frozen = False
     diverged_at = np.full(rows, -1, dtype=np.int64)
@@ -267,72 +301,64 @@ def run_batch(
     never_left = np.ones(rows, dtype=bool)
     bound = start_loss = None
 
-    def hold(x: torch.Tensor, t: int) -> torch.Tensor:
-        """Frozen rows at their last recorded point; torch.where routes a zero gradient to them,
-        so their NaN or huge values never reach a finite row."""
-        mask = torch.from_numpy(frozen)[:, None]
-        return torch.where(mask, positions_t[t - 1], x)
+    def hold(point: np.ndarray, t: int) -> np.ndarray:
+        """Frozen rows at their last recorded point (their gradient is set to zero below), so
+        their NaN or huge values never reach a finite row."""
+        return np.where(frozen[:, None], positions[t - 1], point)
 
-    for t in range(steps + 1):
-        # One leaf holding every row: a single gradient, split back into each parameter's rows
-        # (the gradient of a concatenation is the matching slice, so nothing changes numerically).
-        with torch.no_grad():
-            stacked = torch.cat(params)
-        leaf = stacked.detach().requires_grad_(True)
-        x = leaf
-        if t > 0:
-            finite_rows = np.isfinite(stacked.numpy()).all(axis=1)
-            if not finite_rows.all():
-                newly = ~finite_rows & ~frozen
-                diverged_at[newly] = t
-                frozen |= newly
+    # A diverging row overflows on its way out (caught by the checks, never recorded), and the
+    # optimizers need no autograd graph: the gradient is computed, not traced.
+    with np.errstate(all="ignore"), torch.no_grad():
+        for t in range(steps + 1):
+            point = current
+            if t > 0:
+                if not np.isfinite(current).all():
+                    newly = ~np.isfinite(current).all(axis=1) & ~frozen
+                    diverged_at[newly] = t
+                    frozen |= newly
+                    any_frozen = True
+                if any_frozen:
+                    point = hold(current, t)
+            # σ·ξ_t: the gradient of the noise term σ·ξ_t·x, added as autograd would add it
+            linear = None if table is None or t == steps else table[row_seed_np, t]
+            values, grad = value_and_grad(point, linear)
+            if t == 0:
+                start_loss = values.copy()
+                floor = landscape.min_value
+                scale = (start_loss - floor) if math.isfinite(floor) else np.abs(start_loss)
+                bound = start_loss + GROWTH * np.maximum(scale, 1.0)
+            elif not (np.isfinite(values).all() and (values <= bound).all()):
+                grown = (~np.isfinite(values) | (values > bound)) & ~frozen
+                if grown.any():  # rare: once per diverging row, so a second evaluation is cheap
+                    diverged_at[grown] = t
+                    frozen |= grown
+                    any_frozen = True
+                    point = hold(current, t)
+                    values, grad = value_and_grad(point, linear)
+            if not ((point >= lower) & (point <= upper)).all():
+                outside = ((point < lower) | (point > upper)).any(axis=1)
+                out = outside & ~frozen & never_left
+                left_at[out] = t
+                never_left &= ~out
+                far = ((point < far_lower) | (point > far_upper)).any(axis=1) & ~frozen
+                stop = far & (values <= start_loss)
+            else:
+                stop = None
+            positions[t] = point
+            losses[t] = values
+            if stop is not None and stop.any():
+                stopped_at[stop] = t
+                frozen |= stop  # held from the next step on, at the point just recorded
                 any_frozen = True
+            if t == steps:
+                break
+            gradient[...] = grad
             if any_frozen:
-                x = hold(leaf, t)
-        values = landscape.fn(x)
-        value_np = values.detach().numpy()
-        if t == 0:
-            start_loss = value_np.copy()
-            floor = landscape.min_value
-            scale = (start_loss - floor) if math.isfinite(floor) else np.abs(start_loss)
-            bound = start_loss + GROWTH * np.maximum(scale, 1.0)
-        else:
-            grown = (~np.isfinite(value_np) | (value_np > bound)) & ~frozen
-            if grown.any():  # rare: once per diverging row, so a second evaluation is cheap
-                diverged_at[grown] = t
-                frozen |= grown
-                any_frozen = True
-                x = hold(leaf, t)
-                values = landscape.fn(x)
-                value_np = values.detach().numpy()
-        point = x.detach().numpy()
-        outside = ((point < lower) | (point > upper)).any(axis=1)
-        if outside.any():
-            out = outside & ~frozen & never_left
-            left_at[out] = t
-            never_left &= ~out
-            far = ((point < far_lower) | (point > far_upper)).any(axis=1) & ~frozen
-            stop = far & (value_np <= start_loss)
-        else:
-            stop = None
-        positions[t] = point
-        losses[t] = value_np
-        if stop is not None and stop.any():
-            stopped_at[stop] = t
-            frozen |= stop  # held from the next step on, at the point just recorded
-            any_frozen = True
-        if t == steps:
-            break
-        loss = values.sum()
-        if noise > 0:
-            loss = loss + (table[row_noise_index, t] * x).sum()  # ∂/∂x adds σ·ξ_t
-        (grad,) = torch.autograd.grad(loss, leaf)
-        with torch.no_grad():
-            for param, rows_of, optimizer, step in zip(params, slices, optimizers, steppers):
-                param.grad = grad[rows_of]
+                gradient[frozen] = 0.0
+            for optimizer, step in work:
                 step(optimizer)
-        if progress is not None:
-            progress(t + 1, steps)
+            if progress is not None:
+                progress(t + 1, steps)
 
     return Batch(
         landscape=landscape,
@@ -356,10 +382,12 @@ def run_batch(
 __all__ = [
     "DIVERGENCE_FACTOR",
     "GROWTH",
+    "IMPLEMENTATIONS",
     "MAX_STEPS",
     "Batch",
     "Config",
     "box_text",
+    "check_impl",
     "check_start_on",
     "far_box",
     "run_batch",

@@ -9,6 +9,9 @@ that is not under the results root (or does not exist) answers 404.
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -59,10 +62,21 @@ def _float(field: str, text: str | None) -> float | None:
         raise RequestError(field, f"invalid {field}={text!r}; expected a number") from None
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """At startup, load numba and the fused kernels in a background thread (`landscape.warm_up`):
+    the first playground request would otherwise wait a second or two for them.  A daemon
+    thread: it never delays the startup nor holds the shutdown."""
+    threading.Thread(target=landscape.warm_up, name="optimlab-warm-up", daemon=True).start()
+    yield
+
+
 def create_app(results: str | Path = "results") -> FastAPI:
     """The app serving the playground, and the comparisons and diagnoses under `results`."""
     root = Path(results)
-    app = FastAPI(title="optimlab", version=__version__, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="optimlab", version=__version__, docs_url=None, redoc_url=None, lifespan=_lifespan
+    )
     app.state.results = root
 
     @app.exception_handler(RequestError)
