@@ -13,7 +13,10 @@ The optimizer is built once on the stacked leaves with the learning rate as a te
 updates each row exactly as the single trial updates its tensors. Whether an optimizer can do
 this is checked by behaviour, not by name (`check_optimizer`): a rule that couples the elements
 of a tensor (a norm, a factored moment, an orthogonalization) or that rejects a tensor rate
-fails the check and its trials run singly.
+fails the check and its trials run singly. With ``impl="auto"`` an optimizer that has a fused
+kernel steps the population in it (`steps_fused`): the kernel takes the (M, 1) rate as one rate
+per member and steps each row as it steps the single trial's tensor, bit for bit
+(``optim.kernels.members``); the rates are then float64, the single trials' Python floats.
 
 Each member keeps its single trial's identity: its model is built from its own seed, its
 minibatch order (and augmentation) comes from its own ``torch.Generator(seed)``, the evaluation
@@ -48,6 +51,8 @@ from torch.func import functional_call, vmap
 from optimlab.lab.schedules import make_schedule, parse_schedule
 from optimlab.lab.train import EVAL_CHUNK, StopIf, eval_steps, optimizer_kwargs
 from optimlab.lab.trial import TrialResult, TrialSpec, jsonable
+from optimlab.optim import low_precision
+from optimlab.optim.base import Optimizer, selected_impl
 from optimlab.optim.modes import evaluation_point, to_evaluation_point, to_train_point
 from optimlab.optim.registry import create
 from optimlab.problems import Problem, get_problem
@@ -168,6 +173,25 @@ def check_optimizer(spec: TrialSpec) -> None:
     reason = _optimizer_verdict(spec.optimizer, text, spec.custom)
     if reason is not None:
         raise Unbatchable(f"optimizer {spec.optimizer}: {reason}")
+
+
+def steps_fused(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every group of `optimizer` (built on a population's leaves with an (M, 1) rate)
+    steps in its fused kernel, a rate per member (``impl="auto"`` or ``"fused"``)."""
+    if not isinstance(optimizer, Optimizer) or optimizer.kernel is None:
+        return False
+    try:
+        from optimlab.optim import kernels
+    except ImportError:  # no numba: every step is the reference rule's
+        return False
+    spec = optimizer.kernel()
+    for group in optimizer.param_groups:
+        if selected_impl(group) == "reference" or low_precision.requires_reference(group):
+            return False
+        params = list(group["params"])
+        if kernels.unfusable_reason(spec, group, params, params) is not None:
+            return False
+    return True
 
 
 def check_population(specs: Sequence[TrialSpec], problem: Problem) -> None:
@@ -334,12 +358,20 @@ def _train_population(
     members = [_Member(s) for s in specs]
     model = BatchedModel([problem.build_model(s.seed) for s in specs])
     dtype = model.leaves[0].dtype
-    rates = torch.tensor([s.lr for s in specs], dtype=dtype).view(size, 1)
+    # float64 rates hold the single trials' Python floats exactly: what the fused kernels need
+    # to compute each member's coefficients as its single trial does (optim.kernels.members)
+    rates = torch.tensor([s.lr for s in specs], dtype=torch.float64).view(size, 1)
     kwargs = optimizer_kwargs({k: v for k, v in first.hyperparameters.items() if k != "lr"})
     if first.custom is not None:
         optimizer = first.custom.build(model.leaves, **kwargs, lr=rates.clone())
     else:
         optimizer = create(first.optimizer, model.leaves, **kwargs, lr=rates.clone())
+    if not steps_fused(optimizer) and dtype != torch.float64:
+        # the reference rule multiplies by the rate tensor: in the parameters' dtype, as the
+        # single trial's Python-number rate is applied to them
+        rates = rates.to(dtype)
+        for group in optimizer.param_groups:
+            group["lr"] = rates.clone()
     to_train_point(optimizer)
     schedule = _PopulationSchedule(first.schedule, rates, first.steps)
     active = torch.ones(size, dtype=torch.bool)
