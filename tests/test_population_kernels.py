@@ -15,6 +15,7 @@ import dataclasses
 import pytest
 import torch
 
+from optimlab.cli import main
 from optimlab.lab.population import steps_fused, train_population
 from optimlab.lab.protocol import SUITES
 from optimlab.optim.adam import Adam
@@ -174,3 +175,21 @@ def test_a_population_with_kernels_equals_the_reference_population(optimizer):
         train_population(fused, problem), train_population(reference, problem), strict=True
     ):
         assert_same_trial(member, expected, optimizer)
+
+
+def test_the_fallback_says_why_in_one_readable_line_per_reason(tmp_path, capsys):
+    """An optimizer the registry declares not element-wise is named as such (no trial step
+    needed); a class that rejects the rate tensor gets its error on one line, the tensor by its
+    shape (its printout spilled the rates over several lines)."""
+    args = ["compare", "--problems", "quadratic-deep", "--optimizers", "soap,torch.optim:SGD"]
+    args += ["--steps", "2", "--seeds", "1", "--grid-points", "2", "--workers", "1"]
+    assert main([*args, "--population", "auto", "--out", str(tmp_path)]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "population" in line]
+    assert lines == [
+        "population: single trials for optimizer soap: SOAP is not element-wise (a tensor's "
+        "norm, factored moment or matrix shape enters each update, so a stacked tensor's rows "
+        "cannot be separate members)",
+        "population: single trials for optimizer torch.optim:SGD: it does not take a learning "
+        "rate per member (ValueError: optimizer torch.optim:SGD does not build from (params, "
+        "lr=a tensor of 2 rows): ValueError: Tensor lr must be 1-element)",
+    ]

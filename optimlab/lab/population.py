@@ -38,6 +38,7 @@ import copy
 import functools
 import json
 import math
+import re
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -54,7 +55,7 @@ from optimlab.lab.trial import TrialResult, TrialSpec, jsonable
 from optimlab.optim import low_precision
 from optimlab.optim.base import Optimizer, selected_impl
 from optimlab.optim.modes import evaluation_point, to_evaluation_point, to_train_point
-from optimlab.optim.registry import create
+from optimlab.optim.registry import create, get_info
 from optimlab.problems import Problem, get_problem
 from optimlab.problems.base import Split
 from optimlab.problems.models import DropConnectLinear
@@ -130,8 +131,15 @@ def _optimizer_verdict(name: str, hyperparameters: str, custom: Any) -> str | No
     """None if the optimizer steps a stacked (2, n) tensor with a (2, 1) rate exactly as it
     steps the two rows alone with their own rates; else the reason."""
     kwargs = optimizer_kwargs(json.loads(hyperparameters))
-    if custom is None:  # the reference rule: what a tensor rate runs (no kernel compile here)
-        kwargs.setdefault("impl", "reference")
+    if custom is None:
+        info = get_info(name)
+        if not info.elementwise:  # declared in the registry: no need to try
+            return (
+                f"{info.title} is not element-wise (a tensor's norm, factored moment or "
+                f"matrix shape enters each update, so a stacked tensor's rows cannot be "
+                f"separate members)"
+            )
+        kwargs.setdefault("impl", "reference")  # what a tensor rate runs (no kernel compile)
     rates = (1e-2, 3e-3)
 
     def build(params: list[torch.Tensor], lr: Any) -> torch.optim.Optimizer:
@@ -157,11 +165,23 @@ def _optimizer_verdict(name: str, hyperparameters: str, custom: Any) -> str | No
                 single.step()
             rows.append(row.detach())
     except Exception as error:
-        last = traceback.format_exception_only(type(error), error)[-1].strip()
-        return f"it does not take a learning rate per member ({last})"
+        return f"it does not take a learning rate per member ({one_line(error)})"
     if not torch.allclose(stacked.detach(), torch.stack(rows), rtol=1e-12, atol=1e-14):
         return "its update couples the elements of a tensor (not elementwise)"
     return None
+
+
+def one_line(error: Exception, limit: int = 200) -> str:
+    """``Type: message`` on one line, a tensor's printout replaced by its shape (a message that
+    prints the rate tensor would otherwise spill its rows over the terminal)."""
+
+    def shape(match: re.Match[str]) -> str:
+        rows = match.group(0).count("[") - 1
+        return "a tensor" if rows < 1 else f"a tensor of {rows} rows"
+
+    text = re.sub(r"tensor\([^)]*\)", shape, f"{type(error).__name__}: {error}")
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def check_optimizer(spec: TrialSpec) -> None:
