@@ -7,13 +7,13 @@ single trials end apart when their initial weights differ by one ulp (issue 14, 
 Per quick-suite problem (its float32 data and models, its step budget) and optimizer: the quick
 suite's learning-rate grid (8 rates, 1e-4 … 10), seed 0, the quick suite's 16 evaluations —
 the tuning trials of `optimlab compare --suite quick`. Each grid point runs three ways
-(`optimlab.lab.population_agreement`): a single trial (`train`), a single trial whose initial
-weights are every one moved one ulp up, and a member of one population of the whole grid
+(`optimlab.lab.population_agreement`): a single trial (`train`), two single trials whose initial
+weights are every one moved one ulp up / down, and a member of one population of the whole grid
 (`train_population`, the fused kernels stepping it with a rate per member). Columns: the largest
 over the grid of the relative difference of the final validation loss and of the absolute
-difference of the test accuracy, one-ulp pair vs member-vs-single; runs whose status differs
-(one diverged, the other not); the tuned rate (lowest final validation loss) of the single
-trials, the nudged ones and the population. One torch thread, as in the executors' workers.
+difference of the test accuracy — between two of the three single runs (the one-ulp spread) and
+member vs single; grid points whose statuses differ (one diverged, the other not); the tuned
+rate (lowest final validation loss) of the single trials, the up / down ones and the population. One torch thread, as in the executors' workers.
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ import json
 import sys
 import time
 
-OPTIMIZERS = ["sgd", "momentum", "adam", "rmsprop"]
+OPTIMIZERS = ["sgd", "momentum", "rmsprop", "adam", "nadam"]
+
+
+def rate(value: float | None) -> str:
+    return "none" if value is None else f"{value:g}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "| problem | optimizer | val loss: one-ulp spread | val loss: member vs single "
         "| test acc: one-ulp | test acc: member | status differs (ulp / member) "
-        "| tuned rate single / nudged / population |"
+        "| tuned rate single / up / down / population |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['problem']} | {r['optimizer']} | {r['one_ulp_val_loss']:.2e} "
             f"| {r['member_val_loss']:.2e} | {acc[0]} | {acc[1]} "
             f"| {r['status_mismatches_one_ulp']} / {r['status_mismatches_member']} "
-            f"| {r['tuned_single']:g} / {r['tuned_nudged']:g} / {r['tuned_population']:g} |"
+            f"| {' / '.join(rate(r[k]) for k in ('tuned_single', 'tuned_up', 'tuned_down', 'tuned_population'))} |"
         )
     return 0
 

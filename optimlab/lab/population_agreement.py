@@ -8,19 +8,22 @@ trial (its batched matmuls sum in another order), so a member cannot equal its s
 bit for bit; what it can do is differ by no more than rounding itself makes two single trials
 differ.  This module measures both, on the same trials:
 
-* the **one-ulp spread**: ``train(spec)`` against ``train(spec)`` on the problem whose models
-  start with every weight moved one ulp up (``torch.nextafter`` towards +∞, `nudged`);
+* the **one-ulp spread**: ``train(spec)``, and ``train(spec)`` on the problem whose models start
+  with every weight moved one ulp up, and one ulp down (``torch.nextafter``, `nudged`): the
+  largest difference between any two of the three runs;
 * the **member difference**: the member of ``train_population(specs)`` against ``train(spec)``;
 
 each as the relative difference of the final validation loss (and the absolute difference of
 the test accuracy, classification) per trial, and whether the tuned rate (`protocol.best_lr`:
 the lowest final validation loss of the grid) is the same for the single trials, the nudged
-ones and the population.
+ones and the population.  (Two single runs are one draw of the spread; the largest of three
+pairs is a steadier yardstick than one pair.)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,9 +39,10 @@ from optimlab.lab.trial import TrialResult, TrialSpec
 from optimlab.problems import Problem
 
 
-def nudged(problem: Problem) -> Problem:
-    """`problem` whose models start with every parameter one ulp up (the next representable
-    value towards +∞ in the parameter's dtype); data, loss and everything else unchanged."""
+def nudged(problem: Problem, direction: float = math.inf) -> Problem:
+    """`problem` whose models start with every parameter one ulp away (the next representable
+    value towards `direction`, +∞: up, −∞: down, in the parameter's dtype); data, loss and
+    everything else unchanged."""
     copy = dataclasses.replace(problem)
     build = problem.build_model
 
@@ -46,7 +50,7 @@ def nudged(problem: Problem) -> Problem:
         model = build(seed)
         with torch.no_grad():
             for p in model.parameters():
-                p.copy_(torch.nextafter(p, torch.full_like(p, math.inf)))
+                p.copy_(torch.nextafter(p, torch.full_like(p, direction)))
         return model
 
     copy.build_model = build_nudged
@@ -80,25 +84,41 @@ def tuned_rate(specs: Sequence[TrialSpec], results: Sequence[TrialResult]) -> fl
 
 @dataclass
 class Agreement:
-    """The runs of one grid: single, nudged single, population member, per spec."""
+    """The runs of one grid, per spec: single, single from weights one ulp up and one ulp down,
+    population member."""
 
     specs: list[TrialSpec]
     single: list[TrialResult]
-    nudged: list[TrialResult]
+    up: list[TrialResult]
+    down: list[TrialResult]
     member: list[TrialResult]
 
     def spread(self, metric: str = "val_loss") -> float:
-        """The largest one-ulp difference over the grid (finite runs; 0 if none)."""
-        return _largest(difference(n, s)[metric] for n, s in zip(self.nudged, self.single))
+        """The largest difference between two of a grid point's three single runs (single, one
+        ulp up, one ulp down), over the grid."""
+        runs = list(zip(self.single, self.up, self.down))
+        return _largest(
+            difference(a, b)[metric] for point in runs for a, b in itertools.combinations(point, 2)
+        )
 
     def member_difference(self, metric: str = "val_loss") -> float:
         """The largest member-vs-single difference over the grid."""
         return _largest(difference(m, s)[metric] for m, s in zip(self.member, self.single))
 
+    def status_mismatches(self) -> tuple[int, int]:
+        """Grid points whose single runs disagree on the status (one diverged), and points whose
+        member and single trial do."""
+        single = sum(
+            len({r.status for r in point}) > 1 for point in zip(self.single, self.up, self.down)
+        )
+        member = sum(m.status != s.status for m, s in zip(self.member, self.single))
+        return single, member
+
     def tuned_rates(self) -> dict[str, float | None]:
         return {
             "single": tuned_rate(self.specs, self.single),
-            "nudged": tuned_rate(self.specs, self.nudged),
+            "up": tuned_rate(self.specs, self.up),
+            "down": tuned_rate(self.specs, self.down),
             "population": tuned_rate(self.specs, self.member),
         }
 
@@ -109,14 +129,15 @@ def _largest(values: Any) -> float:
 
 
 def measure(specs: Sequence[TrialSpec], problem: Problem) -> Agreement:
-    """Run `specs` (one population) three ways: singly, singly from nudged weights, and as a
-    population."""
+    """Run `specs` (one population) four ways: singly, singly from weights one ulp up and one
+    ulp down, and as a population."""
     specs = list(specs)
-    moved = nudged(problem)
+    up, down = nudged(problem, math.inf), nudged(problem, -math.inf)
     return Agreement(
         specs=specs,
         single=[train(s, problem) for s in specs],
-        nudged=[train(s, moved) for s in specs],
+        up=[train(s, up) for s in specs],
+        down=[train(s, down) for s in specs],
         member=train_population(specs, problem),
     )
 
@@ -124,20 +145,17 @@ def measure(specs: Sequence[TrialSpec], problem: Problem) -> Agreement:
 def to_row(agreement: Agreement) -> dict[str, Any]:
     """One table row: spreads, member differences and the tuned rates."""
     rates = agreement.tuned_rates()
-    row: dict[str, Any] = {
+    single_mismatches, member_mismatches = agreement.status_mismatches()
+    return {
         "one_ulp_val_loss": agreement.spread("val_loss"),
         "member_val_loss": agreement.member_difference("val_loss"),
         "one_ulp_test_accuracy": agreement.spread("test_accuracy"),
         "member_test_accuracy": agreement.member_difference("test_accuracy"),
-        "status_mismatches_one_ulp": sum(
-            not difference(n, s)["same_status"] for n, s in zip(agreement.nudged, agreement.single)
-        ),
-        "status_mismatches_member": sum(
-            not difference(m, s)["same_status"] for m, s in zip(agreement.member, agreement.single)
-        ),
+        "status_mismatches_one_ulp": single_mismatches,
+        "status_mismatches_member": member_mismatches,
         "tuned_single": rates["single"],
-        "tuned_nudged": rates["nudged"],
+        "tuned_up": rates["up"],
+        "tuned_down": rates["down"],
         "tuned_population": rates["population"],
+        "same_tuned_rate": rates["single"] == rates["population"],
     }
-    row["same_tuned_rate"] = rates["single"] == rates["population"]
-    return row
