@@ -138,8 +138,8 @@ def test_the_coefficients_are_computed_once_per_step_for_any_population_size():
 @pytest.mark.parametrize(
     ("lr", "shape", "message"),
     [
-        (torch.ones(3), (3, 4), "parameter 0 has shape (3, 4)"),
-        (torch.ones(3, 1), (4, 4), "every parameter must be a stack of the 3 members"),
+        (torch.ones(4), (3, 4), "lr is a tensor of shape (4,) and parameter 0 has shape (3, 4)"),
+        (torch.ones(3, 1), (4, 4), "lr is a tensor of shape (3, 1) and parameter 0 has shape"),
         (torch.ones(()), (3, 4), "lr is a tensor of shape ()"),
     ],
 )

@@ -56,9 +56,10 @@ def member_rates_reason(
     for i, p in enumerate(params):
         if p.dim() != lr.dim() or p.shape[0] != members:
             return (
-                f"lr has shape {shape} (a rate per member) but parameter {i} has shape "
-                f"{tuple(p.shape)}; every parameter must be a stack of the {members} members' "
-                f"tensors, of shape ({members}, …) with as many dimensions as lr"
+                f"lr is a tensor of shape {shape} and parameter {i} has shape "
+                f"{tuple(p.shape)}; the fused kernels take a Python-number lr or a rate per "
+                f"member: lr of shape (M, 1, …, 1) over parameters of shape (M, …), as many "
+                f"dimensions each"
             )
     return None
 
