@@ -12,8 +12,9 @@ weights are every one moved one ulp up / down, and a member of one population of
 (`train_population`, the fused kernels stepping it with a rate per member). Columns: the largest
 over the grid of the relative difference of the final validation loss and of the absolute
 difference of the test accuracy — between two of the three single runs (the one-ulp spread) and
-member vs single; grid points whose statuses differ (one diverged, the other not); the tuned
-rate (lowest final validation loss) of the single trials, the up / down ones and the population. One torch thread, as in the executors' workers.
+member vs single; the same two at the single trials' tuned rate alone (the run `compare`
+reports); grid points whose statuses differ (one diverged, the other not); the tuned rate
+(lowest final validation loss) of the single trials, the up / down ones and the population. One torch thread, as in the executors' workers.
 """
 
 from __future__ import annotations
@@ -76,10 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         "| problem | optimizer | val loss: one-ulp spread | val loss: member vs single "
-        "| test acc: one-ulp | test acc: member | status differs (ulp / member) "
+        "| test acc: one-ulp | test acc: member | at the tuned rate: val loss one-ulp / member "
+        "| test acc one-ulp / member | status differs (ulp / member) "
         "| tuned rate single / up / down / population |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         acc = (
             ("—", "—")
@@ -89,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| {r['problem']} | {r['optimizer']} | {r['one_ulp_val_loss']:.2e} "
             f"| {r['member_val_loss']:.2e} | {acc[0]} | {acc[1]} "
+            f"| {r['tuned_one_ulp_val_loss']:.2e} / {r['tuned_member_val_loss']:.2e} "
+            f"| {r['tuned_one_ulp_test_accuracy']:.4f} / {r['tuned_member_test_accuracy']:.4f} "
             f"| {r['status_mismatches_one_ulp']} / {r['status_mismatches_member']} "
             f"| {' / '.join(rate(r[k]) for k in ('tuned_single', 'tuned_up', 'tuned_down', 'tuned_population'))} |"
         )

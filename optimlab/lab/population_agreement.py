@@ -93,17 +93,21 @@ class Agreement:
     down: list[TrialResult]
     member: list[TrialResult]
 
-    def spread(self, metric: str = "val_loss") -> float:
+    def _rows(self, lr: float | None) -> list[int]:
+        return [i for i, s in enumerate(self.specs) if lr is None or s.lr == lr]
+
+    def spread(self, metric: str = "val_loss", lr: float | None = None) -> float:
         """The largest difference between two of a grid point's three single runs (single, one
-        ulp up, one ulp down), over the grid."""
-        runs = list(zip(self.single, self.up, self.down))
+        ulp up, one ulp down), over the grid (or at the rate `lr`)."""
+        runs = [(self.single[i], self.up[i], self.down[i]) for i in self._rows(lr)]
         return _largest(
             difference(a, b)[metric] for point in runs for a, b in itertools.combinations(point, 2)
         )
 
-    def member_difference(self, metric: str = "val_loss") -> float:
-        """The largest member-vs-single difference over the grid."""
-        return _largest(difference(m, s)[metric] for m, s in zip(self.member, self.single))
+    def member_difference(self, metric: str = "val_loss", lr: float | None = None) -> float:
+        """The largest member-vs-single difference over the grid (or at the rate `lr`)."""
+        rows = self._rows(lr)
+        return _largest(difference(self.member[i], self.single[i])[metric] for i in rows)
 
     def status_mismatches(self) -> tuple[int, int]:
         """Grid points whose single runs disagree on the status (one diverged), and points whose
@@ -158,4 +162,9 @@ def to_row(agreement: Agreement) -> dict[str, Any]:
         "tuned_down": rates["down"],
         "tuned_population": rates["population"],
         "same_tuned_rate": rates["single"] == rates["population"],
+        # at the single trials' tuned rate: the run compare reports (and reruns with seeds)
+        "tuned_one_ulp_val_loss": agreement.spread("val_loss", rates["single"]),
+        "tuned_member_val_loss": agreement.member_difference("val_loss", rates["single"]),
+        "tuned_one_ulp_test_accuracy": agreement.spread("test_accuracy", rates["single"]),
+        "tuned_member_test_accuracy": agreement.member_difference("test_accuracy", rates["single"]),
     }
