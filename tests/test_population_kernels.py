@@ -82,9 +82,8 @@ def test_a_population_steps_each_member_as_the_kernel_steps_it_alone(
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
 def test_rows_spanning_several_chunks(name, monkeypatch):
-    """A row longer than a chunk is cut into chunks within the row.  (On the serial twin: the
-    parallel kernel runs the same chunk function, test_kernels.py compares the two, and its
-    compile would cost this file more than its budget on a cold cache.)"""
+    """A row longer than a chunk is cut into chunks within the row (the population runs the
+    parallel kernel, each row alone the serial twin here: the same chunk function)."""
     monkeypatch.setattr(dispatch, "PARALLEL_FROM", 1 << 40)
     assert_members_step_alone(
         name, "torch", {"momentum": 0.9} if name == "sgd" else {}, torch.float32, (CHUNK + 17, 5)

@@ -19,12 +19,7 @@ import torch
 
 from optimlab.optim.kernels.finite import all_finite
 from optimlab.optim.kernels.layout import CHUNK, FlatState
-from optimlab.optim.kernels.members import (
-    member_coefficients,
-    member_rates,
-    member_rates_reason,
-    member_work,
-)
+from optimlab.optim.kernels.members import member_rates, member_rates_reason, member_work
 from optimlab.optim.kernels.spec import KernelSpec
 
 FUSED_DTYPES = (torch.float32, torch.float64)
@@ -146,27 +141,32 @@ def _member_step(
     rates = member_rates(group["lr"])
     work = member_work(layout, indices, len(rates))
     grads = [g if g.is_contiguous() else g.contiguous() for g in grads]  # alive until it returns
-    scalars = layout.scalars
     everything = indices == layout.all_indices
-    if not everything:
-        scalars = {name: values[list(indices)] for name, values in scalars.items()}
-    rows = member_coefficients(spec, group, scalars, rates, len(indices))
-    if not everything:
+    if everything:
+        coef = work.coefficients(spec, group, layout.scalars, rates)
+    else:
+        scalars = {name: values[list(indices)] for name, values in layout.scalars.items()}
+        coef = work.coefficients(spec, group, scalars, rates)
         for name, values in scalars.items():
             layout.scalars[name][list(indices)] = values
-    coef = rows.astype(_NUMPY[layout.dtype])  # rounded once to the layout's dtype, as coef[:] =
-    flags = np.array(spec.flags(group), dtype=np.int64)
-    fresh = np.repeat(layout.fresh[list(indices)], len(rates))
-    kernel = _kernel_for(spec, work.elements)
+    if layout.any_fresh:
+        fresh = np.repeat(layout.fresh[list(indices)], len(rates))
+    else:
+        fresh = work.no_fresh
+    # The parallel kernel even on one thread: its launch costs a few microseconds, and the serial
+    # twin measured up to 26× slower per element on Adam's 60,000-element groups (a population
+    # of small models is M times a single trial's work; see docs/compare.md, Populations)
+    follow_torch_threads(work.elements)
+    kernel = spec.kernel
     kernel(
-        work.pointers(params),
-        work.pointers(grads),
+        work.pointers(params, work.param_ptrs),
+        work.pointers(grads, work.grad_ptrs),
         work.chunks,
         work.offsets,
         fresh,
         layout.buffer_numpy,
         coef,
-        flags,
+        work.flags(spec.flags(group)),
     )
     if layout.any_fresh:  # SGD's first-step buffers are no longer fresh
         layout.fresh[list(indices)] = 0

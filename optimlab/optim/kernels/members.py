@@ -69,56 +69,74 @@ def member_rates(lr: torch.Tensor) -> np.ndarray:
     return lr.detach().to("cpu", torch.float64).reshape(-1).numpy()
 
 
-def member_coefficients(
-    spec: KernelSpec,
-    group: dict[str, Any],
-    scalars: dict[str, np.ndarray],
-    rates: np.ndarray,
-    count: int,
-) -> np.ndarray:
-    """The coefficient rows of `count` tensors × M members, tensor-major: float64 (count·M, m).
-
-    One call of the spec's coefficient function with ``lr`` the rate array (it advances the
-    per-tensor scalar state once, as a scalar step does); each field is then a number shared by
-    the members or an array of one value per member.
-    """
-    members = len(rates)
-    rows = spec.coefficients({**group, "lr": rates}, scalars)
-    if not isinstance(rows, list):  # one row for every tensor of the group
-        rows = [rows]
-    blocks = [
-        np.column_stack([np.broadcast_to(np.asarray(field, np.float64), members) for field in row])
-        for row in rows
-    ]
-    if len(blocks) == 1:
-        return np.tile(blocks[0], (count, 1))
-    return np.concatenate(blocks)
-
-
 class MemberWork:
-    """The kernel's work arrays for a set of stacked tensors seen as their rows (M each)."""
+    """A kernel call's arrays for a set of stacked tensors seen as their rows (M each), kept
+    between steps and refilled in place: building them afresh each step cost more than the
+    kernel on a population of small models."""
 
     def __init__(self, layout: FlatState, indices: tuple[int, ...], members: int) -> None:
+        count = len(indices)
         sizes = np.array([layout.params[i].numel() for i in indices], dtype=np.int64)
-        self.row_sizes = sizes // members
-        self.members = members
+        row_sizes = sizes // members
+        self.count, self.members = count, members
         steps = np.arange(members, dtype=np.int64)
         #: element offset of each row inside its tensor, tensor-major: (count·M,)
-        self.row_starts = (self.row_sizes[:, None] * steps[None, :]).reshape(-1)
-        self.offsets = np.repeat(layout.offsets[list(indices)], members) + self.row_starts
+        row_starts = (row_sizes[:, None] * steps[None, :]).reshape(-1)
+        self.row_bytes = row_starts * layout.buffer.element_size()
+        self.offsets = np.repeat(layout.offsets[list(indices)], members) + row_starts
         chunk_rows = []
-        for t, size in enumerate(np.repeat(self.row_sizes, members).tolist()):
+        for t, size in enumerate(np.repeat(row_sizes, members).tolist()):
             pieces = max(1, -(-size // CHUNK))
             bounds = np.linspace(0, size, pieces + 1).astype(np.int64)
             chunk_rows.extend((t, int(lo), int(hi)) for lo, hi in itertools.pairwise(bounds))
         self.chunks = np.array(chunk_rows, dtype=np.int64).reshape(-1, 3)
         self.elements = int(sizes.sum())
-        self.itemsize = layout.buffer.element_size()
+        self.param_ptrs = np.empty(count * members, dtype=np.int64)
+        self.grad_ptrs = np.empty(count * members, dtype=np.int64)
+        self.dtype = layout.buffer_numpy.dtype
+        self.coef = np.empty((count * members, 0), dtype=self.dtype)
+        self.no_fresh = np.zeros(count * members, dtype=np.uint8)
+        self._flags_key: tuple[int, ...] | None = None
+        self._flags = np.empty(0, dtype=np.int64)
 
-    def pointers(self, tensors: list[torch.Tensor]) -> np.ndarray:
-        """Each row's address: its tensor's plus the row's start (tensors must be contiguous)."""
-        bases = np.array([t.data_ptr() for t in tensors], dtype=np.int64)
-        return np.repeat(bases, self.members) + self.row_starts * self.itemsize
+    def pointers(self, tensors: list[torch.Tensor], out: np.ndarray) -> np.ndarray:
+        """Each row's address into `out`: its tensor's plus the row's start (contiguous
+        tensors)."""
+        bases = np.fromiter((t.data_ptr() for t in tensors), np.int64, self.count)
+        return np.add(np.repeat(bases, self.members), self.row_bytes, out=out)
+
+    def coefficients(
+        self,
+        spec: KernelSpec,
+        group: dict[str, Any],
+        scalars: dict[str, np.ndarray],
+        rates: np.ndarray,
+    ) -> np.ndarray:
+        """The coefficient rows of the count tensors × M members, tensor-major, in the layout's
+        dtype: (count·M, m).
+
+        One call of the spec's coefficient function with ``lr`` the rate array (it advances the
+        per-tensor scalar state once, as a scalar step does); each field is a number shared by
+        the members or an array of one value per member, rounded once to the layout's dtype as
+        the scalar path's ``coef[:] = row`` rounds it.
+        """
+        rows = spec.coefficients({**group, "lr": rates}, scalars)
+        single = not isinstance(rows, list)  # one row for every tensor of the group
+        width = len(rows if single else rows[0])
+        if self.coef.shape[1] != width:
+            self.coef = np.empty((self.count * self.members, width), dtype=self.dtype)
+        blocks = self.coef.reshape(self.count, self.members, width)
+        for t, row in enumerate([rows] if single else rows):
+            block = blocks if single else blocks[t]
+            for j, field in enumerate(row):
+                block[..., j] = field
+        return self.coef
+
+    def flags(self, values: tuple[int, ...]) -> np.ndarray:
+        if values != self._flags_key:
+            self._flags = np.array(values, dtype=np.int64)
+            self._flags_key = tuple(values)
+        return self._flags
 
 
 def member_work(layout: FlatState, indices: tuple[int, ...], members: int) -> MemberWork:
