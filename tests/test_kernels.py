@@ -437,7 +437,7 @@ UNFUSABLE = [
     ),
     pytest.param(
         lambda: [torch.randn(4, 2, requires_grad=True)],
-        {"lr": torch.full((4, 1), 0.01)},
+        {"lr": torch.full((2,), 0.01)},  # (4, 1): a rate per member (test_population_kernels)
         ValueError,
         "lr is a tensor",
         id="tensor-lr",

@@ -308,6 +308,8 @@ def build(options: Options) -> Setup:
         o.out,
         o.evals,
     )
+    if comparison.tuner is not None and o.population == "auto":
+        comparison.tuner.ask_in_populations()  # a population's worth of points per ask
     try:
         store = ResultStore(o.out, fresh=o.fresh)
     except StoreError as error:

@@ -13,7 +13,10 @@ The optimizer is built once on the stacked leaves with the learning rate as a te
 updates each row exactly as the single trial updates its tensors. Whether an optimizer can do
 this is checked by behaviour, not by name (`check_optimizer`): a rule that couples the elements
 of a tensor (a norm, a factored moment, an orthogonalization) or that rejects a tensor rate
-fails the check and its trials run singly.
+fails the check and its trials run singly. With ``impl="auto"`` an optimizer that has a fused
+kernel steps the population in it (`steps_fused`): the kernel takes the (M, 1) rate as one rate
+per member and steps each row as it steps the single trial's tensor, bit for bit
+(``optim.kernels.members``); the rates are then float64, the single trials' Python floats.
 
 Each member keeps its single trial's identity: its model is built from its own seed, its
 minibatch order (and augmentation) comes from its own ``torch.Generator(seed)``, the evaluation
@@ -35,6 +38,7 @@ import copy
 import functools
 import json
 import math
+import re
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -48,8 +52,10 @@ from torch.func import functional_call, vmap
 from optimlab.lab.schedules import make_schedule, parse_schedule
 from optimlab.lab.train import EVAL_CHUNK, StopIf, eval_steps, optimizer_kwargs
 from optimlab.lab.trial import TrialResult, TrialSpec, jsonable
+from optimlab.optim import low_precision
+from optimlab.optim.base import Optimizer, selected_impl
 from optimlab.optim.modes import evaluation_point, to_evaluation_point, to_train_point
-from optimlab.optim.registry import create
+from optimlab.optim.registry import create, get_info
 from optimlab.problems import Problem, get_problem
 from optimlab.problems.base import Split
 from optimlab.problems.models import DropConnectLinear
@@ -125,8 +131,15 @@ def _optimizer_verdict(name: str, hyperparameters: str, custom: Any) -> str | No
     """None if the optimizer steps a stacked (2, n) tensor with a (2, 1) rate exactly as it
     steps the two rows alone with their own rates; else the reason."""
     kwargs = optimizer_kwargs(json.loads(hyperparameters))
-    if custom is None:  # the reference rule: what a tensor rate runs (no kernel compile here)
-        kwargs.setdefault("impl", "reference")
+    if custom is None:
+        info = get_info(name)
+        if not info.elementwise:  # declared in the registry: no need to try
+            return (
+                f"{info.title} is not element-wise (a tensor's norm, factored moment or "
+                f"matrix shape enters each update, so a stacked tensor's rows cannot be "
+                f"separate members)"
+            )
+        kwargs.setdefault("impl", "reference")  # what a tensor rate runs (no kernel compile)
     rates = (1e-2, 3e-3)
 
     def build(params: list[torch.Tensor], lr: Any) -> torch.optim.Optimizer:
@@ -152,11 +165,23 @@ def _optimizer_verdict(name: str, hyperparameters: str, custom: Any) -> str | No
                 single.step()
             rows.append(row.detach())
     except Exception as error:
-        last = traceback.format_exception_only(type(error), error)[-1].strip()
-        return f"it does not take a learning rate per member ({last})"
+        return f"it does not take a learning rate per member ({one_line(error)})"
     if not torch.allclose(stacked.detach(), torch.stack(rows), rtol=1e-12, atol=1e-14):
         return "its update couples the elements of a tensor (not elementwise)"
     return None
+
+
+def one_line(error: Exception, limit: int = 200) -> str:
+    """``Type: message`` on one line, a tensor's printout replaced by its shape (a message that
+    prints the rate tensor would otherwise spill its rows over the terminal)."""
+
+    def shape(match: re.Match[str]) -> str:
+        rows = match.group(0).count("[") - 1
+        return "a tensor" if rows < 1 else f"a tensor of {rows} rows"
+
+    text = re.sub(r"tensor\([^)]*\)", shape, f"{type(error).__name__}: {error}")
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def check_optimizer(spec: TrialSpec) -> None:
@@ -168,6 +193,25 @@ def check_optimizer(spec: TrialSpec) -> None:
     reason = _optimizer_verdict(spec.optimizer, text, spec.custom)
     if reason is not None:
         raise Unbatchable(f"optimizer {spec.optimizer}: {reason}")
+
+
+def steps_fused(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every group of `optimizer` (built on a population's leaves with an (M, 1) rate)
+    steps in its fused kernel, a rate per member (``impl="auto"`` or ``"fused"``)."""
+    if not isinstance(optimizer, Optimizer) or optimizer.kernel is None:
+        return False
+    try:
+        from optimlab.optim import kernels
+    except ImportError:  # no numba: every step is the reference rule's
+        return False
+    spec = optimizer.kernel()
+    for group in optimizer.param_groups:
+        if selected_impl(group) == "reference" or low_precision.requires_reference(group):
+            return False
+        params = list(group["params"])
+        if kernels.unfusable_reason(spec, group, params, params) is not None:
+            return False
+    return True
 
 
 def check_population(specs: Sequence[TrialSpec], problem: Problem) -> None:
@@ -334,12 +378,20 @@ def _train_population(
     members = [_Member(s) for s in specs]
     model = BatchedModel([problem.build_model(s.seed) for s in specs])
     dtype = model.leaves[0].dtype
-    rates = torch.tensor([s.lr for s in specs], dtype=dtype).view(size, 1)
+    # float64 rates hold the single trials' Python floats exactly: what the fused kernels need
+    # to compute each member's coefficients as its single trial does (optim.kernels.members)
+    rates = torch.tensor([s.lr for s in specs], dtype=torch.float64).view(size, 1)
     kwargs = optimizer_kwargs({k: v for k, v in first.hyperparameters.items() if k != "lr"})
     if first.custom is not None:
         optimizer = first.custom.build(model.leaves, **kwargs, lr=rates.clone())
     else:
         optimizer = create(first.optimizer, model.leaves, **kwargs, lr=rates.clone())
+    if not steps_fused(optimizer) and dtype != torch.float64:
+        # the reference rule multiplies by the rate tensor: in the parameters' dtype, as the
+        # single trial's Python-number rate is applied to them
+        rates = rates.to(dtype)
+        for group in optimizer.param_groups:
+            group["lr"] = rates.clone()
     to_train_point(optimizer)
     schedule = _PopulationSchedule(first.schedule, rates, first.steps)
     active = torch.ones(size, dtype=torch.bool)

@@ -10,7 +10,9 @@ Two tuners, chosen with ``--tuner``:
   trial to the executor (local pool or Ray) like any other, and tells Optuna the result when
   it arrives (Optuna's ask-and-tell interface), keeping about one trial per free worker in
   flight. A trial whose validation loss explodes is stopped early (`optimlab.lab.pruning`),
-  stored as ``diverged`` and told as pruned.
+  stored as ``diverged`` and told as pruned. With ``--population auto`` it asks for a
+  population's worth of points at once (`OptunaTuner.ask_in_populations`): the batch trains as
+  one population (the trials differ only in their rate) and each member is told alone.
 
 Either way the tuning trials are ordinary trials in the results store (seed 0, keyed by their
 spec): the best one (lowest final validation loss, ties to the smaller rate) is rerun with the
@@ -68,6 +70,8 @@ class Comparison(Protocol):
 
 
 TUNERS = ("grid", "optuna")
+#: rounds of ask-and-tell a study takes when it asks in populations (`ask_in_populations`)
+POPULATION_ROUNDS = 4
 JOURNAL_NAME = "optuna.journal"
 INSTALL_HINT = "pip install 'optimlab[optuna]'"
 
@@ -244,6 +248,22 @@ class OptunaTuner:
         self.lr_range = (float(low), float(high))
         self._storage: Any = None
         self._sessions: dict[str, OptunaTuning] = {}
+        #: points asked at once per study: 1 (about one per free worker), or a population's
+        #: worth (`ask_in_populations`)
+        self.batch = 1
+
+    @property
+    def startup_trials(self) -> int:
+        """TPE's random start-up points per study (then it models the results)."""
+        return max(3, min(10, self.trials // 4))
+
+    def ask_in_populations(self) -> None:
+        """Ask each study for M points at once, told before the next M are asked (``study.ask()``
+        × M): M = max(TPE's start-up points, ⌈trials / 4⌉), so a study takes about four rounds,
+        the first its random start-up.  Submitted together, the M trials form one population
+        (`optimlab.lab.population`) when the executor batches.  The sampler then uses TPE's
+        constant liar, so that the points of one batch do not crowd the same place."""
+        self.batch = max(self.startup_trials, math.ceil(self.trials / POPULATION_ROUNDS))
 
     # -- the search space for one optimizer --------------------------------------------------
     def dimensions(self, c: Contender) -> list[Dimension]:
@@ -289,6 +309,7 @@ class OptunaTuner:
                 **{name: SEARCH[name].meaning for name in self.search},
             },
             "storage": str(self.path),
+            "batch": self.batch,
         }
 
     # -- studies ----------------------------------------------------------------------------
@@ -370,7 +391,7 @@ class OptunaTuning:
         # must not replay the first run's random start-up points
         seed = (zlib.crc32(name.encode()) + existing) % 2**32
         sampler = optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=max(3, min(10, tuner.trials // 4))
+            seed=seed, n_startup_trials=tuner.startup_trials, constant_liar=tuner.batch > 1
         )
         self.study = optuna.create_study(
             study_name=name,
@@ -447,8 +468,13 @@ class OptunaTuning:
         return list(self._done_before)
 
     def more(self, parallel: int) -> list[TrialSpec]:
-        """Ask for new points while fewer than `parallel` of this study's trials are running."""
+        """Ask for new points while fewer than `parallel` of this study's trials are running;
+        asking in populations (``tuner.batch`` > 1): a batch once the last one is all told."""
         specs = []
+        if self.tuner.batch > 1:
+            if self.running:
+                return []
+            parallel = min(self.tuner.batch, self.remaining)
         while self.remaining and self.running < parallel:
             trial = self.study.ask()
             spec = self.comparison.spec(

@@ -89,6 +89,8 @@ class FlatState:
         self._chunks: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, int]] = {}
         #: the kernel call's argument arrays per subset of parameters (see dispatch._CallArrays)
         self.call_arrays: dict[tuple[int, ...], Any] = {}
+        #: the work arrays of a step with a rate per member, per (subset, M) (see .members)
+        self.member_work: dict[tuple[tuple[int, ...], int], Any] = {}
         #: the group's repeat step while nothing changes (see dispatch.FastStep); None: none yet
         self.fast: Any = None
 

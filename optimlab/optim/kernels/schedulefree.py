@@ -143,6 +143,7 @@ def make_adamw_spec(advance: Callable[[dict[str, Any]], Any]) -> KernelSpec:
         coefficients=partial(_coefficients, advance),
         flags=_flags,
         bytes_per_param=lambda group: 28,
+        member_rates=False,  # the averaging weights depend on lr (kept per group)
     )
 
 
@@ -154,4 +155,5 @@ def make_sgd_spec(advance: Callable[[dict[str, Any]], Any]) -> KernelSpec:
         coefficients=partial(_coefficients, advance),
         flags=_flags,
         bytes_per_param=lambda group: 20,
+        member_rates=False,  # the averaging weights depend on lr (kept per group)
     )

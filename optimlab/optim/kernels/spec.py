@@ -72,6 +72,9 @@ class KernelSpec:
     initial: Callable[[dict[str, Any]], dict[str, Any]] = lambda group: {}
     #: bytes read and written per float32 parameter by one step (the floor, for the benchmark)
     bytes_per_param: Callable[[dict[str, Any]], int] = lambda group: 0
+    #: whether the kernel takes a rate per member (a population's tensor lr, see .members):
+    #: True when the coefficients are a function of the group's options and step alone
+    member_rates: bool = True
 
 
 STEP = ScalarState("step", torch.float32, 0.0)
