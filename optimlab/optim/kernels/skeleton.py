@@ -121,5 +121,5 @@ def fused_kernel(element_loop: Callable[..., None], algorithm: str) -> Any:
     # The same loop without the thread pool, for groups too small to split: launching a
     # parallel region costs ≈2.5 µs even on one thread (measured, numba's omp layer), more
     # than the element loop of a 1,000-element tensor.  Compiled on its first call only.
-    compiled.serial = jit_kernel(serial_kernel, parallel=False)
+    compiled.serial = jit_kernel(serial_kernel, parallel=False, error_model="numpy")
     return compiled
