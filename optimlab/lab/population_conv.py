@@ -7,12 +7,13 @@ separate ones. The same convolution as a matrix product (im2col):
 
     out[o, b, t] = bias[o] + Σ_{c, j} W[o, c, j] · x_pad[b, c, s·t + j]
 
-i.e. out (O × B·T) = W (O × C·k) @ cols (C·k × B·T), cols[(c, j), (b, t)] = x_pad[b, c, s·t + j]:
-k strided slices of the padded input, stacked. Per member that is one matmul whose long axis
+i.e. out (O × B·T) = W (O × C·k) @ cols (C·k × B·T), cols[(c, j), (b, t)] = x_pad[b, c, s·t + j]
+(the padded input unfolded into its windows). Per member that is one matmul whose long axis
 (B·T, the minibatch's positions) is the output's columns; under ``vmap`` the M of them are one
 ``bmm``. The layout matters: with the weight on the left the product is (25 × 75)·(75 × 1000)
 for mnist1d-cnn's middle layer, and BLAS runs it ≈ 3× faster than the transposed
-(1000 × 75)·(75 × 25) (benchmarks/population_speed.py, docs/compare.md). So activations are kept
+(1000 × 75)·(75 × 25) (measured batched over 36 members, one thread: 26 against 7.8 GFLOP/s;
+docs/compare.md, "Speed"). So activations are kept
 channel-major, (C, B, T) in memory, and handed between layers as (B, C, T) views: the next
 convolution's ``transpose`` is free, and elementwise layers in between (ReLU) keep the layout.
 
@@ -38,11 +39,14 @@ def conv1d_as_matmul(
     out_channels, _, kernel = weight.shape
     batch = x.shape[0]
     padded = nn.functional.pad(x.transpose(0, 1), (padding, padding))  # (C, B, L + 2p)
-    positions = (padded.shape[-1] - kernel) // stride + 1
-    last = stride * (positions - 1) + 1
-    # cols[c, j, b, t] = padded[c, b, s·t + j]: (c, j) in the weight's (C, k) order
-    cols = torch.stack([padded[..., j : j + last : stride] for j in range(kernel)], dim=1)
-    out = weight.reshape(out_channels, -1) @ cols.reshape(-1, batch * positions)
+    patches = padded.unfold(
+        -1, kernel, stride
+    )  # (C, B, T, k): [c, b, t, j] = padded[c, b, s·t + j]
+    positions = patches.shape[-2]
+    # cols[(c, j), (b, t)]: (c, j) in the weight's (C, k) order (unfold, not k strided slices:
+    # its backward is one scatter, where slices' is k zero-filled copies; measured faster)
+    cols = patches.permute(0, 3, 1, 2).reshape(-1, batch * positions)
+    out = weight.reshape(out_channels, -1) @ cols
     if bias is not None:
         out = out + bias.unsqueeze(1)
     return out.view(out_channels, batch, positions).transpose(0, 1)
