@@ -1,20 +1,30 @@
 """Populations against their floor: per built-in problem, the FLOPs of one training step, this
 machine's matmul rate, the floor per member-step, a single trial's time per step and a
-36-member population's time per member-step (same run), and the population's peak memory.
+36-member population's time per member-step (wall clock and CPU time), and peak memory.
 
-    python benchmarks/population_speed.py [--members 36] [--steps 100] [--json]
+    python benchmarks/population_speed.py [--members 36] [--steps 100] [--repeats 3] [--json]
 
 - FLOPs: `torch.utils.flop_counter.FlopCounterMode` over one forward and backward of one model
   on one minibatch (matmuls and convolutions; the elementwise work and the optimizer step are
   not counted, so the floor is a lower bound).
 - Matmul rate: a float32 (128×64)·(64×128) matmul, one thread, best of 5 × 2,000 — the size of
-  these networks' layers.
+  these networks' layers — measured again before each problem (the machine is shared: the
+  floor of a problem uses the rate measured next to it).
 - Single trial: `optimlab.lab.train.train`, Adam at lr 1e-3, ``seconds_per_step`` (training
   steps after the first; evaluations excluded). Population: `train_population` of `--members`
   Adam trials (rates 1e-4 … 1e-1, seeds 0 …), its ``seconds_per_step`` (the population's step
   time divided by the members). One torch thread throughout, as in the executors' workers.
-- Peak memory: the single trial and the population each run in a fresh process; the peak
-  resident set (``ru_maxrss``) of that process (Python, torch and the data sets included).
+- Fair under load: each run is a fresh process that trains twice, the second time with the
+  lab's clock (``time.perf_counter``) replaced by the process's CPU clock, so it reports wall
+  and CPU time per (member-)step; per problem the single trial and the population run back to
+  back, `--repeats` times interleaved (single, population, single, …), and the table shows
+  medians. The speed-up is the ratio of the medians, wall and CPU.
+- Convolutions (problems with ``Conv1d``): a third run per repeat trains the population with
+  ``vmap``'d ``conv1d`` instead of the matmul formulation (`optimlab.lab.population_conv`), in
+  the same interleaving; printed in a second table.
+- Peak memory: the peak resident set (``ru_maxrss``) of the run's process, largest over the
+  repeats (Python, torch and the data sets included).
+- The load average (1 minute) is printed at the start and the end.
 """
 
 from __future__ import annotations
@@ -22,7 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import resource
+import statistics
 import sys
 import time
 
@@ -73,88 +85,144 @@ def specs(problem, members: int, steps: int):
     ]
 
 
-def run(spec: str, members: int, steps: int, queue) -> None:
-    """In a fresh process, one thread: a single trial (members = 1) or a population; its time
+def run(spec: str, members: int, steps: int, variant: str, queue) -> None:
+    """In a fresh process, one thread: a single trial (members = 1) or a population (`variant`
+    "vmap-conv": with vmap's conv1d), trained twice — wall clock, then CPU clock; its times
     per (member-)step and the process's peak resident set in MB."""
+    from optimlab.lab import population
     from optimlab.lab.executor import single_threaded
-    from optimlab.lab.population import train_population
     from optimlab.lab.train import train
     from optimlab.problems import get_problem
 
     single_threaded()
     problem = get_problem(spec)
-    if members == 1:
-        results = [train(specs(problem, 1, steps)[0], problem)]
-    else:
-        results = train_population(specs(problem, members, steps), problem)
+    if variant == "vmap-conv":  # the population's module as it is: conv1d under vmap
+        population.batchable = lambda module: module
+
+    def once() -> tuple[float, list[str]]:
+        if members == 1:
+            results = [train(specs(problem, 1, steps)[0], problem)]
+        else:
+            results = population.train_population(specs(problem, members, steps), problem)
+        return results[0].metrics["seconds_per_step"], sorted({r.status for r in results})
+
+    wall, statuses = once()
+    time.perf_counter = time.process_time  # the lab's step clock is now this process's CPU
+    cpu, _ = once()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put((results[0].metrics["seconds_per_step"], peak, sorted({r.status for r in results})))
+    queue.put((wall, cpu, peak, statuses))
 
 
-def in_fresh_process(spec: str, members: int, steps: int) -> tuple[float, float, list[str]]:
+def in_fresh_process(
+    spec: str, members: int, steps: int, variant: str = "matmul"
+) -> tuple[float, float, float, list[str]]:
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=run, args=(spec, members, steps, queue))
+    process = context.Process(target=run, args=(spec, members, steps, variant, queue))
     process.start()
     answer = queue.get()
     process.join()
     return answer
 
 
+def has_conv(problem) -> bool:
+    import torch
+
+    return any(isinstance(m, torch.nn.Conv1d) for m in problem.build_model(0).modules())
+
+
+def measure(spec: str, members: int, steps: int, repeats: int) -> dict:
+    """One problem's row: single and population back to back, `repeats` times interleaved."""
+    from optimlab.problems import get_problem
+
+    problem = get_problem(spec)
+    flops = step_flops(problem)
+    rate = matmul_gflops()
+    floor = flops / (rate * 1e9)
+    variants = [("single", 1, "matmul"), ("population", members, "matmul")]
+    if has_conv(problem):
+        variants.append(("vmap_conv", members, "vmap-conv"))
+    runs: dict[str, list[tuple[float, float, float, list[str]]]] = {v: [] for v, _, _ in variants}
+    for _ in range(repeats):
+        for name, size, variant in variants:
+            runs[name].append(in_fresh_process(spec, size, steps, variant))
+    row = {
+        "problem": spec,
+        "mflop_per_step": flops / 1e6,
+        "matmul_gflops": rate,
+        "floor_ms": floor * 1e3,
+    }
+    for name, values in runs.items():
+        row[f"{name}_ms"] = statistics.median(v[0] for v in values) * 1e3
+        row[f"{name}_cpu_ms"] = statistics.median(v[1] for v in values) * 1e3
+        row[f"{name}_peak_mb"] = max(v[2] for v in values)
+        row[f"{name}_statuses"] = sorted({s for v in values for s in v[3]})
+    row["speedup"] = row["single_ms"] / row["population_ms"]
+    row["cpu_speedup"] = row["single_cpu_ms"] / row["population_cpu_ms"]
+    row["population_vs_floor"] = row["population_ms"] / row["floor_ms"] if floor else None
+    row["population_cpu_vs_floor"] = row["population_cpu_ms"] / row["floor_ms"] if floor else None
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=36)
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--problems", default=",".join(PROBLEMS))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
     from optimlab.lab.executor import single_threaded
-    from optimlab.problems import get_problem
 
     single_threaded()
-    rate = matmul_gflops()
+    load_start, started = os.getloadavg()[0], time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     rows = []
     for spec in args.problems.split(","):
-        problem = get_problem(spec)
-        flops = step_flops(problem)
-        floor = flops / (rate * 1e9)
-        single_step, single_memory, _ = in_fresh_process(spec, 1, args.steps)
-        member_step, memory, statuses = in_fresh_process(spec, args.members, args.steps)
-        rows.append(
-            {
-                "problem": spec,
-                "mflop_per_step": flops / 1e6,
-                "matmul_gflops": rate,
-                "floor_ms": floor * 1e3,
-                "single_ms": single_step * 1e3,
-                "population_ms": member_step * 1e3,
-                "speedup": single_step / member_step,
-                "population_vs_floor": member_step / floor if floor else None,
-                "single_peak_mb": single_memory,
-                "population_peak_mb": memory,
-                "statuses": statuses,
-            }
-        )
+        rows.append(measure(spec, args.members, args.steps, args.repeats))
         print(json.dumps(rows[-1]), file=sys.stderr)  # each row as it is measured
+    load_end = os.getloadavg()[0]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"load_average": [load_start, load_end], "rows": rows}, indent=2))
         return 0
     print(
-        f"{args.members} members, {args.steps} steps, Adam, one thread; matmul {rate:.1f} GFLOP/s\n"
+        f"{args.members} members, {args.steps} steps, Adam, one thread, medians of "
+        f"{args.repeats} interleaved repeats; started {started}; load average (1 min) "
+        f"{load_start:.1f} at the start, {load_end:.1f} at the end\n"
     )
     print(
-        "| problem | MFLOP/step | floor ms | single ms/step | population ms/member-step "
-        "| speed-up | × floor | peak MB single / population |"
+        "| problem | MFLOP/step | matmul GFLOP/s | floor ms | single ms/step | population "
+        "ms/member-step | speed-up | × floor | CPU ms single / population | CPU speed-up "
+        "| CPU × floor | peak MB single / population |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        vs_floor = "—" if r["population_vs_floor"] is None else f"{r['population_vs_floor']:.1f}"
+
+        def ratio(value):
+            return "—" if value is None else f"{value:.1f}"
+
         print(
-            f"| {r['problem']} | {r['mflop_per_step']:.2f} | {r['floor_ms']:.3f} | "
-            f"{r['single_ms']:.3f} | {r['population_ms']:.3f} | {r['speedup']:.2f}× | "
-            f"{vs_floor} | {r['single_peak_mb']:.0f} / {r['population_peak_mb']:.0f} |"
+            f"| {r['problem']} | {r['mflop_per_step']:.2f} | {r['matmul_gflops']:.0f} | "
+            f"{r['floor_ms']:.3f} | {r['single_ms']:.3f} | {r['population_ms']:.3f} | "
+            f"{r['speedup']:.2f}× | {ratio(r['population_vs_floor'])} | "
+            f"{r['single_cpu_ms']:.3f} / {r['population_cpu_ms']:.3f} | "
+            f"{r['cpu_speedup']:.2f}× | {ratio(r['population_cpu_vs_floor'])} | "
+            f"{r['single_peak_mb']:.0f} / {r['population_peak_mb']:.0f} |"
         )
+    conv = [r for r in rows if "vmap_conv_ms" in r]
+    if conv:
+        print(
+            "\n| problem | single ms/step | population, vmap'd conv1d | population, matmul "
+            "conv | speed-up of the matmul conv over vmap'd conv1d | (CPU) |"
+        )
+        print("| --- | --- | --- | --- | --- | --- |")
+        for r in conv:
+            print(
+                f"| {r['problem']} | {r['single_ms']:.3f} | {r['vmap_conv_ms']:.3f} "
+                f"({r['single_ms'] / r['vmap_conv_ms']:.2f}×) | {r['population_ms']:.3f} "
+                f"({r['speedup']:.2f}×) | {r['vmap_conv_ms'] / r['population_ms']:.2f}× | "
+                f"{r['vmap_conv_cpu_ms'] / r['population_cpu_ms']:.2f}× |"
+            )
     return 0
 
 

@@ -28,6 +28,7 @@ from optimlab.lab.trial import TrialResult, TrialSpec
 from optimlab.optim.registry import preset_optimizers
 from optimlab.problems import Problem, get_problem, registry
 from optimlab.problems.data import quadratic_hessian
+from optimlab.problems.models import DropConnectLinear
 
 CLASSIC = preset_optimizers("classic")
 QUICK_PROBLEMS = [spec for spec, _ in SUITES["quick"].problems]
@@ -175,8 +176,6 @@ def test_populations_group_by_everything_but_lr_and_seed():
 @pytest.mark.parametrize(
     ("problem_spec", "optimizer", "options", "reason"),
     [
-        ("digits-mlp:dropout=0.2", "adam", {}, "Dropout"),
-        ("digits-mlp:dropconnect=0.2", "adam", {}, "DropConnectLinear"),
         # the kernels take a rate per member (test_population_kernels.py), but not Schedule-Free's
         ("digits-mlp", "schedulefree-sgd", {"impl": "fused"}, "learning rate per member"),
         ("mnist1d-transfer:pretrained=false:backbone_lr=0.5", "adam", {}, "learning-rate groups"),
@@ -189,6 +188,30 @@ def test_what_cannot_be_batched_says_why(problem_spec, optimizer, options, reaso
         for lr in (0.1, 0.01)
     ]
     with pytest.raises(Unbatchable, match=reason):
+        check_population(specs, problem)
+
+
+@pytest.mark.parametrize(
+    ("layer", "reason"),
+    [(torch.nn.Dropout(0.2), "Dropout"), (DropConnectLinear(4, 4, 0.2), "DropConnectLinear")],
+)
+def test_dropout_from_the_global_generator_is_not_batched(layer, reason):
+    """A user's model whose layers draw masks from torch's global generator (no seeded
+    `MaskStream`: the built-in problems' layers have one, tests/test_population_dropout.py)."""
+    x = torch.randn(32, 4)
+    split = (x, (x[:, 0] > 0).long())
+    problem = Problem(
+        name="mine",
+        options={},
+        train=split,
+        val=split,
+        test=split,
+        build_model=lambda seed: torch.nn.Sequential(torch.nn.Linear(4, 4), layer),
+        loss_fn=torch.nn.functional.cross_entropy,
+        batch_size=8,
+    )
+    specs = [TrialSpec("mine", "adam", {"lr": lr}, seed=0, steps=5) for lr in (0.1, 0.01)]
+    with pytest.raises(Unbatchable, match=f"{reason}.*global generator"):
         check_population(specs, problem)
 
 

@@ -26,14 +26,20 @@ of the sum) and its result is the single trial's; the others go on untouched —
 operation is independent per member. Its metrics are `optimlab.lab.train`'s, with times as the
 member's share of the population's wall clock (population time / M) and ``population_size``.
 
+Dropout and DropConnect masks: a built-in model draws them from its own `MaskStream`, seeded
+by the trial's seed; the population draws member i's masks from member i's stream outside
+``vmap``, in the order and shapes of its single trial's forward, and feeds them into the
+vmapped forward (`BatchedModel.losses`), so member i sees its single trial's masks.
+
 What is not batched (`check_problem` says why, and the caller runs those trials singly):
-models with dropout or DropConnect (the single trial draws their masks from torch's global
-generator, which no batched run can reproduce), problems with learning-rate groups
-(fine-tuning), and models that ``vmap`` cannot run.
+dropout layers that draw from torch's global generator (a user's ``nn.Dropout``, tiny-lm's
+attention dropout: no batched run can reproduce those draws), problems with learning-rate
+groups (fine-tuning), and models that ``vmap`` cannot run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
@@ -49,6 +55,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from optimlab.lab.population_conv import batchable
 from optimlab.lab.schedules import make_schedule, parse_schedule
 from optimlab.lab.train import EVAL_CHUNK, StopIf, eval_steps, optimizer_kwargs
 from optimlab.lab.trial import TrialResult, TrialSpec, jsonable
@@ -58,6 +65,7 @@ from optimlab.optim.modes import evaluation_point, to_evaluation_point, to_train
 from optimlab.optim.registry import create, get_info
 from optimlab.problems import Problem, get_problem
 from optimlab.problems.base import Split
+from optimlab.problems.masks import Draw, MaskStream, mask_stream
 from optimlab.problems.models import DropConnectLinear
 
 
@@ -103,7 +111,8 @@ def check_problem(problem: Problem) -> None:
     for name, module in model.named_modules():
         stochastic = isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0
         stochastic |= isinstance(module, DropConnectLinear) and module.p > 0
-        if stochastic:
+        # pop4: seeded masks (a MaskStream) are drawn per member outside vmap (BatchedModel)
+        if stochastic and not isinstance(getattr(module, "masks", None), MaskStream):
             raise Unbatchable(
                 f"problem {problem.label}: {type(module).__name__} ({name}) draws its masks from "
                 f"torch's global generator in a single trial, which a population cannot reproduce"
@@ -231,11 +240,23 @@ def check_population(specs: Sequence[TrialSpec], problem: Problem) -> None:
 
 class BatchedModel:
     """M copies of one module as stacked parameters (leaves of shape (M, numel)) and buffers
-    (shape (M, *shape)); `losses` and `outputs` run every member at once with vmap."""
+    (shape (M, *shape)); `losses` and `outputs` run every member at once with vmap.
+
+    Dropout/DropConnect masks (models with a `MaskStream`): before each training forward,
+    member i's masks are drawn from member i's stream, in the order and shapes its single
+    trial's forward draws them (recorded once per input shape, `_plan`), stacked over members
+    and supplied to the vmapped forward, whose layers take them instead of drawing.
+
+    Convolutions: the forward runs a copy of the first member's module whose ``Conv1d`` layers
+    are one matmul per member (`optimlab.lab.population_conv`), which vmap batches into one
+    ``bmm`` over the members; vmap's own ``conv1d`` is no faster per member than a single
+    trial's."""
 
     def __init__(self, models: Sequence[nn.Module]) -> None:
-        self.module = models[0]
+        self.module = batchable(models[0])
         self.size = len(models)
+        self.streams = [mask_stream(m) for m in models]
+        self._plans: dict[tuple[Any, ...], list[Draw]] = {}
         named = [dict(m.named_parameters()) for m in models]
         self.names = list(named[0])
         self.shapes = [named[0][n].shape for n in self.names]
@@ -267,29 +288,64 @@ class BatchedModel:
         """Each member's training loss on its own minibatch (inputs (M, B, …)): shape (M,)."""
 
         wrapped = None if penalty is None else _Penalty(self.module, penalty)
+        stream = self.streams[0]
+        masks = self.masks(inputs[0]) if stream is not None else []
 
-        def member(params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            loss = loss_fn(self._call(params, buffers, x), y)
+        def member(
+            params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor, keep: list
+        ) -> torch.Tensor:
+            with stream.supplying(keep) if stream is not None else contextlib.nullcontext():
+                loss = loss_fn(self._call(params, buffers, x), y)
             if wrapped is not None:
                 loss = loss + functional_call(wrapped, _prefixed(params), ())
             return loss
 
         self.module.train()
-        return vmap(member, randomness="error")(self.parameters(), self.buffers, inputs, targets)
+        return vmap(member, randomness="error")(
+            self.parameters(), self.buffers, inputs, targets, masks
+        )
+
+    def masks(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The masks of one training forward on a minibatch shaped like `x`: each member's
+        drawn from its own stream (in its single trial's order), stacked: [(M, *shape), ...]."""
+        plan = self._plan(x)
+        if not plan:
+            return []
+        drawn = [stream.draw(plan) for stream in self.streams if stream is not None]
+        if len(drawn) != self.size:
+            raise ValueError("some members' models have no mask stream")
+        return [torch.stack(column) for column in zip(*drawn)]
+
+    def _plan(self, x: torch.Tensor) -> list[Draw]:
+        """What one training forward on `x` (one member's minibatch) draws, in order: recorded
+        by running the first member's module once (its stream's state is left alone)."""
+        key = (tuple(x.shape), x.dtype)
+        if key not in self._plans:
+            stream = self.streams[0]
+            assert stream is not None
+            probe = copy.deepcopy(self.module)  # (its batch-norm statistics are not touched)
+            probe.train()
+            with torch.no_grad(), torch.random.fork_rng(devices=[]), stream.recording() as plan:
+                for module in probe.modules():  # the copy's layers record into this stream
+                    if isinstance(getattr(module, "masks", None), MaskStream):
+                        module.masks = stream
+                probe(x)
+            self._plans[key] = list(plan)
+        return self._plans[key]
 
     @torch.no_grad()
     def outputs(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The members `rows`' outputs on `x` (shared by all), in eval mode: (len(rows), n, …)."""
         params = self.parameters(rows)
         buffers = {n: b[rows] for n, b in self.buffers.items()}
+        # every member's activations of a chunk are held at once: chunks of 4·EVAL_CHUNK/M
+        # samples keep that at four single evaluations' (a 36-member CNN peaked at 1.5 GB)
+        chunk = max(1, 4 * EVAL_CHUNK // max(1, len(rows)))
         self.module.eval()
         try:
             call = vmap(self._call, in_dims=(0, 0, None), randomness="error")
             return torch.cat(
-                [
-                    call(params, buffers, x[i : i + EVAL_CHUNK])
-                    for i in range(0, len(x), EVAL_CHUNK)
-                ],
+                [call(params, buffers, x[i : i + chunk]) for i in range(0, len(x), chunk)],
                 dim=1,
             )
         finally:

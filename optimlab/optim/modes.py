@@ -59,8 +59,8 @@ def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 def recompute_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
     """Replace every batch-norm layer's running statistics by their cumulative average over
     `batches` (inputs of the model) at the current parameters: reset, momentum None, forward
-    in train mode. torch's global random state is left as it was; the model's train/eval
-    flag and the layers' momentum are restored."""
+    in train mode. torch's global random state (and any layer's own ``generator``) is left as
+    it was; the model's train/eval flag and the layers' momentum are restored."""
     layers = batchnorm_layers(model)
     if not layers:
         return
@@ -70,11 +70,20 @@ def recompute_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> No
         layer.reset_running_stats()
         layer.momentum = None  # cumulative moving average
     model.train()
+    # a layer's own mask generator (a seeded dropout's) is forked too, like the global one
+    own = {
+        id(g): g
+        for m in model.modules()
+        if isinstance(g := getattr(m, "generator", None), torch.Generator)
+    }
+    states = [(g, g.get_state()) for g in own.values()]
     try:
         with torch.random.fork_rng(devices=[]):
             for inputs in batches:
                 model(inputs)
     finally:
+        for generator, state in states:
+            generator.set_state(state)
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
         model.train(was_training)

@@ -1,7 +1,9 @@
 """Models and the regularizers that live inside them (dropout, DropConnect, batch norm).
 
 Everything is a plain `torch.nn.Module`; `seeded` makes any builder deterministic for a seed
-without disturbing the caller's global random state.
+without disturbing the caller's global random state: the initial weights come from torch's
+generator seeded to the seed, and the dropout and DropConnect masks drawn in training from the
+model's own `MaskStream` seeded by it (`optimlab.problems.masks`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from optimlab.problems.masks import MaskStream, attach_masks
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -21,26 +25,61 @@ INITS = ("default", "xavier", "he")
 
 
 def seeded(builder: Callable[[], nn.Module], seed: int) -> nn.Module:
-    """Call `builder` with torch's global generator seeded to `seed`, restoring it afterwards."""
+    """Call `builder` with torch's global generator seeded to `seed`, restoring it afterwards;
+    the model's dropout/DropConnect masks then come from a `MaskStream` seeded by `seed`."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return builder()
+        return attach_masks(builder(), seed)
 
 
-class DropConnectLinear(nn.Linear):
+class _Masked:
+    """A layer that draws keep-masks in training: from ``masks`` (its model's `MaskStream`, set
+    by `attach_masks`), or from torch's global generator when it has none (a layer built
+    alone)."""
+
+    masks: MaskStream | None
+
+    def _keep(self, like: torch.Tensor, p: float) -> torch.Tensor:
+        if self.masks is None:
+            return torch.empty_like(like).bernoulli_(1 - p)
+        return self.masks.keep(like, p)
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The generator the masks come from (`optimlab.optim.modes.recompute_batchnorm` keeps
+        its state: an evaluation does not shift the training run's masks)."""
+        return None if self.masks is None else self.masks.generator
+
+
+class Dropout(_Masked, nn.Dropout):
+    """Dropout (Srivastava et al. 2014): in training x ⊙ M / (1 − p), M ~ Bernoulli(1 − p)
+    per element, the mask from the model's `MaskStream`; at evaluation x unchanged."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__(p)
+        self.masks = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        return x * self._keep(x, self.p) / (1 - self.p)
+
+
+class DropConnectLinear(_Masked, nn.Linear):
     """A linear layer whose weights are dropped with probability p while training (Wan et al.
     2013, "Regularization of Neural Networks using DropConnect"): W̃ = W ⊙ M / (1 − p),
-    M ~ Bernoulli(1 − p), one mask per minibatch; at evaluation W is used unchanged (the scaling
-    keeps the expected pre-activation equal)."""
+    M ~ Bernoulli(1 − p), one mask per minibatch (from the model's `MaskStream`); at
+    evaluation W is used unchanged (the scaling keeps the expected pre-activation equal)."""
 
     def __init__(self, in_features: int, out_features: int, p: float) -> None:
         super().__init__(in_features, out_features)
         self.p = p
+        self.masks = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return super().forward(x)
-        mask = torch.empty_like(self.weight).bernoulli_(1 - self.p)
+        mask = self._keep(self.weight, self.p)
         return nn.functional.linear(x, self.weight * mask / (1 - self.p), self.bias)
 
 
@@ -87,7 +126,7 @@ class Block(nn.Module):
             layers.append(nn.BatchNorm1d(out_features))
         layers.append(ACTIVATIONS[activation]())
         if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+            layers.append(Dropout(dropout))
         self.body = nn.Sequential(*layers)
         self.residual = residual and in_features == out_features
 
