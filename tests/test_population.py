@@ -179,6 +179,9 @@ def test_populations_group_by_everything_but_lr_and_seed():
         # the kernels take a rate per member (test_population_kernels.py), but not Schedule-Free's
         ("digits-mlp", "schedulefree-sgd", {"impl": "fused"}, "learning rate per member"),
         ("mnist1d-transfer:pretrained=false:backbone_lr=0.5", "adam", {}, "learning-rate groups"),
+        # 8-bit state's blocks would span the members (a newcomer measured a different loss)
+        ("digits-mlp", "adam", {"state_dtype": "int8"}, "state_dtype='int8' quantizes blocks"),
+        ("digits-mlp", "adamw", {"state_dtype": "bf16"}, "state_dtype='bf16' quantizes blocks"),
     ],
 )
 def test_what_cannot_be_batched_says_why(problem_spec, optimizer, options, reason):
