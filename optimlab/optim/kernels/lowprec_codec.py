@@ -105,24 +105,27 @@ def float_to_bf16_stochastic(x, noise):
 
 
 @numba.njit(inline="always")
+def _at_most_255(c):
+    return c if c < np.uint32(255) else np.uint32(255)
+
+
+@numba.njit(inline="always")
 def encode8(s, table, bucket):
     """The 8-bit code of s = x / a_b: the nearest entry of the sorted `table`, the upper on a tie.
 
     `bucket[bits(s) >> 16]` is the index of the largest entry ≤ the smallest float32 of s's
     bucket; `BUCKET_STEPS` comparisons move it to the largest entry ≤ s. NaN codes as 255 (where
-    ``torch.searchsorted`` sorts it).
+    ``torch.searchsorted`` sorts it). Unsigned indices and selects, no branches: the compiler
+    vectorizes the loop that calls it.
     """
-    c = np.int64(bucket[float_bits(s) >> np.uint32(16)])
+    c = np.uint32(bucket[float_bits(s) >> np.uint32(16)])
     for _ in range(BUCKET_STEPS):
-        if c < 255 and table[c + 1] <= s:
-            c += 1
-    up = c + 1 if c < 255 else c
-    low, high = table[c], table[up]
-    if s - low >= (high - low) * np.float32(0.5):
-        c = up
-    if s != s:
-        c = 255
-    return np.uint8(c)
+        c = _at_most_255(np.uint32(c + np.uint32(table[_at_most_255(c + np.uint32(1))] <= s)))
+    up = _at_most_255(c + np.uint32(1))
+    low = table[c]
+    # on the last entry up == c: the test holds and the code stays 255
+    c = _at_most_255(np.uint32(c + np.uint32(s - low >= (table[up] - low) * np.float32(0.5))))
+    return np.uint8(np.uint32(255) if s != s else c)
 
 
 @functools.cache
