@@ -80,7 +80,9 @@ def test_fused_low_precision_state_matches_the_reference(state_dtype: str, optio
         for key, signed in (("exp_avg", True), ("exp_avg_sq", False)):
             if mine[key].dtype == torch.uint8:
                 gap = quantize.level_gap(theirs[key], theirs[key + "_absmax"], signed)
-                decoded = [quantize.dequantize(s[key], s[key + "_absmax"], signed) for s in (mine, theirs)]
+                decoded = [
+                    quantize.dequantize(s[key], s[key + "_absmax"], signed) for s in (mine, theirs)
+                ]
                 assert torch.all((decoded[0] - decoded[1]).abs() <= gap)
             elif mine[key].dtype == torch.float32:  # small tensors: float32 state
                 torch.testing.assert_close(mine[key], theirs[key], rtol=1e-4, atol=1e-7)
@@ -89,8 +91,8 @@ def test_fused_low_precision_state_matches_the_reference(state_dtype: str, optio
 
 @pytest.mark.parametrize("state_dtype", ["int8", "bf16"])
 def test_fused_bfloat16_weights_round_to_nearest_as_the_reference(state_dtype: str) -> None:
-    reference, expected = _run("reference", torch.bfloat16, steps=8, state_dtype=state_dtype)
-    fused, actual = _run("fused", torch.bfloat16, steps=8, state_dtype=state_dtype)
+    reference, _ = _run("reference", torch.bfloat16, steps=8, state_dtype=state_dtype)
+    fused, _ = _run("fused", torch.bfloat16, steps=8, state_dtype=state_dtype)
     for a, b in zip(reference, fused):
         assert b.dtype == torch.bfloat16
         # weights rounded to bfloat16 from float32 results that agree to an ulp of float32:
@@ -172,7 +174,10 @@ def test_fused_on_a_group_the_kernel_cannot_take_says_why() -> None:
     w = torch.nn.Parameter(torch.randn(SHAPES[0], dtype=torch.float64))
     optimizer = Adam([w], state_dtype="int8", impl="fused")
     w.grad = torch.randn_like(w)
-    with pytest.raises(TypeError, match=r"Adam\(impl='fused'\): parameter 0 has dtype torch.float64; the low-precision kernels take float32"):
+    with pytest.raises(
+        TypeError,
+        match=r"Adam\(impl='fused'\): parameter 0 has dtype torch.float64; the low-precision kernels take float32",
+    ):
         optimizer.step()
     auto = Adam([w], state_dtype="int8")  # auto: the reference rule
     auto.step()

@@ -180,7 +180,9 @@ def _chunk(c, param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, key
             _load(ptrs[4], ptrs[5], start, n, mode, maps[1], vmax)
         if kind == WEIGHTS_FLOAT32:
             weights = pointer_view(param_ptrs[t], start, start + n, _F32)
-            _update(weights, pointer_view(grad_ptrs[t], start, start + n, _F32), m, v, vmax, n, k, flags)
+            _update(
+                weights, pointer_view(grad_ptrs[t], start, start + n, _F32), m, v, vmax, n, k, flags
+            )
         else:
             weights16 = pointer_view(param_ptrs[t], start, start + n, _U16)
             grads16 = pointer_view(grad_ptrs[t], start, start + n, _U16)
@@ -202,7 +204,9 @@ def _chunk(c, param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, key
 
 def _kernel(param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, keys, maps, buckets):
     for c in prange(chunks.shape[0]):
-        _chunk(c, param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, keys, maps, buckets)
+        _chunk(
+            c, param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, keys, maps, buckets
+        )
 
 
 KERNEL = jit_kernel(_kernel)

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from optimlab.optim import low_precision
 from optimlab.optim.kernels import lowprec_adam, lowprec_codec
 from optimlab.optim.kernels.dispatch import follow_torch_threads
 from optimlab.optim.kernels.layout import CHUNK
 from optimlab.optim.kernels.spec import KernelSpec
-from optimlab.optim import low_precision
 from optimlab.optim.low_precision import quantize as quantization
 from optimlab.optim.low_precision import rounding
 from optimlab.optim.low_precision import state as storage
@@ -133,7 +133,7 @@ def fused_step(
     chunks: list[tuple[int, int, int]] = []
     taken: list[int] = []
     skipped: list[int] = []
-    for i, (p, g) in enumerate(zip(params, grads)):
+    for i, p in enumerate(params):
         state = optimizer.state[p]
         if "step" not in state:
             state["step"] = torch.tensor(0.0, dtype=torch.float32)

@@ -71,15 +71,15 @@ def check_group(
     seed = option(group, "rounding_seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise _fail(owner, "rounding_seed", seed, "an integer >= 0")
-    if uses_low_precision(group) and (group.get("fused") or group.get("impl") == "fused"):
-        if not fused_kernel:
-            chosen = "fused=True" if group.get("fused") else "impl='fused'"
-            used = "stochastic_rounding=True" if stochastic else f"state_dtype={state_dtype!r}"
-            raise ValueError(
-                f"{owner}: invalid {chosen} with {used}; {owner} has no fused kernel for "
-                f"low-precision state or stochastic rounding (Adam and AdamW have): use "
-                f"impl='auto' or 'reference'"
-            )
+    fused = group.get("fused") or group.get("impl") == "fused"
+    if uses_low_precision(group) and fused and not fused_kernel:
+        chosen = "fused=True" if group.get("fused") else "impl='fused'"
+        used = "stochastic_rounding=True" if stochastic else f"state_dtype={state_dtype!r}"
+        raise ValueError(
+            f"{owner}: invalid {chosen} with {used}; {owner} has no fused kernel for "
+            f"low-precision state or stochastic rounding (Adam and AdamW have): use "
+            f"impl='auto' or 'reference'"
+        )
     if stochastic:
         for index, param in enumerate(group.get("params", ())):
             if param.dtype != torch.bfloat16:
