@@ -18,12 +18,13 @@ bfloat16, the latter rounded to nearest or stochastically (``lowprec_codec``).
 
 Kernel arguments (one call per group; see ``lowprec_dispatch``)::
 
-    kernel(param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, keys, maps, buckets)
+    kernel(param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, keys, tables)
 
 ``state_ptrs[t] = (m, m maxima, v, v maxima, vmax, vmax maxima)`` addresses (0 where unused),
 ``chunks`` (tensor, start, stop) with starts on block boundaries, ``coef``/``flags`` Adam's
 (``kernels.adam``; the flags followed by the weights' kind), ``keys`` each tensor's
-stochastic-rounding stream key, ``maps``/``buckets`` the code tables (``lowprec_codec``).
+stochastic-rounding stream key, ``tables`` the (maps, thresholds, buckets) of the 8-bit code
+(``lowprec_codec.codec_tables``).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def _load(address, maxima, start, n, mode, table, out):
 
 
 @numba.njit
-def _store(address, maxima, start, n, mode, table, bucket, values):
+def _store(address, maxima, start, n, mode, thresholds, bucket, values):
     """Encode n float32 `values` into one state from `start` (a whole block when 8-bit)."""
     if mode == MODE_INT8:
         # the block maximum of |x| on the bit patterns: for non-negative floats the integer
@@ -145,7 +146,7 @@ def _store(address, maxima, start, n, mode, table, bucket, values):
             scale = MIN_ABSMAX
         codes = pointer_view(address, start, start + n, _U8)
         for j in range(n):
-            codes[j] = encode8(values[j] / scale, table, bucket)
+            codes[j] = encode8(values[j] / scale, thresholds, bucket)
         pointer_view(maxima, start // BLOCK, start // BLOCK + 1, _F32)[0] = scale
     elif mode == MODE_BF16:
         halves = pointer_view(address, start, start + n, _U16)
@@ -159,7 +160,7 @@ def _store(address, maxima, start, n, mode, table, bucket, values):
 
 # ---- one chunk ----------------------------------------------------------------------------------
 @numba.njit(inline="always")
-def _chunk(c, param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, keys, maps, buckets):
+def _chunk(c, param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, keys, tables):
     t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
     k = coef[t]
     mode = modes[t]
@@ -167,6 +168,7 @@ def _chunk(c, param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, key
     amsgrad = flags[F.amsgrad]
     kind = flags[KIND]
     key = keys[t]
+    maps, thresholds, buckets = tables
     m = np.empty(BLOCK, np.float32)
     v = np.empty(BLOCK, np.float32)
     vmax = np.empty(BLOCK, np.float32)
@@ -196,16 +198,16 @@ def _chunk(c, param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, key
             else:
                 for j in range(n):
                     weights16[j] = float_to_bf16(p[j])
-        _store(ptrs[0], ptrs[1], start, n, mode, maps[0], buckets[0], m)
-        _store(ptrs[2], ptrs[3], start, n, mode, maps[1], buckets[1], v)
+        _store(ptrs[0], ptrs[1], start, n, mode, thresholds[0], buckets[0], m)
+        _store(ptrs[2], ptrs[3], start, n, mode, thresholds[1], buckets[1], v)
         if amsgrad:
-            _store(ptrs[4], ptrs[5], start, n, mode, maps[1], buckets[1], vmax)
+            _store(ptrs[4], ptrs[5], start, n, mode, thresholds[1], buckets[1], vmax)
 
 
-def _kernel(param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, keys, maps, buckets):
+def _kernel(param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, keys, tables):
     for c in prange(chunks.shape[0]):
         _chunk(
-            c, param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, keys, maps, buckets
+            c, param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, keys, tables
         )
 
 

@@ -16,12 +16,13 @@ order of independent operations (and usually not at all):
   only, never on which thread computes it or in which chunk: runs repeat bit for bit for every
   thread count.
 * **8-bit codes** (torchao's AdamW8bit scheme, ``low_precision.quantize``): x / a_b is
-  coded as the index of the nearest entry of a sorted 256-entry map, ties to the upper one. The
-  reference finds the lower neighbour with a binary search (``torch.searchsorted``); here a
-  *bucket table* indexed by the upper 16 bits of the float32 pattern gives the lower neighbour
-  of the bucket's smallest value, and at most `BUCKET_STEPS` comparisons with the next entries
-  correct it. Then the same tie rule: ``code = c + 1`` iff ``s − map[c] ≥ (map[c+1] − map[c])·½``
-  in float32. No branch depends on the data, so the compiler vectorizes it (AVX-512 gathers).
+  coded as the index of the nearest entry of a sorted 256-entry map, ties to the upper one
+  (``code = c + 1`` iff ``s − map[c] ≥ (map[c+1] − map[c])·½`` in float32, c the entry below).
+  The reference finds c with a binary search (``torch.searchsorted``). Here the code is a
+  non-decreasing step function of s, so it is tabled once: the 255 *thresholds* where it steps
+  up (found by bisection over the reference's own arithmetic) and a *bucket table* indexed by the
+  upper 16 bits of s's float32 pattern giving the code at the bucket's start; one comparison with
+  the next threshold finishes it. Two table loads and a compare per element, no branch.
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-#: comparisons after the bucket lookup that always suffice (checked when the table is built)
-BUCKET_STEPS = 2
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
@@ -105,55 +104,82 @@ def float_to_bf16_stochastic(x, noise):
 
 
 @numba.njit(inline="always")
-def _at_most_255(c):
-    return c if c < np.uint32(255) else np.uint32(255)
+def encode8(s, thresholds, bucket):
+    """The 8-bit code of s = x / a_b: the nearest map entry, the upper one on a tie.
 
-
-@numba.njit(inline="always")
-def encode8(s, table, bucket):
-    """The 8-bit code of s = x / a_b: the nearest entry of the sorted `table`, the upper on a tie.
-
-    `bucket[bits(s) >> 16]` is the index of the largest entry ≤ the smallest float32 of s's
-    bucket; `BUCKET_STEPS` comparisons move it to the largest entry ≤ s. NaN codes as 255 (where
-    ``torch.searchsorted`` sorts it). Unsigned indices and selects, no branches: the compiler
-    vectorizes the loop that calls it.
+    `bucket[bits(s) >> 16]` is the code of the smallest float32 of s's bucket, and
+    ``thresholds[c]`` the smallest float32 whose code exceeds c: one comparison finishes the
+    lookup, since no bucket holds two thresholds (checked when the tables are built). NaN falls
+    in a bucket of code 255 and compares false: 255, where ``torch.searchsorted`` sorts it.
     """
-    c = np.uint32(bucket[float_bits(s) >> np.uint32(16)])
-    for _ in range(BUCKET_STEPS):
-        c = _at_most_255(np.uint32(c + np.uint32(table[_at_most_255(c + np.uint32(1))] <= s)))
-    up = _at_most_255(c + np.uint32(1))
-    low = table[c]
-    # on the last entry up == c: the test holds and the code stays 255
-    c = _at_most_255(np.uint32(c + np.uint32(s - low >= (table[up] - low) * np.float32(0.5))))
-    return np.uint8(np.uint32(255) if s != s else c)
+    c = bucket[float_bits(s) >> np.uint32(16)]
+    return np.uint8(c + np.uint8(s >= thresholds[c]))
+
+
+def _reference_codes(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``quantize.quantize``'s rule on values already divided by their block maximum, in numpy
+    float32 (the same IEEE operations: the lower neighbour by a right-sided search, then the tie
+    rule); NaN, which no table row is built from, is not handled."""
+    scaled = np.ascontiguousarray(values, dtype=np.float32)
+    lower = np.clip(np.searchsorted(table, scaled, side="right") - 1, 0, 255)
+    upper = np.minimum(lower + 1, 255)
+    low, high = table[lower], table[upper]
+    return np.where(scaled - low >= (high - low) * np.float32(0.5), upper, lower)
 
 
 @functools.cache
-def bucket_table(signed: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(map, bucket): the float32 dynamic map and its uint8 bucket table over 2¹⁶ buckets.
+def code_tables(signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(thresholds float32[256], bucket uint8[2¹⁶]) of the signed or unsigned dynamic map.
 
-    Bucket k holds the float32 numbers whose upper 16 bits are k; its entry is the index of the
-    largest map value ≤ the bucket's smallest number (0 below the map). Built from the reference's
-    map, so the two can never disagree; the assertion proves `BUCKET_STEPS` comparisons suffice.
+    ``thresholds[c]``: the smallest float32 whose reference code exceeds c: in [map[c],
+    map[c+1]] the code is c + 1 exactly when fl(s − map[c]) ≥ fl((map[c+1] − map[c])·½), so it
+    is fl(map[c] + half) moved by an ulp or two until that holds and fails one ulp below (+inf
+    for 255). ``bucket[k]``: the reference code of the smallest float32 whose upper 16 bits are
+    k. Both are checked against the reference's own arithmetic, and the assertion proves that one
+    comparison after the bucket always suffices.
     """
     from optimlab.optim.low_precision.quantize import dynamic_map
 
     table = dynamic_map(signed).numpy()
-    keys = np.arange(1 << 16, dtype=np.uint32)
-    low_bits = np.where(keys & 0x8000, 0xFFFF, 0).astype(np.uint32)  # the smallest number: the
-    smallest = ((keys << 16) | low_bits).view(np.float32)  # largest magnitude when negative
-    largest = ((keys << 16) | (0xFFFF - low_bits)).view(np.float32)
-    finite = np.isfinite(smallest) & np.isfinite(largest)
+    low, high = table[:-1], table[1:]
+    half = (high - low) * np.float32(0.5)
+
+    def steps_up(s: np.ndarray) -> np.ndarray:
+        return (s - low) >= half
+
+    first = low + half
+    for _ in range(4):  # float32 rounding leaves it within an ulp or two
+        below = np.nextafter(first, np.float32(-np.inf))
+        first = np.where(steps_up(below), below, first)
+        first = np.where(steps_up(first), first, np.nextafter(first, np.float32(np.inf)))
+    before = np.nextafter(first, np.float32(-np.inf))
+    assert np.all(steps_up(first)) and not np.any(steps_up(before) & (before >= low))
+    codes = np.arange(255)
+    assert np.all(_reference_codes(first, table) == codes + 1)
+    assert np.all(_reference_codes(before, table) == codes)
+    thresholds = np.append(first, np.float32(np.inf)).astype(np.float32)
+
+    keys = np.arange(1 << 16, dtype=np.int64)
+    negative = keys >= 0x8000
+    smallest = np.where(negative, keys << 16 | 0xFFFF, keys << 16)
+    largest = np.where(negative, keys << 16, keys << 16 | 0xFFFF)
     with np.errstate(invalid="ignore"):
-        lower = np.searchsorted(table, smallest, side="right") - 1
-        last = np.searchsorted(table, largest, side="right") - 1
-    lower = np.clip(np.where(finite, lower, 0), 0, 255)
-    steps = np.where(finite, np.clip(last, 0, 255) - lower, 0)
-    assert steps.max() <= BUCKET_STEPS, steps.max()
-    return table, lower.astype(np.uint8)
+        floats = smallest.astype(np.uint32).view(np.float32)
+        nan = np.isnan(floats) | np.isnan(largest.astype(np.uint32).view(np.float32))
+        clipped = np.clip(np.nan_to_num(floats, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+    bucket = np.where(nan, 255, _reference_codes(clipped, table))
+    span = np.clip(np.nan_to_num(largest.astype(np.uint32).view(np.float32)), -1.0, 1.0)
+    inside = ~nan & (np.abs(floats) <= 1) & (np.abs(largest.astype(np.uint32).view(np.float32)) <= 1)
+    steps = _reference_codes(span, table) - bucket
+    assert np.all(steps[inside] <= 1), "a bucket holds two thresholds"
+    return thresholds, bucket.astype(np.uint8)
 
 
-def codec_tables() -> tuple[np.ndarray, np.ndarray]:
-    """(maps float32[2, 256], buckets uint8[2, 65536]): row 0 the signed map, row 1 the unsigned."""
-    signed, unsigned = bucket_table(True), bucket_table(False)
-    return np.stack([signed[0], unsigned[0]]), np.stack([signed[1], unsigned[1]])
+def codec_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(maps float32[2, 256], thresholds float32[2, 256], buckets uint8[2, 2¹⁶]): row 0 for the
+    signed map, row 1 for the unsigned one."""
+    from optimlab.optim.low_precision.quantize import dynamic_map
+
+    signed, unsigned = code_tables(True), code_tables(False)
+    maps = np.stack([dynamic_map(True).numpy(), dynamic_map(False).numpy()])
+    return maps, np.stack([signed[0], unsigned[0]]), np.stack([signed[1], unsigned[1]])

@@ -32,7 +32,7 @@ assert lowprec_adam.BLOCK == quantization.BLOCK_SIZE and CHUNK % quantization.BL
 
 _MODES = {"float32": lowprec_adam.MODE_FLOAT32, "bf16": lowprec_adam.MODE_BF16}
 _STORED = {torch.float32: lowprec_adam.MODE_FLOAT32, torch.bfloat16: lowprec_adam.MODE_BF16}
-_TABLES: tuple[np.ndarray, np.ndarray] | None = None
+_TABLES: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def unfusable_reason(
@@ -183,7 +183,6 @@ def fused_step(
     global _TABLES
     if _TABLES is None:
         _TABLES = lowprec_codec.codec_tables()
-    maps, buckets = _TABLES
     elements = sum(params[i].numel() for i in taken)
     follow_torch_threads(elements)  # one thread below dispatch.PARALLEL_FROM elements
     work = np.array(chunks, dtype=np.int64).reshape(-1, 3)
@@ -196,8 +195,7 @@ def fused_step(
         coef,
         flags,
         stream_keys[:n],
-        maps,
-        buckets,
+        _TABLES,
     )
     for t, i in enumerate(taken):
         optimizer.state[params[i]]["step"].fill_(float(scalars["step"][t]))
