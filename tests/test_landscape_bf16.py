@@ -1,10 +1,13 @@
-"""The bf16-stagnation scenario's own path: real optimizers stepping bfloat16 weights."""
+"""The bf16-stagnation scenario's own path: real optimizers stepping bfloat16 weights.
+
+(The scenario's checks run in test_landscape_scenarios.py with every scenario's, and
+``optimlab landscape --list`` is checked to name every scenario in test_landscape_cli.py.)
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from optimlab.cli import main
 from optimlab.landscapes.bfloat16 import run_bfloat16
 from optimlab.landscapes.experiment import run_landscape
 from optimlab.landscapes.functions import get_function
@@ -26,8 +29,3 @@ def test_bfloat16_weights_stall_where_the_float64_runner_moves() -> None:
     # about 0.5 − 0.4524 = 0.048 in expectation, give or take the rounding noise (≈ 0.007)
     assert np.all((moved > 0.02) & (moved < 0.08)), moved
     assert stochastic.path.shape == (steps + 1, 2) and rounded.batch is not None
-
-
-def test_the_scenario_is_listed(capsys) -> None:
-    assert main(["landscape", "--list"]) == 0
-    assert "bf16-stagnation" in capsys.readouterr().out
