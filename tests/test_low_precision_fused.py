@@ -190,3 +190,38 @@ def test_fused_low_precision_without_a_kernel_is_a_clear_error() -> None:
         match=r"RMSprop: invalid impl='fused' with state_dtype='int8'; RMSprop has no fused kernel for low-precision state",
     ):
         RMSprop([torch.nn.Parameter(torch.randn(3))], impl="fused", state_dtype="int8")
+
+
+# ---- the 8-bit code tables ----------------------------------------------------------------------
+@pytest.mark.parametrize("signed", [True, False])
+def test_the_kernels_code_lookup_is_the_references_nearest_code(signed: bool) -> None:
+    """At every map entry, at every threshold and one float32 below it, and on values over nine
+    decades, the kernel's lookup gives ``quantize.quantize``'s code (searchsorted + tie rule)."""
+    import numba
+    import numpy as np
+
+    from optimlab.optim.kernels import lowprec_codec
+
+    @numba.njit
+    def encode_all(values, thresholds, bucket, out):
+        for i in range(values.shape[0]):
+            out[i] = lowprec_codec.encode8(values[i], thresholds, bucket)
+
+    table = quantize.dynamic_map(signed).numpy()
+    thresholds, bucket = lowprec_codec.code_tables(signed)
+    torch.manual_seed(4)
+    spread = (torch.rand(2**14) * torch.logspace(-9, 0, 2**14)).numpy()
+    edges = np.concatenate([table, thresholds[:-1], np.nextafter(thresholds[:-1], -np.inf)])
+    values = np.concatenate([edges, spread, -spread if signed else spread, [0.0, -0.0, 1.0]])
+    values = np.clip(values, -1.0 if signed else 0.0, 1.0).astype(np.float32)
+    # quantize.quantize divides each block by its largest |x|: a block holding 1.0 keeps x as is
+    padded = np.concatenate([values, np.zeros(-len(values) % 256, np.float32)])
+    blocks = padded.reshape(-1, 256).copy()
+    blocks[:, 0] = 1.0
+    expected, _ = quantize.quantize(torch.from_numpy(blocks), signed)
+    codes = np.empty(blocks.size, np.uint8)
+    encode_all(blocks.reshape(-1), thresholds, bucket, codes)
+    assert np.array_equal(codes, expected.numpy().reshape(-1))
+    nan = np.empty(1, np.uint8)
+    encode_all(np.array([np.nan], np.float32), thresholds, bucket, nan)
+    assert nan[0] == 255  # where torch.searchsorted sorts NaN
