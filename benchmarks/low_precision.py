@@ -2,14 +2,14 @@
 
 AdamW on one workload (default: step_speed.py's large one, 64 tensors of 2^19 elements, 32M
 parameters): torch.optim's fused AdamW (the bar), optimlab's fused kernel with float32, bf16 and
-int8 state, bfloat16 weights with int8 state and stochastic rounding, the int8 reference rule,
-and torchao's AdamW8bit run eagerly (its ``torch.compile`` needs a C++ toolchain; eager is what
-runs here; it and the reference rule take seconds per step, so they take `--slow-repeat` of the
-rounds). It prints the bytes one step must move per parameter (the floor), the state bytes
+int8 state, bfloat16 weights with int8 state and stochastic rounding (``--with-reference``: the
+int8 reference rule too), and torchao's AdamW8bit run eagerly (its ``torch.compile`` needs a C++
+toolchain; eager is what runs here; it and the reference rule take seconds per step, so they
+take `--slow-repeat` of the rounds). It prints the bytes one step must move per parameter (the floor), the state bytes
 per parameter measured from the state tensors, ms/step (median of interleaved steps: load drift
 touches every row alike) and the ratios to torch's fused AdamW and to torchao's AdamW8bit.
 
-    .venv/bin/python benchmarks/low_precision.py [--tensors 64] [--size 524288] [--repeat 7] [--json PATH]
+    .venv/bin/python benchmarks/low_precision.py [--tensors 64] [--size 524288] [--repeat 7] [--slow-repeat 3] [--with-reference] [--json PATH]
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--slow-repeat", type=int, default=3, help="timed steps of the reference and torchao rows"
     )
+    parser.add_argument("--with-reference", action="store_true", help="add the reference rule")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     # (factory, weights' dtype, bytes per parameter one step moves at least: weights, gradient
@@ -81,12 +82,13 @@ def main(argv: list[str] | None = None) -> int:
             torch.bfloat16,
             10 + maxima,
         ),
-        "optimlab reference, int8 state": (
+    }
+    if args.with_reference:  # the int8 reference rule: seconds per step on the large workload
+        factories["optimlab reference, int8 state"] = (
             lambda ps: AdamW(ps, state_dtype="int8", impl="reference"),
             torch.float32,
             16 + maxima,
-        ),
-    }
+        )
     torchao = _torchao_adamw8bit()
     if torchao is not None:
         factories["torchao AdamW8bit (eager)"] = (

@@ -133,7 +133,8 @@ def _load(address, maxima, start, n, mode, table, out):
 
 @numba.njit
 def _store(address, maxima, start, n, mode, thresholds, bucket, values):
-    """Encode n float32 `values` into one state from `start` (a whole block when 8-bit)."""
+    """Encode n float32 `values` into one state from `start` (a whole block when 8-bit);
+    `values` is scratch, overwritten."""
     if mode == MODE_INT8:
         # the block maximum of |x| on the bit patterns: for non-negative floats the integer
         # order is the numeric order, and NaN's pattern exceeds every other (torch.amax's NaN)
@@ -144,9 +145,11 @@ def _store(address, maxima, start, n, mode, thresholds, bucket, values):
         scale = bits_float(np.uint32(largest))
         if scale < MIN_ABSMAX:
             scale = MIN_ABSMAX
+        for j in range(n):  # the scratch is dead after this: scaled in place, a vector loop
+            values[j] = values[j] / scale
         codes = pointer_view(address, start, start + n, _U8)
-        for j in range(n):
-            codes[j] = encode8(values[j] / scale, thresholds, bucket)
+        for j in range(n):  # table lookups: scalar loads
+            codes[j] = encode8(values[j], thresholds, bucket)
         pointer_view(maxima, start // BLOCK, start // BLOCK + 1, _F32)[0] = scale
     elif mode == MODE_BF16:
         halves = pointer_view(address, start, start + n, _U16)
