@@ -1,19 +1,22 @@
-"""Low-precision optimizer state: bytes per parameter and reference-rule step time, one run.
+"""Low-precision optimizer state: bytes per parameter and step time, one run.
 
-Adam on one workload (default 64 tensors of 2^14 float32 elements, 1M parameters), five state
-forms: optimlab's float32 reference rule, its bf16 and int8 state (reference rule: no fused
-kernel yet), torch.optim's fused AdamW (the bar), and torchao's AdamW8bit run eagerly (its
-``torch.compile`` needs a C++ toolchain; eager is what runs here). It prints the state bytes per
-parameter measured from the state tensors, and ms/step (median of interleaved steps) with the
-ratio to torch's fused AdamW.
+AdamW on one workload (default: step_speed.py's large one, 64 tensors of 2^19 elements, 32M
+parameters): torch.optim's fused AdamW (the bar), optimlab's fused kernel with float32, bf16 and
+int8 state, bfloat16 weights with int8 state and stochastic rounding (``--with-reference``: the
+int8 reference rule too), and torchao's AdamW8bit run eagerly (its ``torch.compile`` needs a C++
+toolchain; eager is what runs here; it and the reference rule take seconds per step, so they
+take `--slow-repeat` of the rounds). It prints the bytes one step must move per parameter (the floor), the state bytes
+per parameter measured from the state tensors, ms/step (median of interleaved steps: load drift
+touches every row alike) and the ratios to torch's fused AdamW and to torchao's AdamW8bit.
 
-    .venv/bin/python benchmarks/low_precision.py [--tensors 64] [--size 16384] [--repeat 7] [--json PATH]
+    .venv/bin/python benchmarks/low_precision.py [--tensors 64] [--size 524288] [--repeat 7] [--slow-repeat 3] [--with-reference] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -46,47 +49,107 @@ def _state_bytes(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tensors", type=int, default=64)
-    parser.add_argument("--size", type=int, default=1 << 14)
+    parser.add_argument("--size", type=int, default=1 << 19)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument(
+        "--slow-repeat", type=int, default=3, help="timed steps of the reference and torchao rows"
+    )
+    parser.add_argument("--with-reference", action="store_true", help="add the reference rule")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    factories: dict[str, Callable] = {
-        "torch fused AdamW (fp32)": lambda ps: torch.optim.AdamW(ps, fused=True),
-        "optimlab reference, float32 state": lambda ps: AdamW(ps, impl="reference"),
-        "optimlab reference, bf16 state": lambda ps: AdamW(ps, state_dtype="bf16"),
-        "optimlab reference, int8 state": lambda ps: AdamW(ps, state_dtype="int8"),
+    # (factory, weights' dtype, bytes per parameter one step moves at least: weights, gradient
+    # and state read, weights and state written; 8-bit state adds two float32 maxima per 256)
+    maxima = 2 * 2 * 4 / 256
+    factories: dict[str, tuple[Callable, torch.dtype, float]] = {
+        "torch fused AdamW (fp32)": (
+            lambda ps: torch.optim.AdamW(ps, fused=True),
+            torch.float32,
+            28,
+        ),
+        "optimlab fused, float32 state": (lambda ps: AdamW(ps, impl="fused"), torch.float32, 28),
+        "optimlab fused, bf16 state": (
+            lambda ps: AdamW(ps, state_dtype="bf16", impl="fused"),
+            torch.float32,
+            20,
+        ),
+        "optimlab fused, int8 state": (
+            lambda ps: AdamW(ps, state_dtype="int8", impl="fused"),
+            torch.float32,
+            16 + maxima,
+        ),
+        "optimlab fused, bf16 weights + int8 state + SR": (
+            lambda ps: AdamW(ps, state_dtype="int8", stochastic_rounding=True, impl="fused"),
+            torch.bfloat16,
+            10 + maxima,
+        ),
     }
+    if args.with_reference:  # the int8 reference rule: seconds per step on the large workload
+        factories["optimlab reference, int8 state"] = (
+            lambda ps: AdamW(ps, state_dtype="int8", impl="reference"),
+            torch.float32,
+            16 + maxima,
+        )
     torchao = _torchao_adamw8bit()
     if torchao is not None:
-        factories["torchao AdamW8bit (eager)"] = lambda ps: torchao(ps)
+        factories["torchao AdamW8bit (eager)"] = (
+            lambda ps: torchao(ps),
+            torch.float32,
+            16 + maxima,
+        )
     runs = {}
-    for name, factory in factories.items():
-        params = [torch.nn.Parameter(torch.randn(args.size)) for _ in range(args.tensors)]
+    for name, (factory, dtype, floor) in factories.items():
+        params = [
+            torch.nn.Parameter(torch.randn(args.size, dtype=dtype)) for _ in range(args.tensors)
+        ]
         for p in params:
-            p.grad = torch.randn(args.size)
+            p.grad = torch.randn(args.size, dtype=dtype)
         optimizer = factory(params)
-        optimizer.step()  # state created
-        runs[name] = (optimizer, params, [])
-    for _ in range(args.repeat):  # interleaved: load drift touches every row alike
-        for optimizer, _, times in runs.values():
+        optimizer.step()  # state created, kernels compiled
+        runs[name] = (optimizer, params, floor, [])
+    slow = ("optimlab reference, int8 state", "torchao AdamW8bit (eager)")
+    for round_ in range(args.repeat):  # interleaved: load drift touches every row alike
+        for name, (optimizer, _, _, times) in runs.items():
+            if name in slow and round_ >= args.slow_repeat:
+                continue  # seconds per step: a few steps suffice
             start = time.perf_counter()
             optimizer.step()
             times.append(time.perf_counter() - start)
-    bar = statistics.median(runs["torch fused AdamW (fp32)"][2])
+    bar = statistics.median(runs["torch fused AdamW (fp32)"][3])
+    peer = statistics.median(runs["torchao AdamW8bit (eager)"][3]) if torchao else None
     rows = []
-    for name, (optimizer, params, times) in runs.items():
-        ms = statistics.median(times) * 1e3
-        rows.append((name, _state_bytes(optimizer, params), ms, ms / (bar * 1e3)))
     n = args.tensors * args.size
+    for name, (optimizer, params, floor, times) in runs.items():
+        seconds = statistics.median(times)
+        rows.append(
+            {
+                "name": name,
+                "bytes_per_param": floor,
+                "state_bytes": _state_bytes(optimizer, params),
+                "ms": seconds * 1e3,
+                "gbs": floor * n / seconds / 1e9,
+                "vs_torch_fused": bar / seconds,
+                "vs_torchao": peer / seconds if peer else None,
+            }
+        )
+    load = os.getloadavg()
     print(
-        f"Adam, {args.tensors} x {args.size} = {n:,} parameters, {torch.get_num_threads()} threads"
+        f"AdamW, {args.tensors} x {args.size} = {n:,} parameters, {torch.get_num_threads()} "
+        f"threads, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
-    print(f"{'implementation':36} {'state B/param':>13} {'ms/step':>9} {'x torch fused':>13}")
-    for name, state_bytes, ms, ratio in rows:
-        print(f"{name:36} {state_bytes:13.3f} {ms:9.2f} {ratio:13.1f}")
+    print(
+        "| implementation | B/param moved | state B/param | ms/step | GB/s | "
+        "× torch fused (speed) | × torchao (speed) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        versus = f"{r['vs_torchao']:.1f}" if r["vs_torchao"] else "—"
+        print(
+            f"| {r['name']} | {r['bytes_per_param']:.2f} | {r['state_bytes']:.3f} | "
+            f"{r['ms']:.2f} | {r['gbs']:.1f} | {r['vs_torch_fused']:.2f} | {versus} |"
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump([dict(zip(("name", "state_bytes", "ms", "ratio"), r)) for r in rows], f)
+            json.dump({"load": load, "rows": rows}, f, indent=1)
     return 0
 
 

@@ -16,7 +16,7 @@ from optimlab.landscapes.scenarios import (
 def test_the_issue_scenarios_are_all_there() -> None:
     assert list_scenarios() == [
         "ravine", "saddle", "local-minimum", "lr-too-small", "lr-too-large", "adagrad-stall",
-        "momentum-overshoot", "optimal-momentum", "noise",
+        "momentum-overshoot", "optimal-momentum", "noise", "bf16-stagnation",
     ]  # fmt: skip
 
 

@@ -35,7 +35,7 @@ FUNCTIONS_HELP = (
 )
 SCENARIOS_HELP = (
     "ravine, saddle, local-minimum, lr-too-small, lr-too-large, adagrad-stall, "
-    "momentum-overshoot, optimal-momentum, noise"
+    "momentum-overshoot, optimal-momentum, noise, bf16-stagnation"
 )
 MAX_STEPS = 1_000_000  # = optimlab.landscapes.runner.MAX_STEPS (a test checks)
 

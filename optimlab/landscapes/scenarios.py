@@ -39,6 +39,9 @@ class Scenario:
     #: run gradient descent and heavy ball at their closed-form optimal settings beside the
     #: optimizers (quadratic surfaces), and report predicted vs achieved rates
     theory: bool = False
+    #: run the trajectories on bfloat16 weights with the real optimizer classes
+    #: (``landscapes.bfloat16``) instead of the float64 batched runner
+    bfloat16: bool = False
 
 
 @dataclass
@@ -246,6 +249,32 @@ def _noise(result: LandscapeResult) -> list[Check]:
     return checks
 
 
+#: bf16-stagnation: SGD at lr 1e-3 on ½‖θ‖² from (0.5, 0.5), whose gradient there is 0.5
+BF16_LR, BF16_STEPS, BF16_START = 1e-3, 500, 0.5
+
+
+def _bf16_stagnation(result: LandscapeResult) -> list[Check]:
+    r = _one(result)
+    nearest, stochastic = r["sgd:lr=0.001"], r["sgd:lr=0.001:stochastic_rounding=True"]
+    moved = float(np.abs(nearest.path - nearest.path[0]).max())
+    # float64 SGD on ½‖θ‖²: θ_t = (1 − η)^t θ₀ per coordinate
+    exact = BF16_START * (1 - BF16_LR) ** result.steps
+    final = stochastic.path[-1]
+    # each stochastic rounding adds noise of variance ≤ ulp·η|g| around the exact update: after
+    # hundreds of steps a few hundredths, so the claim is the distance covered, to 10 %
+    way = BF16_START - exact
+    error = float(np.abs(final - exact).max())
+    half_ulp = 2.0**-9  # half a bfloat16 ulp at 0.5: 2⁻⁸ / 2 = 0.00195 > every update (5e-4)
+    return [
+        (f"round to nearest: each update η·g = {BF16_LR * BF16_START:.0e} is below half an "
+         f"ulp ({half_ulp:.5f}) of the weight; after {result.steps} steps it has moved "
+         f"{moved:g} (= 0)", moved == 0.0),
+        (f"stochastic rounding moves it as float64 SGD does: to ({final[0]:.4f}, "
+         f"{final[1]:.4f}), float64 (1 − η)^{result.steps}·0.5 = {exact:.4f}: off by "
+         f"{error:.4f}, ≤ 10 % of the way ({way:.4f})", error <= 0.1 * way),
+    ]  # fmt: skip
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
@@ -384,6 +413,23 @@ SCENARIOS: dict[str, Scenario] = {
             noise=1.0,
             seeds=tuple(range(64)),
         ),
+        Scenario(
+            "bf16-stagnation",
+            "bfloat16 weights: round-to-nearest drops small updates, stochastic rounding keeps them",
+            (
+                "A bfloat16 weight of 0.5 has neighbours 2⁻⁸ apart: SGD's update η·g = 5e-4 is "
+                "below half of that, so rounding to nearest returns 0.5 at every step.",
+                "Stochastic rounding rounds up or down with probability ∝ the distance: each "
+                "update counts in expectation and the weight follows float64 SGD.",
+            ),
+            "quadratic",
+            "sgd:lr=0.001,sgd:lr=0.001:stochastic_rounding=True",
+            ((BF16_START, BF16_START),),
+            BF16_STEPS,
+            _bf16_stagnation,
+            {"condition": 1.0, "angle": 0.0},
+            bfloat16=True,
+        ),
     ]
 }
 
@@ -406,6 +452,11 @@ def run_scenario(name: str) -> ScenarioOutcome:
     """Run the scenario `name` and evaluate the checks that state its phenomenon."""
     scenario = get_scenario(name)
     landscape = get_function(scenario.function, **scenario.function_options)
+    if scenario.bfloat16:
+        from optimlab.landscapes.bfloat16 import run_bfloat16
+
+        result = run_bfloat16(landscape, scenario.optimizers, scenario.starts, scenario.steps)
+        return ScenarioOutcome(scenario, result, scenario.checks(result))
     result = run_landscape(
         landscape,
         scenario.optimizers,

@@ -171,6 +171,9 @@ class Optimizer(torch.optim.Optimizer):
     kernel: ClassVar[Callable[[], Any] | None] = None
     #: the ``state_dtype`` values the algorithm supports (``optimlab.optim.low_precision``)
     STATE_DTYPES: ClassVar[tuple[str, ...]] = ("float32",)
+    #: the fused kernel for low-precision state and bfloat16 weights (a factory returning the
+    #: kernel module, see ``kernels.lowprec_dispatch``); None: such groups run the reference
+    low_precision_kernel: ClassVar[Callable[[], Any] | None] = None
 
     def __init__(
         self,
@@ -237,7 +240,8 @@ class Optimizer(torch.optim.Optimizer):
             check_number(owner, name, group[name], interval)
         if "betas" in group:
             check_betas(owner, group["betas"])
-        low_precision.check_group(owner, self.STATE_DTYPES, group)
+        has_kernel = self.low_precision_kernel is not None
+        low_precision.check_group(owner, self.STATE_DTYPES, group, fused_kernel=has_kernel)
         self._check_group(group)
 
     def _check_group(self, group: dict[str, Any]) -> None:
@@ -345,7 +349,9 @@ class Optimizer(torch.optim.Optimizer):
         torch.optim's ``fused=True`` means ``"fused"`` and ``foreach=True`` ``"reference"``.
         """
         impl = selected_impl(group)
-        if impl != "reference" and not low_precision.requires_reference(group):
+        if impl != "reference" and low_precision.uses_low_precision(group):
+            params, grads = self._low_precision_fused_step(group, params, grads, impl == "fused")
+        elif impl != "reference":
             required = impl == "fused"
             kernels = _kernels(required)
             if kernels is not None:
@@ -354,6 +360,29 @@ class Optimizer(torch.optim.Optimizer):
                     return
         for param, grad in zip(params, grads):
             self._reference_step(param, grad, self.state[param], group)
+
+    def _low_precision_fused_step(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        required: bool,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The low-precision kernel's step where it applies; returns what is left for the
+        reference rule (everything when the class has no such kernel or the group does not
+        suit it, a tensor whose state is stored in another form than the group now asks for)."""
+        kernels = _kernels(required)
+        if kernels is None or self.low_precision_kernel is None or self.kernel is None:
+            return params, grads
+        from optimlab.optim.kernels import lowprec_dispatch
+
+        kernel, spec = self.low_precision_kernel(), self.kernel()
+        left = lowprec_dispatch.fused_step(
+            self, kernel, spec, group, params, grads, required=required
+        )
+        if left is None:
+            return params, grads
+        return [params[i] for i in left], [grads[i] for i in left]
 
     def _reference_step(
         self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]
@@ -375,7 +404,7 @@ class Optimizer(torch.optim.Optimizer):
             step = int(state["step"].item())
         else:
             step = 0
-        if low_precision.requires_reference(group):
+        if low_precision.uses_low_precision(group):
             rule = self.reference_rule
             low_precision.reference_step(self, rule, param, work, grad, state, group, step)
             return

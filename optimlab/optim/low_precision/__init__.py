@@ -9,8 +9,11 @@ Two options every optimlab optimizer accepts (besides the seed of the second):
 * ``stochastic_rounding`` (bfloat16 parameters only) with ``rounding_seed``: the float32 result
   of each update is rounded to bfloat16 up or down at random, unbiased (see ``rounding``).
 
-Only the reference rule implements them (the fused kernels do not yet): with ``impl="auto"`` a
-group that uses either runs the reference rule; ``impl="fused"`` is an error.
+Adam and AdamW have a fused kernel for them (``kernels.lowprec_adam``: one pass that decodes,
+updates and encodes each block of 256 elements); ``impl="auto"`` takes it where it applies
+(CPU, contiguous, float32 weights with bf16/int8 state or bfloat16 weights) and the reference
+rule elsewhere. The other optimizers run the reference rule; for them ``impl="fused"`` is an
+error.
 """
 
 from __future__ import annotations
@@ -41,13 +44,22 @@ def option(group: dict[str, Any], name: str) -> Any:
     return group.get(name, DEFAULTS[name])
 
 
-def requires_reference(group: dict[str, Any]) -> bool:
-    """Whether the group uses an option only the reference rule implements."""
+def uses_low_precision(group: dict[str, Any]) -> bool:
+    """Whether the group uses low-precision state or stochastic rounding (see `fused_step`)."""
     return option(group, "state_dtype") != "float32" or bool(option(group, "stochastic_rounding"))
 
 
-def check_group(owner: str, allowed_state_dtypes: tuple[str, ...], group: dict[str, Any]) -> None:
-    """Validate the low-precision options of one group (and its parameters, once it has them)."""
+def check_group(
+    owner: str,
+    allowed_state_dtypes: tuple[str, ...],
+    group: dict[str, Any],
+    fused_kernel: bool = False,
+) -> None:
+    """Validate the low-precision options of one group (and its parameters, once it has them).
+
+    `fused_kernel`: whether the class has a low-precision fused kernel (``impl="fused"`` is
+    then allowed; whether a given group suits it is decided at the step, as for float32).
+    """
     state_dtype = option(group, "state_dtype")
     if state_dtype not in allowed_state_dtypes:
         allowed = " or ".join(repr(d) for d in allowed_state_dtypes)
@@ -59,12 +71,14 @@ def check_group(owner: str, allowed_state_dtypes: tuple[str, ...], group: dict[s
     seed = option(group, "rounding_seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise _fail(owner, "rounding_seed", seed, "an integer >= 0")
-    if requires_reference(group) and (group.get("fused") or group.get("impl") == "fused"):
+    fused = group.get("fused") or group.get("impl") == "fused"
+    if uses_low_precision(group) and fused and not fused_kernel:
         chosen = "fused=True" if group.get("fused") else "impl='fused'"
         used = "stochastic_rounding=True" if stochastic else f"state_dtype={state_dtype!r}"
         raise ValueError(
-            f"{owner}: invalid {chosen} with {used}; the fused kernels do not implement "
-            f"low-precision state or stochastic rounding yet: use impl='auto' or 'reference'"
+            f"{owner}: invalid {chosen} with {used}; {owner} has no fused kernel for "
+            f"low-precision state or stochastic rounding (Adam and AdamW have): use "
+            f"impl='auto' or 'reference'"
         )
     if stochastic:
         for index, param in enumerate(group.get("params", ())):
@@ -101,14 +115,14 @@ def reference_step(
         count = state.get(ROUNDING_COUNT, 0) + 1
         state[ROUNDING_COUNT] = count
         generator = rounding.generator_for(
-            option(group, "rounding_seed"), _position(optimizer, param), count
+            option(group, "rounding_seed"), position(optimizer, param), count
         )
         param.copy_(rounding.stochastic_round_to_bf16(work, generator))
     elif work is not param:
         param.copy_(work)
 
 
-def _position(optimizer: Any, param: torch.Tensor) -> int:
+def position(optimizer: Any, param: torch.Tensor) -> int:
     """The parameter's index over all groups: part of its random stream, stable across resumes."""
     positions: dict[int, int] = optimizer.__dict__.setdefault("_rounding_positions", {})
     if id(param) not in positions:  # first use, or groups added since: number them again

@@ -13,7 +13,9 @@ and truncating then gives the rounded value.
 
 The random bits of one tensor's update come from a generator seeded with (seed, the tensor's
 position in the optimizer, its update count), so a run repeats bit for bit and a resumed run
-draws what the uninterrupted one would have drawn.
+draws what the uninterrupted one would have drawn. The fused kernel draws its own bits from a
+counter-based hash of the same three numbers and the element's index (`stream_key`,
+``kernels.lowprec_codec``): reproducible too, and unbiased, but not the same bits.
 """
 
 from __future__ import annotations
@@ -28,6 +30,18 @@ def generator_for(seed: int, position: int, count: int) -> torch.Generator:
     """A CPU generator whose stream depends only on (seed, position, count), well mixed."""
     state = np.random.SeedSequence([seed, position, count]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def stream_key(seed: int, position: int, count: int) -> int:
+    """The fused kernels' 64-bit stream key of one tensor's update (see kernels.lowprec_codec).
+
+    The same mixing of (seed, position, count) as `generator_for`; the kernel then draws element
+    i's bits by hashing (key, i), so they do not depend on threads or chunking. (The kernel's
+    bits are not the reference's torch.Generator stream: both are unbiased, neither equals the
+    other.)
+    """
+    state = np.random.SeedSequence([seed, position, count]).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 32 | int(state[1])
 
 
 def stochastic_round_to_bf16(values: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

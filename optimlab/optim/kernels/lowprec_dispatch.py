@@ -1,0 +1,203 @@
+"""Running a low-precision fused kernel (``lowprec_adam``) on one parameter group.
+
+The state stays where the reference path keeps it (``optimizer.state[p]``: uint8 codes and
+``<key>_absmax`` maxima, bfloat16 tensors, or float32 for small tensors), created the same way
+(``low_precision.state.store`` of zeros), so state_dicts, ``impl="reference"`` and the kernel
+read and write one format and can take turns. The kernel gets the addresses of those tensors.
+
+A group the kernel takes: CPU, contiguous, one dtype per group (float32 weights with bf16/int8
+state; bfloat16 weights with any state, rounded to nearest or stochastically), a Python-number
+learning rate. A tensor whose state is stored in another form than the group now asks for
+(``state_dtype`` changed between steps) steps through the reference once, which converts it.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+
+from optimlab.optim import low_precision
+from optimlab.optim.kernels import lowprec_adam, lowprec_codec
+from optimlab.optim.kernels.dispatch import follow_torch_threads
+from optimlab.optim.kernels.layout import CHUNK
+from optimlab.optim.kernels.spec import KernelSpec
+from optimlab.optim.low_precision import quantize as quantization
+from optimlab.optim.low_precision import rounding
+from optimlab.optim.low_precision import state as storage
+
+assert lowprec_adam.BLOCK == quantization.BLOCK_SIZE and CHUNK % quantization.BLOCK_SIZE == 0
+
+_MODES = {"float32": lowprec_adam.MODE_FLOAT32, "bf16": lowprec_adam.MODE_BF16}
+_STORED = {torch.float32: lowprec_adam.MODE_FLOAT32, torch.bfloat16: lowprec_adam.MODE_BF16}
+_TABLES: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+
+def unfusable_reason(
+    group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+) -> tuple[type[Exception], str] | None:
+    """(error type, reason) why the low-precision kernel cannot update this group, or None."""
+    if isinstance(group["lr"], torch.Tensor):
+        return ValueError, "lr is a tensor; the fused kernels take a Python-number lr"
+    dtype = params[0].dtype
+    if dtype == torch.float32 and group.get("stochastic_rounding"):
+        dtype = None  # (refused when the group was built; kept for a parameter changed since)
+    if dtype not in (torch.float32, torch.bfloat16):
+        return TypeError, (
+            f"parameter 0 has dtype {params[0].dtype}; the low-precision kernels take float32 "
+            f"parameters (int8 or bf16 state) or bfloat16 parameters"
+        )
+    if dtype == torch.float32 and group.get("state_dtype", "float32") == "float32":
+        return ValueError, "float32 parameters with float32 state are the ordinary kernel's"
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if p.dtype is not dtype or g.dtype is not dtype:
+            return TypeError, (
+                f"parameter {i} or its gradient has dtype {p.dtype}/{g.dtype} but parameter 0 "
+                f"has {dtype}; the fused kernels take one dtype per parameter group"
+            )
+        if not p.is_cpu:
+            return ValueError, f"parameter {i} is on {p.device}; the fused kernels run on the CPU"
+        if not p.is_contiguous():
+            return ValueError, (
+                f"parameter {i} (shape {tuple(p.shape)}, strides {p.stride()}) is not contiguous"
+            )
+    return None
+
+
+def _mode(state_dtype: str, param: torch.Tensor) -> int:
+    """The form the group asks for this tensor's state (small tensors stay float32)."""
+    if state_dtype == "int8" and quantization.quantizable(param):
+        return lowprec_adam.MODE_INT8
+    if state_dtype == "bf16" and quantization.quantizable(param):
+        return lowprec_adam.MODE_BF16
+    return lowprec_adam.MODE_FLOAT32
+
+
+def _stored_mode(state: dict[str, Any], key: str, param: torch.Tensor) -> int | None:
+    """The form `state[key]` is stored in, or None if the kernel cannot address it."""
+    value = state.get(key)
+    if not isinstance(value, torch.Tensor) or value.shape != param.shape:
+        return None
+    if not value.is_contiguous() or not value.is_cpu:
+        return None
+    maxima = state.get(key + storage.ABSMAX_SUFFIX)
+    if maxima is not None:
+        ok = (
+            value.dtype == torch.uint8
+            and maxima.dtype == torch.float32
+            and maxima.is_contiguous()
+            and maxima.numel() * quantization.BLOCK_SIZE == value.numel()
+        )
+        return lowprec_adam.MODE_INT8 if ok else None
+    return _STORED.get(value.dtype)
+
+
+def fused_step(
+    optimizer: Any,
+    kernel: ModuleType,
+    spec: KernelSpec,
+    group: dict[str, Any],
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    *,
+    required: bool,
+) -> list[int] | None:
+    """Update the group with the low-precision `kernel` (a module like ``lowprec_adam``).
+
+    Returns the indices of the parameters the kernel did *not* update (their state is stored in
+    another form: the caller runs the reference on them), or None when the kernel does not apply
+    (nothing done; raises instead when `required`). `spec` is the algorithm's ordinary kernel
+    spec: its coefficients and flags are the ones this kernel reads.
+    """
+    reason = unfusable_reason(group, params, grads)
+    if reason is not None:
+        if required:
+            error, why = reason
+            chosen = "fused=True" if group.get("fused") else "impl='fused'"
+            raise error(
+                f"{type(optimizer).__name__}({chosen}): {why}; use impl='auto' (and fused=None) "
+                f"to fall back to the reference rule where the fused kernel does not apply"
+            )
+        return None
+    owner = type(optimizer).__name__
+    state_dtype = group.get("state_dtype", "float32")
+    keys = [key for key, _ in kernel.STATES[: 3 if group["amsgrad"] else 2]]
+    stochastic = bool(group.get("stochastic_rounding")) and params[0].dtype == torch.bfloat16
+    count = len(params)
+    state_ptrs = np.zeros((count, 6), dtype=np.int64)
+    modes = np.zeros(count, dtype=np.int64)
+    steps = np.zeros(count, dtype=np.float32)
+    stream_keys = np.zeros(count, dtype=np.uint64)
+    chunks: list[tuple[int, int, int]] = []
+    taken: list[int] = []
+    skipped: list[int] = []
+    for i, p in enumerate(params):
+        state = optimizer.state[p]
+        if "step" not in state:
+            state["step"] = torch.tensor(0.0, dtype=torch.float32)
+        mode = _mode(state_dtype, p)
+        if keys[0] not in state:
+            fresh = {key: torch.zeros_like(p, dtype=torch.float32) for key in keys[:2]}
+            storage.store(owner, fresh, state, p, state_dtype)
+        if keys[-1] not in state:  # amsgrad switched on: its maximum starts at 0
+            kept = dict(state)  # (store drops every block maximum it is not given)
+            fresh = {keys[-1]: torch.zeros_like(p, dtype=torch.float32)}
+            storage.store(owner, fresh, state, p, state_dtype)
+            state.update({k: v for k, v in kept.items() if k not in state})
+        if any(_stored_mode(state, key, p) != mode for key in keys):
+            skipped.append(i)
+            continue
+        t = len(taken)
+        taken.append(i)
+        modes[t] = mode
+        for row, key in enumerate(keys):
+            state_ptrs[t, 2 * row] = state[key].data_ptr()
+            if mode == lowprec_adam.MODE_INT8:
+                state_ptrs[t, 2 * row + 1] = state[key + storage.ABSMAX_SUFFIX].data_ptr()
+        steps[t] = float(state["step"])
+        if stochastic:
+            updates = state.get(low_precision.ROUNDING_COUNT, 0) + 1
+            state[low_precision.ROUNDING_COUNT] = updates
+            stream_keys[t] = rounding.stream_key(
+                group.get("rounding_seed", 0), low_precision.position(optimizer, p), updates
+            )
+        size = p.numel()
+        chunks.extend((t, lo, min(size, lo + CHUNK)) for lo in range(0, size, CHUNK))
+    if not taken:
+        return skipped
+    n = len(taken)
+    param_ptrs = np.array([params[i].data_ptr() for i in taken], dtype=np.int64)
+    # contiguous copies where needed, alive in `dense` until the kernel returns
+    dense = [grads[i] if grads[i].is_contiguous() else grads[i].contiguous() for i in taken]
+    grad_ptrs = np.array([g.data_ptr() for g in dense], dtype=np.int64)
+    scalars = {"step": steps[:n].copy()}
+    rows = spec.coefficients(group, scalars)  # advances the steps, as the reference's += 1
+    coef = np.empty((n, len(rows[0]) if isinstance(rows, list) else len(rows)), np.float32)
+    coef[:] = rows
+    kind = lowprec_adam.WEIGHTS_FLOAT32
+    if params[0].dtype == torch.bfloat16:
+        kind = lowprec_adam.WEIGHTS_BF16_STOCHASTIC if stochastic else lowprec_adam.WEIGHTS_BF16
+    flags = np.array([*spec.flags(group), kind], dtype=np.int64)
+    global _TABLES
+    if _TABLES is None:
+        _TABLES = lowprec_codec.codec_tables()
+    elements = sum(params[i].numel() for i in taken)
+    follow_torch_threads(elements)  # one thread below dispatch.PARALLEL_FROM elements
+    work = np.array(chunks, dtype=np.int64).reshape(-1, 3)
+    kernel.KERNEL(
+        param_ptrs,
+        grad_ptrs,
+        state_ptrs[:n],
+        modes[:n],
+        work,
+        coef,
+        flags,
+        stream_keys[:n],
+        _TABLES,
+    )
+    for t, i in enumerate(taken):
+        optimizer.state[params[i]]["step"].fill_(float(scalars["step"][t]))
+    del dense
+    return skipped
