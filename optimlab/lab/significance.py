@@ -87,10 +87,11 @@ def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[bool]:
 def tied_ranks(
     values: dict[str, list[float]], higher_is_better: bool, resolution: float = 0.0
 ) -> dict[str, int]:
-    """Ranks with ties, by tied groups: the best mean and every optimizer not significantly
-    worse than it (Welch against the best, Holm over those comparisons) form the first group and
-    share rank 1; the rest are ranked the same way, the next group's rank counting everyone
-    before it (1, 1, 1, 4, 5). `values`: per optimizer label, its per-seed results;
+    """Ranks with ties, by tied groups: the best mean and the optimizers after it, in order of
+    mean, up to the first one significantly worse than it (Welch against the best, Holm over
+    those comparisons) form the first group and share rank 1; the rest are ranked the same way,
+    the next group's rank counting everyone before it (1, 1, 1, 4, 5). Ranks follow the means:
+    an optimizer never ranks above one with a better mean. `values`: per optimizer label, its per-seed results;
     `resolution`: the metric's smallest step (see `welch_p`).
 
     Comparing with the best rather than all pairs is what a ranking claims ("X is worse than
@@ -102,7 +103,12 @@ def tied_ranks(
     while remaining:
         best, others = remaining[0], remaining[1:]
         worse = holm([welch_p(values[best], values[other], resolution) for other in others])
-        group = [best, *(other for other, differs in zip(others, worse) if not differs)]
+        # the group ends at the first optimizer (in order of mean) significantly worse than the
+        # best: a wide-spread one further down is not tested separable, but ranking it above
+        # a tight one with a better mean would contradict the means (a rank never improves as
+        # the mean gets worse)
+        cut = worse.index(True) if True in worse else len(others)
+        group = [best, *others[:cut]]
         rank = len(values) - len(remaining) + 1
         for label in group:
             ranks[label] = rank

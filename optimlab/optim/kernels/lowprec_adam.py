@@ -209,9 +209,7 @@ def _chunk(c, param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, key
 
 def _kernel(param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, keys, tables):
     for c in prange(chunks.shape[0]):
-        _chunk(
-            c, param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, keys, tables
-        )
+        _chunk(c, param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, keys, tables)
 
 
 KERNEL = jit_kernel(_kernel)

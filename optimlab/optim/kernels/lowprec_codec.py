@@ -169,7 +169,9 @@ def code_tables(signed: bool) -> tuple[np.ndarray, np.ndarray]:
         clipped = np.clip(np.nan_to_num(floats, posinf=1.0, neginf=-1.0), -1.0, 1.0)
     bucket = np.where(nan, 255, _reference_codes(clipped, table))
     span = np.clip(np.nan_to_num(largest.astype(np.uint32).view(np.float32)), -1.0, 1.0)
-    inside = ~nan & (np.abs(floats) <= 1) & (np.abs(largest.astype(np.uint32).view(np.float32)) <= 1)
+    inside = (
+        ~nan & (np.abs(floats) <= 1) & (np.abs(largest.astype(np.uint32).view(np.float32)) <= 1)
+    )
     steps = _reference_codes(span, table) - bucket
     assert np.all(steps[inside] <= 1), "a bucket holds two thresholds"
     return thresholds, bucket.astype(np.uint8)
