@@ -225,7 +225,7 @@ def steps_fused(optimizer: torch.optim.Optimizer) -> bool:
         return False
     spec = optimizer.kernel()
     for group in optimizer.param_groups:
-        if selected_impl(group) == "reference" or low_precision.requires_reference(group):
+        if selected_impl(group) == "reference" or low_precision.uses_low_precision(group):
             return False
         params = list(group["params"])
         if kernels.unfusable_reason(spec, group, params, params) is not None:
