@@ -75,8 +75,11 @@ def parse_function(text: Any) -> Landscape:
 def _steps(value: Any) -> int:
     try:
         steps = check_steps(value)
-    except ValueError as error:
-        raise RequestError("steps", str(error)) from None
+    except ValueError:
+        # the server's own range, not the CLI's [1, 1e6]: a client must learn the cap here
+        raise RequestError(
+            "steps", f"invalid steps={value!r}; steps must be an integer in [1, {MAX_STEPS}]"
+        ) from None
     if steps > MAX_STEPS:
         raise RequestError(
             "steps", f"invalid steps={steps}; the server runs at most {MAX_STEPS} steps a request"
