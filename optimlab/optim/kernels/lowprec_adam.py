@@ -98,7 +98,7 @@ def _keras_update(p, g, m, v, vmax, n, k, flags, amsgrad):
         p[j] = pj - mj * step_size / (np.sqrt(vj) + eps)
 
 
-@numba.njit
+@numba.njit(inline="always")
 def _update(p, g, m, v, vmax, n, k, flags):
     # one loop per variant, the flags constants inside (a branch in the body blocks vectorizing)
     if flags[F.keras]:
@@ -113,7 +113,7 @@ def _update(p, g, m, v, vmax, n, k, flags):
 
 
 # ---- state: one block in, one block out -------------------------------------------------------
-@numba.njit
+@numba.njit(inline="always")
 def _load(address, maxima, start, n, mode, table, out):
     """Decode n elements of one state from `start` into the float32 scratch `out`."""
     if mode == MODE_INT8:
@@ -131,7 +131,7 @@ def _load(address, maxima, start, n, mode, table, out):
             out[j] = values[j]
 
 
-@numba.njit
+@numba.njit(inline="always")
 def _store(address, maxima, start, n, mode, thresholds, bucket, values):
     """Encode n float32 `values` into one state from `start` (a whole block when 8-bit);
     `values` is scratch, overwritten."""
