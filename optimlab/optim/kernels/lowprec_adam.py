@@ -33,8 +33,8 @@ import numba
 import numpy as np
 from numba import prange
 
-from optimlab.optim.kernels.adam import C, F, Flags
-from optimlab.optim.kernels.common import decayed_gradient, keras_moments, lerp, maximum
+from optimlab.optim.kernels.adam import C, F, Flags, _keras_loop
+from optimlab.optim.kernels.common import decayed_gradient, lerp, maximum
 from optimlab.optim.kernels.compile import jit_kernel, pointer_view
 from optimlab.optim.kernels.lowprec_codec import (
     bf16_to_float,
@@ -83,29 +83,15 @@ def _torch_update(p, g, m, v, vmax, n, k, flags, amsgrad):
 
 
 @numba.njit(inline="always")
-def _keras_update(p, g, m, v, vmax, n, k, flags, amsgrad):
-    """Keras's Adam: m += (g − m)(1 − β₁); v += (g² − v)(1 − β₂); p −= m α / (√v + ε)."""
-    maximize, l2, decoupled, wd, decay = prologue(k, flags)
-    w1, w2, eps, step_size = k[C.w1], k[C.w2], k[C.eps], k[C.step_size]
-    for j in range(n):
-        pj, gj = decayed_gradient(p[j], g[j], maximize, l2, decoupled, wd, decay)
-        mj, vj = keras_moments(m[j], v[j], gj, w1, w2)
-        m[j] = mj
-        v[j] = vj
-        if amsgrad:
-            vj = maximum(vmax[j], vj)
-            vmax[j] = vj
-        p[j] = pj - mj * step_size / (np.sqrt(vj) + eps)
-
-
-@numba.njit(inline="always")
 def _update(p, g, m, v, vmax, n, k, flags):
     # one loop per variant, the flags constants inside (a branch in the body blocks vectorizing)
+    # Keras's rule is kernels.adam's own loop, on the block's first n scratch elements; torch's
+    # differs from kernels.adam's in its second moment (torchao's lerp), hence _torch_update
     if flags[F.keras]:
         if flags[F.amsgrad]:
-            _keras_update(p, g, m, v, vmax, n, k, flags, True)
+            _keras_loop(p, g, m[:n], v[:n], vmax[:n], k, flags, True)
         else:
-            _keras_update(p, g, m, v, vmax, n, k, flags, False)
+            _keras_loop(p, g, m[:n], v[:n], vmax[:n], k, flags, False)
     elif flags[F.amsgrad]:
         _torch_update(p, g, m, v, vmax, n, k, flags, True)
     else:
