@@ -284,7 +284,11 @@ def test_piped_run_prints_progress_lines_whose_first_total_is_what_is_stored(
     args = ["compare", "--problems", "quadratic-deep,digits-logreg", "--optimizers", "sgd,adam"]
     args += ["--steps", "10", "--grid-points", "3", "--seeds", "3", "--workers", "1"]
     assert main([*args, "--out", str(tmp_path)]) == 0
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("compare:")]
+    err = capsys.readouterr().err.splitlines()
+    # the first line comes before torch loads (a loaded machine took 12-30 s to the first trial)
+    assert err[0].startswith("compare: starting")
+    assert err[-1].startswith(f"compare: writing the report to {tmp_path}")
+    lines = [line for line in err if re.match(r"compare: \d", line)]
     assert len(lines) >= 2
     first = re.match(r"compare: (\d+)/(≈?)(\d+) trials", lines[0])
     assert first and first[2] == "≈"  # seed reruns estimated before tuning is done
@@ -293,6 +297,11 @@ def test_piped_run_prints_progress_lines_whose_first_total_is_what_is_stored(
     stored = ResultStore(tmp_path).count()
     assert int(first[3]) == stored == int(last[2])
     assert "last: " in lines[-1]
+    # the quick suite's problems and sizes were replaced: the report must not call it the suite
+    header = (tmp_path / "index.html").read_text()
+    assert "quick suite with --problems, --steps, --grid-points, --seeds set" in header
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["run"]["suite_changes"] == ["--problems", "--steps", "--grid-points", "--seeds"]
 
 
 def test_demo_runs_through_the_cli_with_shrunk_budgets(tmp_path, capsys) -> None:

@@ -275,6 +275,12 @@ def test_caps_answer_422(client: TestClient) -> None:
         client.get("/api/surface", params={"function": "ravine", "points": "x"}).status_code == 422
     )
     assert client.get("/api/scenarios/nope").status_code == 422
+    # a misspelt parameter used to be ignored: the default function's surface came back
+    typo = client.get("/api/surface", params={"functon": "himmelblau"})
+    assert typo.status_code == 422 and typo.json()["field"] == "functon"
+    assert "valid parameters: function, points" in typo.json()["detail"]
+    since = client.get("/api/run/trials", params={"path": "cmp", "sinse": "0"})
+    assert since.status_code == 422 and "valid parameters: path, since" in since.json()["detail"]
 
 
 # ---- comparisons, diagnoses and files -------------------------------------------------------

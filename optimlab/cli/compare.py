@@ -187,6 +187,18 @@ def build_comparison(
         schedule=schedule,
         evals=evals or chosen.evals,
         suite=suite,
+        # the suite's sizes the user replaced: the report must not call this run "the quick suite"
+        suite_changes=[
+            flag
+            for flag, value in (
+                ("--problems", problems),
+                ("--steps", steps),
+                ("--grid-points", grid_points),
+                ("--seeds", seeds),
+                ("--evals", evals),
+            )
+            if value is not None
+        ],
         default_seeds=None if seeds else chosen.default_seeds,
         tuner=optuna_tuner,
     )
@@ -619,12 +631,16 @@ def ranking_table(summary: dict[str, Any]) -> Any:
 def compare(options: Options) -> int:
     """The whole command: build, run, render. Returns the exit code (typer.Exit(130) on
     Ctrl-C, typer.BadParameter for bad input)."""
+    # torch, the problems' data and the pool's processes take seconds to start (tens on a
+    # loaded machine): say what is happening instead of staying silent until a trial ends
+    print("compare: starting (loading torch, building the problems)…", file=sys.stderr, flush=True)
     try:
         setup = build(options)
     except KeyboardInterrupt:
         print("\ninterrupted before any trial ran", file=sys.stderr)
         raise typer.Exit(INTERRUPTED) from None
     counts, seconds = run(setup)  # Ctrl-C here: what is stored, how to resume
+    print(f"compare: writing the report to {options.out} …", file=sys.stderr, flush=True)
     try:
         render(setup, counts, seconds)
     except KeyboardInterrupt:

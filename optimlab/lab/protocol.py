@@ -200,6 +200,8 @@ class Comparison:
     schedule: str = "constant"
     evals: int = 20
     suite: str = "custom"
+    #: the options that replaced the suite's own sizes (``["--problems", "--steps"]``)
+    suite_changes: list[str] = field(default_factory=list)
     #: seeds for the untuned defaults (None: `seeds`)
     default_seeds: int | None = None
     #: canonical spec and label of each problem, filled by `resolve`
@@ -221,6 +223,7 @@ class Comparison:
     def describe(self) -> dict[str, Any]:
         return {
             "suite": self.suite,
+            "suite_changes": self.suite_changes,
             "problems": [
                 {"problem": self.resolved[s][1], "spec": self.resolved[s][0], "steps": n}
                 for s, n in self.problems

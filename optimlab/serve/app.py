@@ -62,6 +62,17 @@ def _float(field: str, text: str | None) -> float | None:
         raise RequestError(field, f"invalid {field}={text!r}; expected a number") from None
 
 
+def _only(request: Request, *allowed: str) -> None:
+    """A query parameter the endpoint does not take is an error (``?functon=…`` used to answer
+    the default function's surface as if nothing were wrong)."""
+    unknown = sorted(set(request.query_params) - set(allowed))
+    if unknown:
+        valid = ", ".join(allowed) if allowed else "none"
+        raise RequestError(
+            unknown[0], f"unknown query parameter {unknown[0]!r}; valid parameters: {valid}"
+        )
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """At startup, load numba and the fused kernels in a background thread (`landscape.warm_up`):
@@ -135,7 +146,10 @@ def create_app(results: str | Path = "results") -> FastAPI:
         return landscape.scenario_outcome(name)
 
     @app.get("/api/surface")
-    def surface(function: str | None = None, points: str | None = None) -> dict[str, Any]:
+    def surface(
+        request: Request, function: str | None = None, points: str | None = None
+    ) -> dict[str, Any]:
+        _only(request, "function", "points")
         return landscape.surface(function, _int("points", points, landscape.DEFAULT_GRID))
 
     @app.post("/api/landscape")
@@ -158,7 +172,8 @@ def create_app(results: str | Path = "results") -> FastAPI:
         return files.comparisons(root)
 
     @app.get("/api/run")
-    def comparison(path: str = "") -> dict[str, Any]:
+    def comparison(request: Request, path: str = "") -> dict[str, Any]:
+        _only(request, "path")
         directory = files.comparison(root, path)
         rows = files.trial_rows(directory)
         return {
@@ -170,11 +185,13 @@ def create_app(results: str | Path = "results") -> FastAPI:
         }
 
     @app.get("/api/run/trials")
-    def trials(path: str = "", since: str | None = None) -> dict[str, Any]:
+    def trials(request: Request, path: str = "", since: str | None = None) -> dict[str, Any]:
+        _only(request, "path", "since")
         return files.trial_rows(files.comparison(root, path), _float("since", since))
 
     @app.get("/api/run/curves")
-    def curves(path: str = "") -> dict[str, Any]:
+    def curves(request: Request, path: str = "") -> dict[str, Any]:
+        _only(request, "path")
         return files.curves(files.comparison(root, path))
 
     @app.get("/api/diagnoses")
