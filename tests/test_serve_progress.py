@@ -108,7 +108,9 @@ def test_piped_progress_counts_only_the_trials_that_ran_and_compare_writes_progr
     args = ["compare", "--problems", "quadratic-deep", "--optimizers", "sgd:lr=1000"]
     args += ["--steps", "5", "--seeds", "2", "--workers", "1", "--out", str(tmp_path)]
     assert main(args) == 0
-    lines = [line for line in capsys.readouterr().err.splitlines() if re.match(r"compare: \d", line)]
+    lines = [
+        line for line in capsys.readouterr().err.splitlines() if re.match(r"compare: \d", line)
+    ]
     first = re.match(r"compare: (\d+)/(≈?)(\d+) trials", lines[0])
     assert first and first[2] == "≈"  # the rerun estimated up front
     last = re.match(r"compare: (\d+)/(\d+) trials", lines[-1])
