@@ -3,6 +3,8 @@ diverged and failed paths, the store's guarantees, and the summary's arithmetic.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import sqlite3
 import time
@@ -18,7 +20,7 @@ from optimlab.lab.store import ResultStore, StoredTrial, StoreError
 from optimlab.lab.summary import ensemble_accuracy, performance_profile, steps_to, target_loss
 from optimlab.lab.train import eval_steps, train
 from optimlab.lab.trial import TrialResult, TrialSpec
-from optimlab.optim.registry import list_optimizers
+from optimlab.optim.registry import get_info, list_optimizers
 from optimlab.problems import get_problem
 
 
@@ -82,6 +84,25 @@ def test_trial_key_is_the_spec_identity() -> None:
     assert a.key == b.key and len(a.key) == 20
     assert a.key != TrialSpec("p", "adam", {"lr": 0.1, "betas": (0.9, 0.99)}, seed=2).key
     assert a.key != TrialSpec("p", "adam", {"lr": 0.1}, seed=1).key
+
+
+def legacy_key(spec: TrialSpec) -> str:
+    # the key as every version before trial_version computed it: sha256 of the canonical JSON
+    data = {"problem": spec.problem, "optimizer": spec.optimizer, "schedule": spec.schedule,
+            "hyperparameters": spec.hyperparameters, "seed": spec.seed, "steps": spec.steps,
+            "evals": spec.evals}  # fmt: skip
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def test_a_trial_version_makes_stored_trials_stale_and_leaves_the_others_keys_alone() -> None:
+    adam = TrialSpec("digits-mlp", "adam", {"lr": 0.01}, seed=3)
+    assert adam.key == legacy_key(adam)  # results stored by earlier versions are reused
+    # Muon's trials were built as Muon(model.parameters()) before its whole-network build:
+    # those stored under the old key must not be reused
+    muon = TrialSpec("tiny-lm", "muon", {"lr": 0.02}, seed=3)
+    assert get_info("muon").trial_version == 1 and "trial_version" in muon.identity()
+    assert muon.key != legacy_key(muon)
 
 
 def test_eval_steps_are_half_geometric_half_even() -> None:

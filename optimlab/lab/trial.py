@@ -42,6 +42,9 @@ class TrialSpec:
         if self.custom is not None and self.custom.file_text is not None:
             # an edited optimizer file is another optimizer: its results are not reused
             data["optimizer_file"] = hashlib.sha256(self.custom.file_text.encode()).hexdigest()
+        version = trial_version(self.optimizer)
+        if version:  # 0 (most optimizers) leaves the keys of every stored trial as they were
+            data["trial_version"] = version
         return data
 
     @property
@@ -53,6 +56,14 @@ class TrialSpec:
     @property
     def lr(self) -> float:
         return float(self.hyperparameters.get("lr", math.nan))
+
+
+def trial_version(optimizer: str) -> int:
+    """The registry's `OptimizerInfo.trial_version` of `optimizer` (0 for a user's own)."""
+    from optimlab.optim.registry import REGISTRY
+
+    info = REGISTRY.get(optimizer)
+    return 0 if info is None else info.trial_version
 
 
 @dataclass

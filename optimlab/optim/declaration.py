@@ -101,6 +101,10 @@ class OptimizerInfo:
     #: that differs from ``cls(model.parameters(), ...)`` (Muon: hidden matrices to Muon, the
     #: rest to AdamW); compare's trials use it when the problem has no learning-rate groups
     whole_model: Callable[..., Any] | None = None
+    #: raise it when a change (to the rule, or to how compare builds the optimizer) makes the
+    #: trials stored by earlier versions stale: it enters the trial key (`TrialSpec.key`) when
+    #: it is not 0, so a resumed comparison runs them again instead of reusing them
+    trial_version: int = 0
 
     @property
     def torch_class(self) -> str | None:

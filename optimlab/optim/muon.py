@@ -450,6 +450,9 @@ MUON_INFO = OptimizerInfo(
     convergence=Convergence(0.03, (0.03, 3000, 0.1)),
     elementwise=False,
     whole_model=for_comparison,
+    # 1: compare builds Muon for the whole network (muon_for) — before, Muon(model.parameters())
+    # also ran the embeddings and the head, and those stored trials must not be reused
+    trial_version=1,
 )
 
 #: what this module registers
