@@ -170,6 +170,25 @@ def test_ranks_follow_the_means() -> None:
         assert [ranks[label] for label in order] == sorted(ranks[label] for label in order)
 
 
+def test_equal_means_share_a_rank() -> None:
+    """digits-mlp, two seeds, 360 test images (newcomer): Adan at [345, 345]/360 ranked 10th
+    while RAdam and LAMB at [344, 346]/360 — the same mean — tied with Prodigy's [352, 352] at
+    1 (the constant pair is separable from the best, the spread one is not)."""
+    f32 = lambda k: float(np.float32(k / 360))  # noqa: E731 - accuracies are float32
+    accuracies = {
+        "prodigy": [f32(352), f32(352)],
+        "radam": [f32(344), f32(346)],
+        "lamb": [f32(344), f32(346)],
+        "adan": [f32(345), f32(345)],
+        "schedulefree-sgd": [f32(335), f32(344)],
+    }
+    assert np.mean(accuracies["adan"]) != np.mean(accuracies["radam"])  # float32 rounding
+    ranks = tied_ranks(accuracies, higher_is_better=True, resolution=1 / 360)
+    assert ranks["radam"] == ranks["lamb"] == ranks["prodigy"] == 1
+    assert ranks["adan"] == 1  # was 4
+    assert ranks["schedulefree-sgd"] == 5
+
+
 def test_bootstrap_fallback_separates_and_overlaps() -> None:
     apart = bootstrap_p(np.array([1.0, 1.1, 0.9, 1.05]), np.array([3.0, 3.1, 2.9, 3.05]))
     together = bootstrap_p(np.array([1.0, 1.1, 0.9, 1.05]), np.array([1.02, 0.95, 1.08, 1.0]))

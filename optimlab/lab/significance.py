@@ -84,6 +84,12 @@ def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[bool]:
     return rejected
 
 
+def same_mean(a: float, b: float, resolution: float = 0.0) -> bool:
+    """Two means equal but for float rounding (a thousandth of the metric's step, or 1e-6
+    relative)."""
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=resolution * 1e-3)
+
+
 def tied_ranks(
     values: dict[str, list[float]], higher_is_better: bool, resolution: float = 0.0
 ) -> dict[str, int]:
@@ -108,6 +114,14 @@ def tied_ranks(
         # a tight one with a better mean would contradict the means (a rank never improves as
         # the mean gets worse)
         cut = worse.index(True) if True in worse else len(others)
+        # ... but never between two equal means (345/360 from [345, 345] and from [344, 346]):
+        # a constant pair is "separable" where a spread one with the same mean is not, and
+        # the two must share a rank (float32 rounding makes the means differ by ~1e-8)
+        last = float(np.mean(values[others[cut - 1]])) if cut else float(np.mean(values[best]))
+        while cut < len(others) and same_mean(
+            float(np.mean(values[others[cut]])), last, resolution
+        ):
+            cut += 1
         group = [best, *others[:cut]]
         rank = len(values) - len(remaining) + 1
         for label in group:
