@@ -108,3 +108,21 @@ def test_bad_option_exits_2_from_the_command_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "width=32 is not divisible by heads=5" in " ".join(err.split())
     assert "Traceback" not in err
+
+
+def test_a_finite_loss_too_large_for_its_perplexity_is_stored_not_failed(monkeypatch):
+    # adam at lr 10 reached a finite loss above 709.8 nats: math.exp raised OverflowError and
+    # the trial was stored as failed with no metrics
+    import optimlab.lab.train as train_module
+
+    real = train_module.evaluate
+
+    def exploded(model, problem, split, *args, **kwargs):
+        _, accuracy, outputs = real(model, problem, split, *args, **kwargs)
+        return 800.0, accuracy, outputs
+
+    monkeypatch.setattr(train_module, "evaluate", exploded)
+    result = train(TrialSpec(SMALL, "adam", {"lr": 1e-3}, steps=2, evals=1))
+    assert result.status != "failed", result.reason
+    assert result.metrics["final_test_loss"] == 800.0
+    assert result.metrics["test_perplexity"] is None  # inf, stored as null (jsonable)

@@ -42,7 +42,7 @@ from optimlab import __version__
 from optimlab.lab.protocol import Comparison, Contender, best_lr
 from optimlab.lab.significance import chance_accuracy, learned, tied_ranks
 from optimlab.lab.store import ResultStore, StoredTrial
-from optimlab.lab.trial import jsonable
+from optimlab.lab.trial import jsonable, perplexity
 
 #: Moré & Wild's tolerances the summary reports; the overall ranking uses `RANKING_TOLERANCE`
 TARGET_TOLERANCES = (0.1, 0.01, 0.001)
@@ -534,7 +534,7 @@ def format_metric(task: str, mean: float | None, std: float | None) -> str:
         return f"{100 * mean:.1f}{spread} %"
     spread = f" ± {std:.2g}" if std is not None else ""
     if task == "language-model":  # nats per token, and the perplexity exp(mean loss)
-        return f"{mean:.4g}{spread} ({math.exp(mean):.3g})"
+        return f"{mean:.4g}{spread} ({perplexity(mean):.3g})"
     return f"{mean:.4g}{spread}"
 
 

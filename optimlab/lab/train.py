@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from optimlab.lab.schedules import make_schedule
-from optimlab.lab.trial import TrialResult, TrialSpec, jsonable
+from optimlab.lab.trial import TrialResult, TrialSpec, jsonable, perplexity
 from optimlab.optim.modes import (
     evaluation_point,
     has_modes,
@@ -243,7 +243,7 @@ def _train(spec: TrialSpec, problem: Problem, stop_if: StopIf | None) -> TrialRe
         if accuracy is not None:
             metrics[f"{split}_accuracy"] = accuracy
         if problem.task == "language-model":  # the loss is nats per token
-            metrics[f"{split}_perplexity"] = math.exp(loss) if math.isfinite(loss) else math.inf
+            metrics[f"{split}_perplexity"] = perplexity(loss)
         if split == "test" and problem.task == "classification":
             probabilities = torch.softmax(outputs.double(), dim=1).numpy()
             predictions = probabilities.astype(np.float16).tobytes()

@@ -10,10 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 STATUSES = ("ok", "diverged", "failed")
+
+#: the largest x whose exp(x) is a finite float64
+MAX_EXP_ARGUMENT = math.log(sys.float_info.max)
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss) of a loss in nats per token; inf where that overflows (a finite loss above
+    ≈ 709.8, as an exploding run reaches, raised OverflowError and failed the trial)."""
+    return math.exp(loss) if loss < MAX_EXP_ARGUMENT else math.inf
 
 
 @dataclass(frozen=True)
