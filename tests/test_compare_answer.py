@@ -451,7 +451,7 @@ def test_bad_custom_optimizer_exits_2(spec, message, tmp_path, monkeypatch, caps
 
 
 # --- 3. a hand-made comparison with known overlaps, through summarize ------------------------
-def hand_made_summary() -> dict:
+def hand_made_summary(only_stuck: bool = False) -> dict:
     """Two classification problems, four optimizers, three seeds each, numbers chosen by hand:
     on "easy" adam and nadam overlap (tied), sgd is clearly behind, adagrad clearly last; on
     "stuck" everyone sits at chance (10 balanced classes: 10 %)."""
@@ -471,6 +471,8 @@ def hand_made_summary() -> dict:
     #: steps at which each optimizer's training loss reaches 0.1 on "easy"
     fast = {"adam": 4, "nadam": 8, "sgd": 16, "adagrad": 10**9}
     problems = {"easy": "digits-logreg", "stuck": "deep-mlp:depth=10:activation=sigmoid"}
+    if only_stuck:
+        del problems["easy"]
     comparison = Comparison(
         [(spec, 16) for spec in problems.values()],
         contenders("adam,nadam,sgd,adagrad"),
@@ -546,6 +548,19 @@ def test_hand_made_summary_ties_overlaps_and_leaves_out_the_unlearned_problem() 
     assert easy["adam"]["seconds_to_target"] == pytest.approx(0.053)
     assert easy["adam"]["seconds_per_step_mean"] == pytest.approx(0.001)  # warm-up apart
     assert easy["adam"]["warmup_seconds_mean"] == pytest.approx(0.05)
+
+
+def test_no_learned_problem_no_overall_ranking() -> None:
+    # the answer said "no ranking" while the table ranked adam 1st "on 0 learned problems"
+    summary = hand_made_summary(only_stuck=True)
+    assert summary["ranked_problems"] == [] and summary["ranking"] == []
+    assert [u["optimizer"] for u in summary["unranked"]] == ["adam", "nadam", "sgd", "adagrad"]
+    assert all("no optimizer learned" in u["reason"] for u in summary["unranked"])
+    assert summary["recommendations"]["overall"].startswith("overall: no ranking")
+    from optimlab.report.html import render_html
+
+    page = render_html(summary)
+    assert 'id="no-ranking"' in page and 'id="overall-ranking"' not in page
 
 
 def test_evals_sets_the_points_of_every_curve(tmp_path, capsys) -> None:

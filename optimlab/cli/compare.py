@@ -449,7 +449,8 @@ def render(setup: Setup, counts: dict[str, int], seconds: float) -> None:
     for problem in summary["problems"]:
         for table in problem_tables(summary, problem, output.width):
             output.print(table)
-    output.print(ranking_table(summary))
+    if summary["ranked_problems"]:  # else the answer's "overall: no ranking" says why
+        output.print(ranking_table(summary))
     output.print(
         f"{counts['run']} trials run, {counts['reused']} reused from {setup.store.path} "
         f"in {seconds:.1f} s with {setup.where}",

@@ -244,10 +244,12 @@ def summarize(
         }
     # the overall ranking: problems someone learned, optimizers that ran somewhere
     learned_problems = [p for p in problems if problems[p]["learned"]]
+    # ranked on a problem someone learned: with none learned there is no overall ranking (a
+    # table "on 0 learned problems" with a rank 1 contradicted the answer's "no ranking")
     ranked_labels = [
         label
         for label in labels
-        if any(problems[p]["optimizers"][label]["rank"] is not None for p in problems)
+        if any(problems[p]["optimizers"][label]["rank"] is not None for p in learned_problems)
     ]
     profiles = {
         tol: performance_profile({p: steps_tables[tol][p] for p in learned_problems}, ranked_labels)
@@ -519,6 +521,8 @@ def _learned(
 
 
 def _unranked_reason(problems: dict[str, dict[str, Any]], label: str) -> str:
+    if any(problems[p]["optimizers"][label]["rank"] is not None for p in problems):
+        return "ran, but no optimizer learned any problem it ran on"
     reasons = {problems[p]["optimizers"][label]["reason"] for p in problems}
     statuses = {problems[p]["optimizers"][label]["status"] for p in problems}
     status = statuses.pop() if len(statuses) == 1 else "failed or diverged"

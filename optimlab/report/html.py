@@ -83,6 +83,8 @@ def render_html(summary: dict[str, Any]) -> str:
         version=summary["optimlab_version"],
         run=summary["run"],
         ranking=summary["ranking"],
+        # (summaries written before the field: a ranking means learned problems)
+        ranked_problems=summary.get("ranked_problems", summary["ranking"]),
         unranked=summary.get("unranked", []),
         recommendations=summary.get("recommendations", {"problems": {}, "overall": ""}),
         problems=summary["problems"],
