@@ -22,7 +22,10 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_list_json_has_both_conventions_and_a_rule(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    # strict JSON (jq, JSON.parse): Prodigy's growth_rate default inf was a bare Infinity
+    rows = json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(name))
+    prodigy = next(row for row in rows if row["name"] == "prodigy")
+    assert prodigy["defaults"]["torch"]["growth_rate"] == "inf"
     assert [row["name"] for row in rows] == list(REGISTRY)
     adam = next(row for row in rows if row["name"] == "adam")
     assert adam["defaults"]["torch"]["eps"] == 1e-8

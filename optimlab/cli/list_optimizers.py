@@ -9,6 +9,7 @@ runs.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import typer
@@ -105,6 +106,18 @@ def _print_details(rows: list[dict[str, Any]]) -> None:
         console.print(table)
 
 
+def _strict_json(value: Any) -> Any:
+    """Non-finite floats as the strings Python's float() reads back ("inf"): Prodigy's
+    growth_rate default printed as the bare Infinity that strict JSON parsers reject."""
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict_json(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
 def command(
     names: list[str] = typer.Argument(  # noqa: B008 (typer reads its parameters here)
         None, metavar="[NAME]...", help="Optimizers to show in detail, with their defaults."
@@ -127,7 +140,7 @@ def command(
         return 0
     rows = _select(describe(), list(names or []), preset)
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps(_strict_json(rows), indent=2, allow_nan=False))
     elif names:
         _print_details(rows)
     else:
