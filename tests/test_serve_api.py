@@ -38,8 +38,10 @@ def _curve(scale: float) -> dict:
             "val_accuracy": [0.1, 0.2, 0.3]}  # fmt: skip
 
 
-def store_trial(directory: Path, optimizer: str, seed: int, scale: float = 1.0) -> None:
-    spec = TrialSpec("quadratic", optimizer, {"lr": 0.1}, seed=seed, steps=10, evals=2,
+def store_trial(
+    directory: Path, optimizer: str, seed: int, scale: float = 1.0, steps: int = 10
+) -> None:
+    spec = TrialSpec("quadratic", optimizer, {"lr": 0.1}, seed=seed, steps=steps, evals=2,
                      problem_label="quad")  # fmt: skip
     metrics = {"curve": _curve(scale), "final_train_loss": scale / 4, "test_accuracy": None}
     ResultStore(directory).put(spec, TrialResult("ok", metrics))
@@ -305,6 +307,15 @@ def test_runs_listing_summary_trials_and_curves(client: TestClient, root: Path) 
     # seeds with train losses 1, 1/2, 1/4 and 3, 3/2, 3/4: mean 2, 1, 1/2; band min…max
     assert sgd["seeds"] == 2 and sgd["mean"] == [2.0, 1.0, 0.5]
     assert sgd["low"] == [1.0, 0.5, 0.25] and sgd["high"] == [3.0, 1.5, 0.75]
+    # another comparison in the same directory, 20 steps of the same rate: its own series (it
+    # was averaged into the 10-step one)
+    store_trial(root / "cmp", "sgd", 0, 8.0, steps=20)
+    labels = [
+        s["label"] for s in client.get("/api/run/curves", params={"path": "cmp"}).json()["quad"]
+    ]
+    assert labels == ["adam (lr 0.1)", "sgd (lr 0.1, 10 steps)", "sgd (lr 0.1, 20 steps)"]
+    series = client.get("/api/run/curves", params={"path": "cmp"}).json()["quad"]
+    assert series[1]["seeds"] == 2 and series[2]["seeds"] == 1 and series[2]["mean"][0] == 8.0
 
 
 def test_diagnoses_listed_and_served(client: TestClient) -> None:

@@ -104,7 +104,8 @@ def read_trials(directory: Path) -> list[dict[str, Any]]:
         try:
             rows = connection.execute(
                 "SELECT key, problem, problem_label, optimizer, hyperparameters, schedule, seed, "
-                "steps, status, reason, metrics, finished_at FROM trials ORDER BY finished_at, key"
+                "steps, evals, status, reason, metrics, finished_at FROM trials "
+                "ORDER BY finished_at, key"
             ).fetchall()
         except sqlite3.OperationalError as error:
             if "no such table" not in str(error):
@@ -122,6 +123,7 @@ def read_trials(directory: Path) -> list[dict[str, Any]]:
                 "schedule": row["schedule"],
                 "seed": row["seed"],
                 "steps": row["steps"],
+                "evals": row["evals"],
                 "status": row["status"],
                 "reason": row["reason"],
                 "metrics": {k: _finite(v) for k, v in metrics.items() if k != "curve"},
@@ -141,19 +143,44 @@ def trial_rows(directory: Path, since: float | None = None) -> dict[str, Any]:
     return {"count": len(trials), "trials": fresh}
 
 
-def _series_key(trial: dict[str, Any]) -> str:
-    lr = trial["hyperparameters"].get("lr")
+def _series_key(trial: dict[str, Any]) -> tuple[str, str, str, int, int]:
+    """What a series' seeds share: everything of the trial's identity but the seed. (By
+    optimizer and lr alone, two comparisons stored in one directory — 150 steps and 100 steps
+    of the same rate — were averaged into one curve.)"""
+    hyperparameters = json.dumps(trial["hyperparameters"], sort_keys=True)
+    return (trial["optimizer"], hyperparameters, trial["schedule"], trial["steps"], trial["evals"])
+
+
+def _series_label(key: tuple[str, str, str, int, int], others: list[tuple]) -> str:
+    """``adam (lr 0.001)``; the other hyperparameters, the schedule and the budget are added
+    where another series of the problem would otherwise carry the same label."""
+    optimizer, hyperparameters, schedule, steps, _ = key
+    values = json.loads(hyperparameters)
+    lr = values.get("lr")
+    label = f"{optimizer} (lr {lr:.3g})" if isinstance(lr, (int, float)) else optimizer
+    same = [
+        o for o in others if o != key and o[0] == optimizer and json.loads(o[1]).get("lr") == lr
+    ]
+    if not same:
+        return label
+    extra = [f"{k}={v}" for k, v in values.items() if k != "lr"]
+    if any(o[2] != schedule for o in same):
+        extra.append(schedule)
+    if any(o[3] != steps for o in same):
+        extra.append(f"{steps} steps")
+    if any(o[4] != key[4] for o in same):
+        extra.append(f"{key[4]} evaluations")
     return (
-        f"{trial['optimizer']} (lr {lr:.3g})"
-        if isinstance(lr, (int, float))
-        else trial["optimizer"]
+        f"{label[:-1]}, {', '.join(extra)})"
+        if label.endswith(")")
+        else f"{label} ({', '.join(extra)})"
     )
 
 
 def curves(directory: Path) -> dict[str, Any]:
     """Training-loss curves per problem and configuration (optimizer, lr): the mean over seeds
     with the band min…max, at the evaluation steps all of its seeds reached."""
-    grouped: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    grouped: dict[str, dict[tuple, list[dict[str, Any]]]] = {}
     for trial in read_trials(directory):
         curve = trial["curve"]
         if not curve or not curve.get("step"):
@@ -162,7 +189,12 @@ def curves(directory: Path) -> dict[str, Any]:
     answer: dict[str, Any] = {}
     for problem, series in grouped.items():
         answer[problem] = []
-        for label, found in sorted(series.items()):
+        keys = list(series)
+        labelled = sorted(
+            ((_series_label(key, keys), found) for key, found in series.items()),
+            key=lambda pair: pair[0],
+        )
+        for label, found in labelled:
             length = min(len(c["step"]) for c in found)
             columns = [[_finite(c["train_loss"][i]) for c in found] for i in range(length)]
             usable = [[v for v in column if v is not None] for column in columns]
