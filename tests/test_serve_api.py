@@ -56,7 +56,10 @@ def root(tmp_path: Path) -> Path:
     (results / "cmp" / "summary.json").write_text(json.dumps({"recommendation": "adam"}))
     diagnosis = results / "diag"
     diagnosis.mkdir()
-    (diagnosis / "diagnosis.json").write_text(json.dumps({"problem": "quadratic"}))
+    # the layout optimlab.diagnose.run writes (the problem under "meta"; a fixture with a
+    # top-level "problem" hid that the API answered null for every real diagnosis)
+    meta = {"problem": "quadratic:dim=2", "problem_label": "quadratic", "optimizer": "adam"}
+    (diagnosis / "diagnosis.json").write_text(json.dumps({"lr": {}, "meta": meta}))
     (diagnosis / "index.html").write_text("<html>diagnosis</html>")
     return results
 

@@ -199,6 +199,7 @@ def run_diagnosis(
     ``hessian``, ``landscape``) plus ``meta``. Raises ValueError for bad specs or checks.
     """
     from optimlab.problems import get_problem
+    from optimlab.problems.registry import full_label
 
     names = parse_checks(checks)
     optimizer_text, make_optimizer = optimizer_factory(optimizer_spec)
@@ -222,7 +223,7 @@ def run_diagnosis(
     )
     results["meta"] = {
         "problem": problem.spec,
-        "problem_label": problem.label,
+        "problem_label": full_label(problem_spec, problem.label),  # the user's options kept
         "optimizer": optimizer_text,
         "checks": names,
         "seed": seed,

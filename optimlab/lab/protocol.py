@@ -27,6 +27,7 @@ from optimlab.lab.trial import TrialResult, TrialSpec
 from optimlab.lab.tuner import GridTuning, OptunaTuner, OptunaTuning
 from optimlab.optim.registry import get_info
 from optimlab.problems import get_problem
+from optimlab.problems.registry import full_label
 from optimlab.spec import expand_presets, parse_optimizer_items
 
 
@@ -87,16 +88,6 @@ def lr_grid(points: int, low: float, high: float) -> list[float]:
     if points == 1:
         return [float(f"{math.sqrt(low * high):.3g}")]
     return [float(f"{lr:.3g}") for lr in np.logspace(math.log10(low), math.log10(high), points)]
-
-
-def full_label(spec: str, label: str) -> str:
-    """The problem's display name: the spec as the user gave it, options included
-    (``deep-mlp:depth=10:activation=sigmoid``, not ``deep-mlp``, whose own label drops the
-    options equal to their defaults); a file problem keeps its own label (the file's name, not
-    its path)."""
-    name = spec.strip().split(":", 1)[0]
-    is_file = name.endswith(".py") or "/" in name or "\\" in name
-    return label if is_file else spec.strip()
 
 
 @dataclass(frozen=True)

@@ -516,6 +516,16 @@ def resolve_options(name: str, given: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
+def full_label(spec: str, label: str) -> str:
+    """The problem's display name: the spec as the user gave it, options included
+    (``deep-mlp:depth=10:activation=sigmoid``, not ``deep-mlp``, whose own label drops the
+    options equal to their defaults); a file problem keeps its own label (the file's name, not
+    its path)."""
+    name = spec.strip().split(":", 1)[0]
+    is_file = name.endswith(".py") or "/" in name or "\\" in name
+    return label if is_file else spec.strip()
+
+
 def get_problem(spec: str) -> Problem:
     """Build the problem described by `spec`: ``"name[:key=value...]"`` for a registered problem
     or ``"path/to/file.py:factory[:key=value...]"`` for a user's own.

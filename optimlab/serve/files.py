@@ -257,6 +257,13 @@ def progress(directory: Path) -> dict[str, Any] | None:
     return {**record, **estimate(record)}
 
 
+def _diagnosis_problem(data: Any) -> str | None:
+    meta = data.get("meta") if isinstance(data, dict) else None
+    if not isinstance(meta, dict):
+        return None
+    return meta.get("problem_label") or meta.get("problem")
+
+
 def diagnoses(root: Path) -> list[dict[str, Any]]:
     """Every diagnosis under `root`: its path, problem and the page to open."""
     found = []
@@ -267,7 +274,8 @@ def diagnoses(root: Path) -> list[dict[str, Any]]:
         found.append(
             {
                 "path": relative,
-                "problem": data.get("problem") if isinstance(data, dict) else None,
+                # diagnosis.json keeps it under "meta" ("problem" was read: always null)
+                "problem": _diagnosis_problem(data),
                 "page": page if (directory / "index.html").is_file() else None,
             }
         )
