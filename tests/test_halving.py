@@ -154,7 +154,11 @@ def test_the_command_stores_pruned_points_resumes_and_exports_them(tmp_path, cap
     [
         (["--trials", "5"], "--trials", "5 needs --tuner optuna (the tuner is 'halving')"),
         (["--search", "betas"], "--search", "needs --tuner optuna"),
-        (["--grid-points", "1"], "--grid-points", "nothing to halve with --tuner halving"),
+        (
+            ["--tuner", "halving:eta=2"],
+            "--tuner",
+            "unknown tuner 'halving:eta=2'; valid: grid, optuna, halving",
+        ),
     ],
 )
 def test_options_that_make_no_sense_with_halving_exit_2(tmp_path, capsys, extra, option, message):

@@ -190,12 +190,6 @@ def build_comparison(
             import_optuna()
         except OptunaUnavailable as error:
             raise typer.BadParameter(str(error), param_hint="--tuner") from None
-        if (grid_points or chosen.grid_points) < 2:
-            raise typer.BadParameter(
-                f"--grid-points {grid_points} leaves nothing to halve with --tuner halving; "
-                f"allowed: an integer >= 2",
-                param_hint="--grid-points",
-            )
         halving = HalvingPolicy()
     comparison = Comparison(
         problems=selected,
