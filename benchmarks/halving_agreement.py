@@ -27,6 +27,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from optimlab.lab.halving import HalvingPolicy, keep_at_rung
+from optimlab.lab.protocol import SUITES, best_lr, lr_grid
 from optimlab.lab.store import ResultStore
 
 
@@ -55,8 +57,29 @@ def kendall_tau(a: list[float], b: list[float]) -> float:
     return float(kendalltau(a, b).statistic)
 
 
-def _summary(directory: Path) -> dict[str, Any]:
-    return json.loads((directory / "summary.json").read_text())
+def _summary(directory: Path, like: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The directory's summary.json; for a run still in progress (no summary yet, e.g. the
+    exhaustive full suite being computed), the summary of its stored trials for the problems
+    and optimizers of `like` (the halving run's summary), read without writing."""
+    path = directory / "summary.json"
+    if path.is_file() or like is None:
+        return json.loads(path.read_text())
+    from optimlab.cli.compare import build_comparison
+    from optimlab.lab.summary import summarize_store
+
+    run = like["run"]
+    comparison = build_comparison(
+        run["suite"],
+        ",".join(p["problem"] for p in run["problems"]),
+        ",".join(run["optimizers"]),
+        None,
+        run["schedule"],
+        None,
+        evals=run["evals"],
+    )
+    summary = summarize_store(comparison, ResultStore(directory, create=False))
+    summary["run"]["seconds"] = math.nan  # still running: no wall clock of its own
+    return summary
 
 
 def _tuning(directory: Path) -> dict[tuple[str, str], list[Any]]:
@@ -87,7 +110,8 @@ def overall(summary: dict[str, Any], problems: list[str]) -> list[str]:
 
 
 def compare(grid_dir: Path, halving_dir: Path, problems: list[str] | None) -> dict[str, Any]:
-    grid, halving = _summary(grid_dir), _summary(halving_dir)
+    halving = _summary(halving_dir)
+    grid = _summary(grid_dir, like=halving)
     chosen = problems or list(halving["per_problem_ranking"])
     grid_trials, halving_trials = _tuning(grid_dir), _tuning(halving_dir)
     rows = []
@@ -154,14 +178,116 @@ def compare(grid_dir: Path, halving_dir: Path, problems: list[str] | None) -> di
     }
 
 
+# --- replaying the halving on the exhaustive grid's curves ------------------------------------
+def replay(
+    points: list[Any], policy: HalvingPolicy, outside: set[float]
+) -> tuple[float | None, float]:
+    """What a synchronous halving of these grid points (the exhaustive run's seed-0 trials)
+    would tune, from their recorded curves: the rung values are the curves' validation losses
+    at the rung steps (a member's numbers do not depend on its population: tested), each rung
+    decided by `keep_at_rung` (Optuna's pruner). `outside`: rates that also are a default trial,
+    which run in full outside the halving (as in a real run). Returns the tuned rate and the
+    fraction of the grid's training steps it would run."""
+    steps, evals = points[0].spec.steps, points[0].spec.evals
+    standing = [t for t in points if t.spec.lr not in outside]
+    trained = {t.spec.lr: t.result.metrics.get("steps_run", 0) for t in points}
+    for at in policy.rung_steps(steps, evals):
+        values = {}
+        for t in standing:
+            curve = t.result.metrics["curve"]
+            if at in curve["step"]:
+                i = curve["step"].index(at)
+                value, train_loss = curve["val_loss"][i], curve["train_loss"][i]
+                if value is not None and train_loss is not None and math.isfinite(value):
+                    values[t.spec.lr] = value
+        kept = keep_at_rung(list(values.values()), policy) if len(values) > 1 else [True]
+        survivors = {lr for lr, k in zip(values, kept) if k}
+        for t in standing:
+            if t.spec.lr in values and t.spec.lr not in survivors:
+                trained[t.spec.lr] = at
+        standing = [t for t in standing if t.spec.lr in survivors]
+    finishers = [t for t in points if t in standing or t.spec.lr in outside]
+    total = sum(t.result.metrics.get("steps_run", 0) for t in points)
+    return best_lr(finishers), sum(trained.values()) / total if total else math.nan
+
+
+def replay_table(
+    directory: Path, policies: list[HalvingPolicy], suite_name: str
+) -> list[dict[str, Any]]:
+    """Per policy: how often the replayed halving tunes the exhaustive grid's rate, the mean
+    and worst relative regret of the final validation loss at its rate, and the steps run."""
+    from optimlab.optim.registry import get_info
+
+    pairs = _tuning(directory)
+    suite = SUITES[suite_name]
+    lrs = set(lr_grid(suite.grid_points, *suite.lr_range))
+    rows = []
+    for policy in policies:
+        same = regret_sum = worst = fraction_sum = 0.0
+        count = 0
+        for (_, optimizer), trials in sorted(pairs.items()):
+            grid = [t for t in trials if t.spec.lr in lrs]
+            if len({t.spec.lr for t in grid}) < len(lrs):  # (a run still in progress)
+                continue
+            default = get_info(optimizer).cls.default_hyperparameters("torch").get("lr")
+            seed0 = {t.spec.lr: t for t in grid}
+            points = sorted(seed0.values(), key=lambda t: t.spec.lr)
+            exhaustive = best_lr(points)
+            if exhaustive is None:
+                continue
+            tuned, fraction = replay(points, policy, {default})
+            best = seed0[exhaustive].result.metrics["final_val_loss"]
+            got = seed0[tuned].result.metrics["final_val_loss"] if tuned is not None else math.inf
+            regret = (got - best) / abs(best) if best else 0.0
+            count += 1
+            same += tuned == exhaustive
+            regret_sum += regret
+            worst = max(worst, regret)
+            fraction_sum += fraction
+        rows.append(
+            {
+                "reduction_factor": policy.reduction_factor,
+                "rungs": policy.rungs,
+                "pairs": count,
+                "same": int(same),
+                "mean_regret": regret_sum / count if count else math.nan,
+                "worst_regret": worst,
+                "steps_fraction": fraction_sum / count if count else math.nan,
+            }
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("grid", type=Path)
-    parser.add_argument("halving", type=Path)
+    parser.add_argument("halving", type=Path, nargs="?")
+    parser.add_argument("--suite", default="quick", help="the grid's suite (for --replay)")
+    parser.add_argument(
+        "--replay",
+        default=None,
+        help="η:rungs,... — replay these halvings on GRID's curves instead (no halving run)",
+    )
     parser.add_argument("--problems", default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     problems = [p.strip() for p in args.problems.split(",")] if args.problems else None
+    if args.replay:
+        policies = [
+            HalvingPolicy(int(eta), int(rungs))
+            for eta, rungs in (item.split(":") for item in args.replay.split(","))
+        ]
+        table = replay_table(args.grid, policies, args.suite)
+        print("| η | rungs | pairs | same tuned rate | mean regret | worst regret | steps run |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for r in table:
+            print(
+                f"| {r['reduction_factor']} | {r['rungs']} | {r['pairs']} | {r['same']} | "
+                f"{r['mean_regret']:.2%} | {r['worst_regret']:.2%} | {r['steps_fraction']:.2f} |"
+            )
+        if args.json:
+            args.json.write_text(json.dumps(table, indent=1))
+        return 0
     result = compare(args.grid, args.halving, problems)
     print(
         "| problem | optimizer | tuned lr grid | tuned lr halving | same | pruned / points | steps trained (halving / grid) |"

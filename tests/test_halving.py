@@ -19,8 +19,8 @@ from tests.test_population import float64, specs_for
 
 pytest.importorskip("optuna", reason="Optuna is not installed: pip install 'optimlab[optuna]'")
 
-#: 27 steps, 9 evaluations: r = ⌈27 / 3²⌉ = 3, so rungs at steps 3 and 9, decided at the first
-#: evaluations at or after them (5 and 11)
+#: 27 steps, 9 evaluations: r = ⌈27 / 2²⌉ = 7, so rungs at steps 7 and 14, decided at the first
+#: evaluations at or after them (11 and 16)
 STEPS, EVALS = 27, 9
 RATES = [(lr, 0) for lr in (1e-3, 3e-3, 1e-2, 2e-2, 3e-2, 3.5e-2)]
 POLICY = HalvingPolicy()
@@ -37,7 +37,7 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-def kept_by_rule(values: list[float], eta: int = 3) -> list[bool]:
+def kept_by_rule(values: list[float], eta: int = POLICY.reduction_factor) -> list[bool]:
     """Successive halving's rule at a synchronous rung: the best max(1, ⌊n/η⌋) go on."""
     keep = max(1, len(values) // eta)
     threshold = sorted(values)[keep - 1]
@@ -50,16 +50,24 @@ def value_at(result, step: int) -> float:
 
 
 def test_the_rungs_are_at_r_eta_k_evaluated_at_the_next_evaluation():
-    assert POLICY.min_resource(STEPS) == 3
-    assert POLICY.rung_steps(STEPS, EVALS) == [5, 11]
-    assert POLICY.min_resource(1500) == 167 and POLICY.rung_steps(1500, 30) == [200, 566]
+    assert POLICY.reduction_factor == 2
+    assert POLICY.min_resource(STEPS) == 7
+    assert POLICY.rung_steps(STEPS, EVALS) == [11, 16]
+    assert POLICY.min_resource(1500) == 375 and POLICY.rung_steps(1500, 30) == [400, 800]
+    eta3 = HalvingPolicy(reduction_factor=3)  # r = ⌈1500 / 9⌉ = 167 and 501: evaluated at
+    assert eta3.rung_steps(1500, 30) == [200, 566]  # 200 and round(1500^(13/15)) = 566
     with pytest.raises(ValueError, match="reduction_factor=1; allowed: >= 2"):
         HalvingPolicy(reduction_factor=1)
 
 
 def test_a_synchronous_rung_keeps_what_the_rule_keeps():
-    values = [5.0, 1.0, 3.0, 2.0, 9.0, 4.0, 0.5, 7.0, 6.0]  # 9 points: the best 3 go on
+    values = [5.0, 1.0, 3.0, 2.0, 9.0, 4.0, 0.5, 7.0, 6.0]  # 9 points, η = 2: the best 4 go on
     assert keep_at_rung(values, POLICY) == kept_by_rule(values)
+    assert sum(kept_by_rule(values)) == 4
+    eta3 = HalvingPolicy(reduction_factor=3)  # η = 3: the best 3
+    assert (
+        keep_at_rung(values, eta3) == kept_by_rule(values, 3) and sum(kept_by_rule(values, 3)) == 3
+    )
     assert keep_at_rung([2.0, 1.0], POLICY) == [False, True]  # fewer than η: the best alone
 
 
@@ -80,7 +88,7 @@ def test_a_population_stops_what_the_pruner_says_at_each_rung_and_compacts():
                 assert r.metrics["pruned_at"] == step == r.metrics["curve"]["step"][-1]
                 assert "SuccessiveHalvingPruner" in r.reason and f"step {step}" in r.reason
         standing = [i for i, kept in zip(standing, verdict, strict=True) if kept]
-    assert len(standing) == 1  # 6 points: 2 after the first rung, 1 after the second
+    assert len(standing) == 1  # 6 points: 3 after the first rung, 1 after the second
     assert [results[i].status for i in standing] == ["ok"]
     assert results[standing[0]].metrics["steps_run"] == STEPS
     assert sum(r.status == "pruned" for r in results) == len(specs) - 1
@@ -98,7 +106,8 @@ def test_single_trials_are_asked_in_turn_as_asynchronous_successive_halving():
     """Without a population each point is an Optuna trial of one study, asking after each
     evaluation; a point is compared with those that reached the rung before it."""
     problem = float64(get_problem("quadratic-deep"))
-    specs = specs_for(problem, "sgd", RATES, steps=STEPS, evals=EVALS)
+    # the largest rate (the best here) first: the later, smaller ones fall behind at the rungs
+    specs = specs_for(problem, "sgd", RATES[::-1], steps=STEPS, evals=EVALS)
     results = run_halving(specs, problem, POLICY.single())
     seen: dict[int, list[float]] = {}
     for spec, result in zip(specs, results, strict=True):

@@ -24,12 +24,14 @@ Either way a pruned point is stored with status ``pruned``, its curve up to the 
 (``pruned_at``) and the reason; the ranking never takes it as the tuned rate (only ``ok`` trials
 are), and a resumed run does not train it again (it is in the store).
 
-Choices (`HalvingPolicy`): η = 3 and r = ⌈T / η²⌉, so two rungs, at T/9 and T/3. With 36 grid
-points a synchronous rung keeps 12, then 4: 36·T/9 + 12·(T/3 − T/9) + 4·(T − T/3) ≈ 9.3 T
-trained steps against 36 T (3.9× fewer); with the quick suite's 8 points: 8 → 2 → 1 (about 4×).
-r is not smaller because the losses of a learning-rate grid cross late: a small rate that ends
-best is still behind at the first few percent of the budget (the grid's curves cross), so a
-rung at T/27 would judge the rates on their first steps.
+Choices (`HalvingPolicy`): η = 2 and r = ⌈T / η²⌉, so two rungs, at T/4 and T/2, each keeping
+the better half. Chosen by replaying halvings on the exhaustive grid's recorded curves
+(``benchmarks/halving_agreement.py --replay``, docs/compare.md): on the full suite's finished
+problems (29 pairs, 36 points, 1,500 steps) η = 2 with two rungs tuned the grid's rate in 29 of
+29 pairs running 52 % of its steps; η = 3 with two rungs (T/9, T/3) only 22 of 29 (29 % of the
+steps), η = 3 with one rung (T/3) 29 of 29 but 57 %. A learning-rate grid's curves cross
+late — a small rate that ends best is still behind early — so early rungs judge the rates on
+their first steps and favour the large ones.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class HalvingPolicy:
     """How the grid is halved: reduction factor η, the number of rungs below the budget (the
     minimum resource is ⌈T / η^rungs⌉), and whether the unit trains as a population."""
 
-    reduction_factor: int = 3
+    reduction_factor: int = 2
     rungs: int = 2
     batched: bool = True
 
