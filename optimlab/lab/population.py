@@ -438,7 +438,7 @@ def train_population(
     ``rung``: asked after each evaluation with every training member's finite validation loss
     (all of them first, so a decision sees the whole rung); the members it names stop with
     status ``pruned``. Members that stopped for good (pruned or diverged) leave the batched
-    model at that evaluation (`_Compactor`): the others go on bit for bit as they would have."""
+    model at that evaluation (`_compact`): the others go on bit for bit as they would have."""
     try:
         problem = problem or get_problem(specs[0].problem)
         check_population(specs, problem)
