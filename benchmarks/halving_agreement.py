@@ -141,6 +141,9 @@ def compare(grid_dir: Path, halving_dir: Path, problems: list[str] | None) -> di
                     "pruned": sum(t.result.status == "pruned" for t in halved),
                     "points": len(lrs),
                     "steps_fraction": halving_steps / grid_steps if grid_steps else math.nan,
+                    # a grid run still in progress may not have stored its seed reruns yet:
+                    # its ranking then rests on fewer seeds and τ is not comparable
+                    "seeds": (exhaustive.get("seeds_ok", 0), entry.get("seeds_ok", 0)),
                 }
             )
     per_problem = {}
@@ -300,6 +303,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     same = sum(r["same"] for r in result["pairs"])
     print(f"\nsame tuned rate: {same} of {len(result['pairs'])}")
+    short = [r for r in result["pairs"] if r["seeds"][0] < r["seeds"][1]]
+    if short:
+        print(
+            f"warning: the grid run has fewer finished seeds at its tuned rate than the halving "
+            f"run for {len(short)} pairs (e.g. {short[0]['problem']} {short[0]['optimizer']}: "
+            f"{short[0]['seeds'][0]} vs {short[0]['seeds'][1]}): its seed reruns are not stored "
+            f"yet, so the rankings below are not comparable"
+        )
     print("\n| problem | Kendall τ (grid vs halving ranking) | same winner |")
     print("| --- | --- | --- |")
     for problem, p in result["per_problem"].items():
