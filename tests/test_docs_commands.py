@@ -115,8 +115,8 @@ def shrink(argv: list[str]) -> list[str]:
     if command == "compare":
         if "--optimizers" not in argv:
             extra += FEW_OPTIMIZERS
-        if "--tuner" in argv:
-            extra += ["--trials", "2"]
+        if "--tuner" in argv and argv[argv.index("--tuner") + 1] == "optuna":
+            extra += ["--trials", "2"]  # (--trials is Optuna's alone: halving rejects it)
     return argv + extra
 
 

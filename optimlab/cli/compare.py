@@ -4,13 +4,15 @@
                      [--workers N] [--out DIR] [--fresh] [--schedule S] [--steps N]
                      [--grid-points N] [--diagnose] [--log-dir DIR]
                      [--executor local|ray] [--ray-address HOST:PORT] [--ray-retries N]
-                     [--tuner grid|optuna] [--trials N] [--search lr,betas,momentum,...]
+                     [--tuner grid|optuna|halving] [--trials N] [--search lr,betas,momentum,...]
 
 ``--executor ray`` runs the trials as Ray tasks (on the cluster at ``--ray-address``, else on a
 local Ray instance with ``--workers`` CPUs); this process still writes every result into
 ``DIR/results.sqlite``. ``--tuner optuna`` replaces the learning-rate grid by ``--trials`` points
 of Optuna's TPE per (problem, optimizer), over the learning rate and the ``--search``
 dimensions; the studies live in ``DIR/optuna.journal`` and resume with the command.
+``--tuner halving`` trains the grid but stops its losing points at rungs (Optuna's
+SuccessiveHalvingPruner; stored ``pruned``).
 
 Three steps, each a plain function: `build` parses and checks every option — every optimizer is
 built once on a dummy parameter, so a value its class rejects exits 2 before any training —
@@ -179,6 +181,16 @@ def build_comparison(
             optuna_tuner.check(entries)
         except ValueError as error:
             raise typer.BadParameter(str(error), param_hint="--search") from None
+    halving = None
+    if tuner == "halving":
+        from optimlab.lab.halving import HalvingPolicy
+        from optimlab.lab.tuner import OptunaUnavailable, import_optuna
+
+        try:
+            import_optuna()
+        except OptunaUnavailable as error:
+            raise typer.BadParameter(str(error), param_hint="--tuner") from None
+        halving = HalvingPolicy()
     comparison = Comparison(
         problems=selected,
         optimizers=entries,
@@ -201,6 +213,7 @@ def build_comparison(
         ],
         default_seeds=None if seeds else chosen.default_seeds,
         tuner=optuna_tuner,
+        halving=halving,
     )
     comparison.resolve()
     return comparison
@@ -718,7 +731,9 @@ def command(
     tuner: str = typer.Option(
         "grid",
         "--tuner",
-        help="grid (the log learning-rate grid) or optuna (TPE; pip install 'optimlab[optuna]').",
+        help="grid (the log learning-rate grid), optuna (TPE; pip install 'optimlab[optuna]') "
+        "or halving (the grid, its losing points stopped at rungs by Optuna's "
+        "SuccessiveHalvingPruner).",
     ),
     trials: int | None = typer.Option(
         None,

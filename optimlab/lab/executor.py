@@ -34,12 +34,16 @@ from typing import Any
 
 import torch
 
+from optimlab.lab.halving import HalvingPolicy
 from optimlab.lab.store import ResultStore
 from optimlab.lab.train import train
 from optimlab.lab.trial import TrialResult, TrialSpec
 from optimlab.problems import Problem, data, get_problem, registry
 
 _WORKER_STORE: ResultStore | None = None
+#: what a tuning trial's unit does about losing runs: nothing (False), stop a clear divergence
+#: (True, `optimlab.lab.pruning`), or successive halving of the grid (`HalvingPolicy`)
+Pruning = bool | HalvingPolicy
 
 #: ``population=`` values: batch what can be batched, or single trials only
 POPULATION_MODES = ("auto", "off")
@@ -122,9 +126,19 @@ def run_and_store(
     return result
 
 
-def run_unit(specs: list[TrialSpec], prune: bool = False) -> list[TrialResult]:
+def run_unit(specs: list[TrialSpec], prune: Pruning = False) -> list[TrialResult]:
     """One unit of work: a single trial, or a population trained batched (the results in the
-    order of `specs`). A population that turns out unbatchable here runs trial by trial."""
+    order of `specs`). A population that turns out unbatchable here runs trial by trial.
+    ``prune`` a `HalvingPolicy`: the unit is one (problem, optimizer)'s grid, successively
+    halved (`optimlab.lab.halving.run_halving`)."""
+    if isinstance(prune, HalvingPolicy):
+        from optimlab.lab.halving import run_halving
+
+        try:
+            problem = _problem(specs[0].problem)
+        except Exception:  # train() turns a bad problem into "failed" trials with the reason
+            problem = None
+        return run_halving(specs, problem, prune)
     if len(specs) == 1:
         return [run_trial(specs[0], prune)]
     from optimlab.lab.population import Unbatchable, train_population
@@ -141,7 +155,7 @@ def run_unit(specs: list[TrialSpec], prune: bool = False) -> list[TrialResult]:
 
 
 def run_unit_and_store(
-    specs: list[TrialSpec], store: ResultStore | None = None, prune: bool = False
+    specs: list[TrialSpec], store: ResultStore | None = None, prune: Pruning = False
 ) -> list[TrialResult]:
     """`run_unit`, each member written to the store as an ordinary trial (same key, same row)."""
     store = store or _WORKER_STORE
@@ -150,6 +164,13 @@ def run_unit_and_store(
     for spec, result in zip(specs, results):
         store.put(spec, result)
     return results
+
+
+def _chunks(group: list[TrialSpec]) -> list[list[TrialSpec]]:
+    """`group` in near-equal units of at most `MAX_MEMBERS` members."""
+    parts = math.ceil(len(group) / MAX_MEMBERS)
+    size = math.ceil(len(group) / parts)
+    return [group[i : i + size] for i in range(0, len(group), size)]
 
 
 class BaseExecutor:
@@ -179,7 +200,7 @@ class BaseExecutor:
         self.on_fallback = on_fallback
         self._known = store.keys()
         self._pending: set[str] = set()
-        self._buffer: list[tuple[TrialSpec, bool]] = []
+        self._buffer: list[tuple[TrialSpec, Pruning]] = []
         self._ready: deque[tuple[TrialSpec, TrialResult]] = deque()
         self._verdicts: dict[str, str | None] = {}
         #: the reasons populations ran as single trials (each reported once)
@@ -207,13 +228,15 @@ class BaseExecutor:
     def is_done(self, spec: TrialSpec) -> bool:
         return spec.key in self._known
 
-    def submit(self, spec: TrialSpec, prune: bool = False) -> bool:
+    def submit(self, spec: TrialSpec, prune: Pruning = False) -> bool:
         """Queue `spec` unless it is stored or queued already; True if it was queued.
-        ``prune``: stop it early if it clearly diverges (tuning trials)."""
+        ``prune``: stop it early if it clearly diverges (tuning trials); a `HalvingPolicy`:
+        one grid point of a successive halving (the grid of one pair is one unit of work,
+        batched or not)."""
         if spec.key in self._known or spec.key in self._pending:
             return False
         self._pending.add(spec.key)
-        if self.population == "off":
+        if self.population == "off" and not isinstance(prune, HalvingPolicy):
             self._start([spec], prune)
         else:  # grouped into populations at the next wait_one, with everything submitted
             self._buffer.append((spec, prune))
@@ -239,16 +262,21 @@ class BaseExecutor:
         from optimlab.lab.population import group_populations
 
         buffered, self._buffer = self._buffer, []
-        for prune in (False, True):
-            for group in group_populations([s for s, p in buffered if p is prune]):
+        for prune in dict.fromkeys(p for _, p in buffered):  # each kind, in order of arrival
+            for group in group_populations([s for s, p in buffered if p == prune]):
+                if isinstance(prune, HalvingPolicy):  # the grid is one unit: halved together
+                    batched = self.population == "auto" and len(group) > 1
+                    batched = batched and self._batchable(group)
+                    chunks = _chunks(group) if batched else [group]
+                    for chunk in chunks:
+                        self._start(chunk, prune if batched else prune.single())
+                    continue
                 if len(group) == 1 or not self._batchable(group):
                     for spec in group:
                         self._start([spec], prune)
                     continue
-                parts = math.ceil(len(group) / MAX_MEMBERS)
-                size = math.ceil(len(group) / parts)
-                for i in range(0, len(group), size):
-                    self._start(group[i : i + size], prune)
+                for chunk in _chunks(group):
+                    self._start(chunk, prune)
 
     def _batchable(self, group: list[TrialSpec]) -> bool:
         """Whether `group` trains as one population; the reason it cannot goes to
@@ -276,7 +304,7 @@ class BaseExecutor:
                 self.on_fallback(f"population: single trials for {reason}")
         return reason is None
 
-    def _start(self, specs: list[TrialSpec], prune: bool) -> None:
+    def _start(self, specs: list[TrialSpec], prune: Pruning) -> None:
         raise NotImplementedError
 
     def _finish(self) -> list[tuple[TrialSpec, TrialResult]]:
@@ -298,7 +326,7 @@ class Executor(BaseExecutor):
     ) -> None:
         super().__init__(store, population, on_fallback)
         self.workers = max(1, int(workers))
-        self._queue: deque[tuple[list[TrialSpec], bool]] = deque()
+        self._queue: deque[tuple[list[TrialSpec], Pruning]] = deque()
         self._futures: dict[Future, list[TrialSpec]] = {}
         self._pool: ProcessPoolExecutor | None = None
 
@@ -311,7 +339,7 @@ class Executor(BaseExecutor):
     def slots(self) -> int:
         return self.workers
 
-    def _start(self, specs: list[TrialSpec], prune: bool) -> None:
+    def _start(self, specs: list[TrialSpec], prune: Pruning) -> None:
         if self.workers == 1:
             self._queue.append((specs, prune))
         else:

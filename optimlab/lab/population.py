@@ -415,19 +415,34 @@ class _Member:
         self.stopped_early = False
         self.diverged_at: int | None = None
         self.pruned: str | None = None
+        #: stopped by successive halving (status ``pruned``), not by a divergence rule
+        self.halved = False
         self.result: TrialResult | None = None
 
 
+#: ``rung(step, {member: validation loss})`` after each evaluation: {member: reason} of the
+#: members to stop as ``pruned`` (successive halving, `optimlab.lab.halving.RungJudge`)
+Rung = Callable[[int, dict[int, float]], dict[int, str]]
+
+
 def train_population(
-    specs: Sequence[TrialSpec], problem: Problem | None = None, stop_if: StopIf | None = None
+    specs: Sequence[TrialSpec],
+    problem: Problem | None = None,
+    stop_if: StopIf | None = None,
+    rung: Rung | None = None,
 ) -> list[TrialResult]:
     """Train `specs` (one population) batched; member i's result is ``train(specs[i])``'s up to
     float rounding. Unbatchable if they cannot be batched; any other exception fails every
-    member with the reason (as `train` fails a trial)."""
+    member with the reason (as `train` fails a trial).
+
+    ``rung``: asked after each evaluation with every training member's finite validation loss
+    (all of them first, so a decision sees the whole rung); the members it names stop with
+    status ``pruned``. Members that stopped for good (pruned or diverged) leave the batched
+    model at that evaluation (`_compact`): the others go on bit for bit as they would have."""
     try:
         problem = problem or get_problem(specs[0].problem)
         check_population(specs, problem)
-        return _train_population(list(specs), problem, stop_if)
+        return _train_population(list(specs), problem, stop_if, rung)
     except Unbatchable:
         raise
     except Exception as error:  # a failed population is M failed trials, not a crash
@@ -436,7 +451,7 @@ def train_population(
 
 
 def _train_population(
-    specs: list[TrialSpec], problem: Problem, stop_if: StopIf | None
+    specs: list[TrialSpec], problem: Problem, stop_if: StopIf | None, rung: Rung | None = None
 ) -> list[TrialResult]:
     started, cpu_started = time.perf_counter(), time.process_time()
     size = len(specs)
@@ -448,10 +463,13 @@ def _train_population(
     # to compute each member's coefficients as its single trial does (optim.kernels.members)
     rates = torch.tensor([s.lr for s in specs], dtype=torch.float64).view(size, 1)
     kwargs = optimizer_kwargs({k: v for k, v in first.hyperparameters.items() if k != "lr"})
-    if first.custom is not None:
-        optimizer = first.custom.build(model.leaves, **kwargs, lr=rates.clone())
-    else:
-        optimizer = create(first.optimizer, model.leaves, **kwargs, lr=rates.clone())
+
+    def build(leaves: list[torch.Tensor], lr: torch.Tensor) -> torch.optim.Optimizer:
+        if first.custom is not None:
+            return first.custom.build(leaves, **kwargs, lr=lr.clone())
+        return create(first.optimizer, leaves, **kwargs, lr=lr.clone())
+
+    optimizer = build(model.leaves, rates)
     if not steps_fused(optimizer) and dtype != torch.float64:
         # the reference rule multiplies by the rate tensor: in the parameters' dtype, as the
         # single trial's Python-number rate is applied to them
@@ -460,6 +478,8 @@ def _train_population(
             group["lr"] = rates.clone()
     to_train_point(optimizer)
     schedule = _PopulationSchedule(first.schedule, rates, first.steps)
+    # row r of the batched model is member live[r]; `active` is over rows
+    live = list(range(size))
     active = torch.ones(size, dtype=torch.bool)
     x_train, y_train = problem.train
     n = len(x_train)
@@ -467,54 +487,72 @@ def _train_population(
     checkpoints = eval_steps(first.steps, first.evals)
     train_seconds, warmup_seconds, step = 0.0, 0.0, 0
 
-    def stop(i: int, at: int | None = None, pruned: str | None = None) -> None:
-        """Member i trains no more: its rate is 0 and its loss leaves the sum."""
-        active[i] = False
-        members[i].steps_run = step
+    def stop(
+        r: int, at: int | None = None, pruned: str | None = None, halved: bool = False
+    ) -> None:
+        """The member of row r trains no more: its rate is 0 and its loss leaves the sum."""
+        active[r] = False
+        m = members[live[r]]
+        m.steps_run = step
         if at is not None:
-            members[i].diverged_at, members[i].pruned = at, pruned
+            m.diverged_at, m.pruned, m.halved = at, pruned, halved
 
     def record() -> None:
         rows = active.nonzero().flatten()
         with evaluation_point(optimizer):
             train_stats = _evaluate(model, problem, problem.train, rows)
             val_stats = _evaluate(model, problem, problem.val, rows)
-        for j, i in enumerate(rows.tolist()):
-            m = members[i]
+        for j, r in enumerate(rows.tolist()):
+            m = members[live[r]]
             m.curve["step"].append(step)
             m.curve["train_loss"].append(train_stats[0][j])
             m.curve["val_loss"].append(val_stats[0][j])
             m.curve["val_accuracy"].append(val_stats[1][j])
             m.curve_seconds.append(train_seconds / size)
 
+    def halve() -> None:
+        """Successive halving's rung: every training member's value first, then the verdicts."""
+        if rung is None:
+            return
+        values = {}
+        for r in active.nonzero().flatten().tolist():
+            m = members[live[r]]
+            value, train_loss = m.curve["val_loss"][-1], m.curve["train_loss"][-1]
+            if math.isfinite(value) and math.isfinite(train_loss):
+                values[live[r]] = value
+        stopped = rung(step, values)
+        for r in active.nonzero().flatten().tolist():
+            if live[r] in stopped:
+                stop(r, step, stopped[live[r]], halved=True)
+
     record()
     if stop_if is not None:
-        for i, m in enumerate(members):
-            reason = stop_if(0, m.curve)
+        for r, i in enumerate(live):
+            reason = stop_if(0, members[i].curve)
             if reason is not None:
-                stop(i, 0, reason)
+                stop(r, 0, reason)
     orders = _orders(members, n)
     position = 0
     while step < first.steps and bool(active.any()):
         tick = time.perf_counter()
         if position + batch > n:  # a new epoch for every member: reshuffle, drop the rest
-            orders, position = _orders(members, n), 0
+            orders, position = _orders([members[i] for i in live], n), 0
         index = orders[:, position : position + batch]
         position += batch
         inputs, targets = x_train[index], y_train[index]
         if problem.augment is not None:
             inputs = torch.stack(
-                [problem.augment(inputs[i], m.generator) for i, m in enumerate(members)]
+                [problem.augment(inputs[r], members[i].generator) for r, i in enumerate(live)]
             )
         losses = model.losses(inputs, targets, problem.loss_fn, problem.penalty)
-        for i in (active & ~torch.isfinite(losses.detach())).nonzero().flatten().tolist():
-            stop(i, step + 1)
+        for r in (active & ~torch.isfinite(losses.detach())).nonzero().flatten().tolist():
+            stop(r, step + 1)
         if not bool(active.any()):
             break
         optimizer.zero_grad(set_to_none=True)
         torch.where(active, losses, torch.zeros((), dtype=losses.dtype)).sum().backward()
         for group in optimizer.param_groups:
-            group["lr"] = schedule.rates() * active.view(size, 1)
+            group["lr"] = schedule.rates() * active.view(len(live), 1)
         optimizer.step()
         schedule.after_step()
         step += 1
@@ -524,12 +562,21 @@ def _train_population(
             warmup_seconds = elapsed
         if step in checkpoints:
             record()
-            for i in active.nonzero().flatten().tolist():
+            halve()
+            for r in active.nonzero().flatten().tolist():
                 _after_evaluation(
-                    i, members[i], step, stop, stop_if, schedule, model, optimizer, problem
+                    r, members[live[r]], step, stop, stop_if, schedule, model, optimizer, problem
                 )
-    for i in active.nonzero().flatten().tolist():
-        members[i].steps_run = step
+            # the members that stopped for good leave the batched model (early-stopped ones
+            # stay: their final evaluation is still to come)
+            keep = [r for r, i in enumerate(live) if members[i].diverged_at is None]
+            if len(keep) < len(live) and keep:
+                optimizer, orders, active = _compact(
+                    keep, model, optimizer, build, schedule, orders, active
+                )
+                live = [live[r] for r in keep]
+    for r in active.nonzero().flatten().tolist():
+        members[live[r]].steps_run = step
     timing = {
         "seconds_per_step": (
             (train_seconds - warmup_seconds) / (step - 1) if step > 1 else train_seconds
@@ -537,12 +584,51 @@ def _train_population(
         / size,
         "warmup_seconds": warmup_seconds / size,
     }
-    finals = _final_evaluations(members, model, optimizer, problem)
+    finals = _final_evaluations(members, live, model, optimizer, problem)
     seconds = (time.perf_counter() - started) / size
     cpu_seconds = (time.process_time() - cpu_started) / size
     return [
         _result(m, timing, finals.get(i), seconds, cpu_seconds, size) for i, m in enumerate(members)
     ]
+
+
+def _compact(
+    keep: list[int],
+    model: BatchedModel,
+    optimizer: torch.optim.Optimizer,
+    build: Callable[[list[torch.Tensor], torch.Tensor], torch.optim.Optimizer],
+    schedule: _PopulationSchedule,
+    orders: torch.Tensor,
+    active: torch.Tensor,
+) -> tuple[torch.optim.Optimizer, torch.Tensor, torch.Tensor]:
+    """Only the rows `keep` of the population go on: the model's leaves, buffers and mask
+    streams, the optimizer's state (a new optimizer on the new leaves, loaded with the kept rows
+    of every per-member state tensor), the rates and schedules, the minibatch orders. Every
+    batched operation is independent per member, so a kept member's numbers do not change."""
+    rows = torch.tensor(keep, dtype=torch.long)
+    size = len(active)
+    saved = optimizer.state_dict()
+
+    def take(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == size:
+            return value[rows].clone()
+        return value
+
+    saved["state"] = {
+        k: {name: take(v) for name, v in state.items()} for k, state in saved["state"].items()
+    }
+    saved["param_groups"] = [
+        {name: take(v) for name, v in group.items()} for group in saved["param_groups"]
+    ]
+    with torch.no_grad():
+        model.leaves = [leaf[rows].detach().clone().requires_grad_() for leaf in model.leaves]
+    model.buffers = {name: b[rows].clone() for name, b in model.buffers.items()}
+    model.streams = [model.streams[r] for r in keep]
+    model.size = len(keep)
+    schedule.keep(rows)
+    compacted = build(model.leaves, schedule.base)
+    compacted.load_state_dict(saved)
+    return compacted, orders[rows], active[rows]
 
 
 def _after_evaluation(
@@ -601,29 +687,31 @@ def _evaluate(
 
 def _final_evaluations(
     members: list[_Member],
+    live: list[int],
     model: BatchedModel,
     optimizer: torch.optim.Optimizer,
     problem: Problem,
 ) -> dict[int, dict[str, Any]]:
-    """The final metrics of every member that did not diverge: on its best weights (early
-    stopping), else at the optimizer's evaluation point."""
-    finishing = [i for i, m in enumerate(members) if m.diverged_at is None]
+    """The final metrics (by member) of every member that did not diverge: on its best weights
+    (early stopping), else at the optimizer's evaluation point. Row r is member live[r]."""
+    finishing = [r for r, i in enumerate(live) if members[i].diverged_at is None]
     to_evaluation_point(optimizer)
     # best weights were saved at the evaluation point: restored after the optimizer's eval()
-    for i in finishing:
-        if members[i].best_state is not None:
-            model.restore(i, members[i].best_state)
+    for r in finishing:
+        if members[live[r]].best_state is not None:
+            model.restore(r, members[live[r]].best_state)
     rows = torch.tensor(finishing, dtype=torch.long)
-    finals: dict[int, dict[str, Any]] = {i: {} for i in finishing}
+    finals: dict[int, dict[str, Any]] = {live[r]: {} for r in finishing}
     for split in ("train", "val", "test"):
         losses, accuracies, outputs = _evaluate(model, problem, getattr(problem, split), rows)
-        for j, i in enumerate(finishing):
-            finals[i][f"final_{split}_loss"] = losses[j]
+        for j, r in enumerate(finishing):
+            final = finals[live[r]]
+            final[f"final_{split}_loss"] = losses[j]
             if accuracies[j] is not None:
-                finals[i][f"{split}_accuracy"] = accuracies[j]
+                final[f"{split}_accuracy"] = accuracies[j]
             if split == "test" and problem.task == "classification":
                 probabilities = torch.softmax(outputs[j].double(), dim=1).numpy()
-                finals[i]["predictions"] = probabilities.astype(np.float16).tobytes()
+                final["predictions"] = probabilities.astype(np.float16).tobytes()
     return finals
 
 
@@ -645,6 +733,10 @@ def _result(
         "stopped_early": m.stopped_early,
         "population_size": size,
     }
+    if m.halved:  # successive halving stopped it at a rung: its own status
+        metrics["pruned_at"] = m.diverged_at
+        metrics["seconds"], metrics["cpu_seconds"] = seconds, cpu_seconds
+        return TrialResult("pruned", jsonable(metrics), reason=m.pruned or "pruned")
     if m.diverged_at is not None:
         metrics["diverged_at"] = m.diverged_at
         metrics["seconds"], metrics["cpu_seconds"] = seconds, cpu_seconds
@@ -682,6 +774,13 @@ class _PopulationSchedule:
         self.schedules = [make_schedule(spec, d, steps) for d in self.dummies]
         for dummy in self.dummies:  # (no gradient: a no-op that tells torch's schedulers the
             dummy.step()  # optimizer has stepped, so they do not warn about the order)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Only the members `rows` go on (`_compact`)."""
+        self.base = self.base[rows]
+        if self.per_member:
+            self.dummies = [self.dummies[r] for r in rows.tolist()]
+            self.schedules = [self.schedules[r] for r in rows.tolist()]
 
     def rates(self) -> torch.Tensor:
         if self.per_member:

@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from optimlab.lab.executor import BaseExecutor, Executor
+from optimlab.lab.halving import HalvingPolicy
 from optimlab.lab.schedules import parse_schedule
 from optimlab.lab.store import ResultStore, StoredTrial
 from optimlab.lab.trial import TrialResult, TrialSpec
-from optimlab.lab.tuner import GridTuning, OptunaTuner, OptunaTuning
+from optimlab.lab.tuner import GridTuning, HalvingTuning, OptunaTuner, OptunaTuning
 from optimlab.optim.registry import get_info
 from optimlab.problems import get_problem
 from optimlab.problems.registry import full_label
@@ -199,6 +200,8 @@ class Comparison:
     resolved: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: None: the learning-rate grid; an `OptunaTuner`: Optuna's TPE in place of the grid
     tuner: OptunaTuner | None = None
+    #: ``--tuner halving``: the grid, successively halved by Optuna's pruner (None: exhaustive)
+    halving: HalvingPolicy | None = None
 
     def resolve(self) -> None:
         """Check every problem and the schedule now (clear errors before any work)."""
@@ -222,7 +225,13 @@ class Comparison:
             "optimizers": [c.label for c in self.optimizers],
             # the grid tuner's rates; Optuna's points differ per pair (see "tuner")
             "lr_grid": self.grid if self.tuner is None else [],
-            "tuner": {"name": "grid"} if self.tuner is None else self.tuner.describe(),
+            "tuner": (
+                self.tuner.describe()
+                if self.tuner is not None
+                else self.halving.describe()
+                if self.halving is not None
+                else {"name": "grid"}
+            ),
             "seeds": self.seeds,
             "default_seeds": self.default_seeds or self.seeds,
             "schedule": self.schedule,
@@ -279,7 +288,9 @@ class Comparison:
         if self._tuned(c):
             assert self.tuner is not None
             return self.tuner.tuning(self, problem, steps, c)
-        return GridTuning(self.grid_trials(problem, steps, c))
+        specs = self.grid_trials(problem, steps, c)
+        halved = self.halving is not None and "lr" not in c.options and not c.learning_rate_free
+        return HalvingTuning(specs, self.halving) if halved else GridTuning(specs)
 
     def seed_trials(self, problem: str, steps: int, c: Contender, lr: float) -> list[TrialSpec]:
         """Seeds 0 … N−1 at the tuned point whose learning rate is `lr` (Optuna: with the
@@ -316,7 +327,7 @@ def best_lr(trials: list[StoredTrial]) -> float | None:
 
 ProgressFn = Callable[[dict[str, Any]], None]
 #: a trial to hand to the executor and whether a tuner may prune it
-Job = tuple[TrialSpec, bool]
+Job = tuple[TrialSpec, bool | HalvingPolicy]
 
 
 class Planner:
@@ -394,7 +405,7 @@ class Planner:
             jobs += self._feed(pair, [])
         return jobs
 
-    def _plan(self, specs: list[TrialSpec], prune: bool = False) -> list[Job]:
+    def _plan(self, specs: list[TrialSpec], prune: bool | HalvingPolicy = False) -> list[Job]:
         jobs = []
         for spec in specs:
             if spec.key in self.planned:

@@ -36,7 +36,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from optimlab.lab.executor import BaseExecutor, run_unit, single_threaded
+from optimlab.lab.executor import BaseExecutor, Pruning, run_unit, single_threaded
 from optimlab.lab.store import ResultStore
 from optimlab.lab.trial import TrialResult, TrialSpec
 from optimlab.problems import data, registry
@@ -59,7 +59,7 @@ def import_ray() -> Any:
 
 
 def ray_unit(
-    specs: list[TrialSpec], cache: dict[str, Any], sources: dict[str, str], prune: bool
+    specs: list[TrialSpec], cache: dict[str, Any], sources: dict[str, str], prune: Pruning
 ) -> list[TrialResult]:
     """The Ray task: one trial or one population (`optimlab.lab.executor.run_unit`) in a Ray
     worker process (Ray reuses the process for the next). `cache` (the generated data sets) and
@@ -169,7 +169,7 @@ class RayExecutor(BaseExecutor):
         return self._slots
 
     # -- trials -------------------------------------------------------------------------------
-    def _start(self, specs: list[TrialSpec], prune: bool) -> None:
+    def _start(self, specs: list[TrialSpec], prune: Pruning) -> None:
         self.start()
         self._refs[self._remote.remote(specs, self._cache_ref, self._sources_ref, prune)] = specs
 

@@ -14,7 +14,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-STATUSES = ("ok", "diverged", "failed")
+STATUSES = ("ok", "diverged", "failed", "pruned")
 
 #: the largest x whose exp(x) is a finite float64
 MAX_EXP_ARGUMENT = math.log(sys.float_info.max)

@@ -4,6 +4,8 @@ Two tuners, chosen with ``--tuner``:
 
 - **grid** (default): one trial per point of the log learning-rate grid, seed 0
   (`GridTuning`).
+- **halving**: the grid, successively halved — the losing points stop at rungs, decided by
+  Optuna's SuccessiveHalvingPruner (`HalvingTuning`, `optimlab.lab.halving`).
 - **optuna**: Optuna's TPE sampler proposes ``trials`` points per (problem, optimizer) over the
   learning rate and, on request (``search``), the other hyperparameters in `SEARCH` — only
   those the optimizer has (`OptunaTuner`). This process asks Optuna for a point, submits the
@@ -69,7 +71,7 @@ class Comparison(Protocol):
     def schedule_of(self, c: Any) -> str: ...
 
 
-TUNERS = ("grid", "optuna")
+TUNERS = ("grid", "optuna", "halving")
 #: rounds of ask-and-tell a study takes when it asks in populations (`ask_in_populations`)
 POPULATION_ROUNDS = 4
 JOURNAL_NAME = "optuna.journal"
@@ -220,6 +222,17 @@ class GridTuning:
     def remaining(self) -> int:
         """Trials not yet handed out (the grid hands out all at once)."""
         return 0
+
+
+class HalvingTuning(GridTuning):
+    """The grid of one (problem, optimizer), successively halved (``--tuner halving``,
+    `optimlab.lab.halving`): handed out at once like the grid, its trials carry the policy as
+    their pruning, so the executor trains them as one unit whose losing points Optuna's
+    SuccessiveHalvingPruner stops at the rungs (stored ``pruned``)."""
+
+    def __init__(self, specs: list[TrialSpec], policy: Any) -> None:
+        super().__init__(specs)
+        self.prune = policy
 
 
 # --- Optuna -----------------------------------------------------------------------------------
