@@ -508,7 +508,8 @@ def _train_population(
             m.curve["train_loss"].append(train_stats[0][j])
             m.curve["val_loss"].append(val_stats[0][j])
             m.curve["val_accuracy"].append(val_stats[1][j])
-            m.curve_seconds.append(train_seconds / size)
+            # the first step's warm-up left out, as train() does (seconds to target)
+            m.curve_seconds.append((train_seconds - warmup_seconds) / size)
 
     def halve() -> None:
         """Successive halving's rung: every training member's value first, then the verdicts."""
