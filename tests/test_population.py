@@ -180,7 +180,8 @@ def test_populations_group_by_everything_but_lr_and_seed():
         ("digits-mlp", "schedulefree-sgd", {"impl": "fused"}, "learning rate per member"),
         ("mnist1d-transfer:pretrained=false:backbone_lr=0.5", "adam", {}, "learning-rate groups"),
         # 8-bit state's blocks would span the members (a newcomer measured a different loss)
-        ("digits-mlp", "adam", {"state_dtype": "int8"}, "state_dtype='int8' quantizes blocks"),
+        # named as the spec entry reads (plain adam in the same run is batched)
+        ("digits-mlp", "adam", {"state_dtype": "int8"}, "optimizer adam:state_dtype=int8: "),
         ("digits-mlp", "adamw", {"state_dtype": "bf16"}, "state_dtype='bf16' quantizes blocks"),
     ],
 )

@@ -205,13 +205,20 @@ def check_optimizer(spec: TrialSpec) -> None:
     if low.get("state_dtype", "float32") != "float32" or low.get("stochastic_rounding"):
         chosen = ", ".join(f"{k}={v!r}" for k, v in low.items())
         raise Unbatchable(
-            f"optimizer {spec.optimizer}: {chosen} quantizes blocks that would span the "
+            f"optimizer {_entry(spec)}: {chosen} quantizes blocks that would span the "
             f"members of a population (single trials reproduce it)"
         )
     text = json.dumps(jsonable(hyperparameters), sort_keys=True)
     reason = _optimizer_verdict(spec.optimizer, text, spec.custom)
     if reason is not None:
-        raise Unbatchable(f"optimizer {spec.optimizer}: {reason}")
+        raise Unbatchable(f"optimizer {_entry(spec)}: {reason}")
+
+
+def _entry(spec: TrialSpec) -> str:
+    """The optimizer as the user's spec entry reads (``adam:state_dtype=int8``, not ``adam``:
+    plain adam in the same run is batched)."""
+    options = [f"{k}={v}" for k, v in spec.hyperparameters.items() if k != "lr"]
+    return ":".join([spec.optimizer, *options])
 
 
 def steps_fused(optimizer: torch.optim.Optimizer) -> bool:
