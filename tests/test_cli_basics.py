@@ -224,5 +224,7 @@ def test_a_tuned_rate_at_the_grids_end_is_flagged_in_the_terminal() -> None:
         "adam": {"best_lr_at_grid_edge": False},
     }
     caption = protocol_caption(entries) or ""
-    assert "⇥ tuned rate at the grid's end: sgd —" in caption and "adam" not in caption
+    assert (
+        "⇥ tuned rate at the end of the rates searched: sgd —" in caption and "adam" not in caption
+    )
     assert protocol_caption({"adam": {"best_lr_at_grid_edge": False}}) is None

@@ -587,3 +587,17 @@ def test_evals_sets_the_points_of_every_curve(tmp_path, capsys) -> None:
         expected = {2: {0, 1, 6}, 3: {0, 1, 3, 6}}[evals]
         assert all(s == expected for s in steps_per_trial.values()), steps_per_trial
         (tmp_path / "run" / "results.sqlite").unlink()
+
+
+def test_an_optuna_rate_is_at_the_edge_only_near_its_range_ends() -> None:
+    # Optuna's largest sample (0.273 in 1e-4 … 10) was marked "at the grid's end"
+    from types import SimpleNamespace
+
+    from optimlab.lab.summary import _at_edge
+
+    optuna = SimpleNamespace(tuner=SimpleNamespace(lr_range=(1e-4, 10.0)))
+    assert not _at_edge(optuna, 0.273, [0.001, 0.01, 0.273])
+    assert _at_edge(optuna, 6.0, [0.001, 6.0]) and _at_edge(optuna, 1.5e-4, [1.5e-4, 0.01])
+    grid = SimpleNamespace(tuner=None)
+    assert _at_edge(grid, 0.273, [0.001, 0.01, 0.273])
+    assert not _at_edge(grid, 0.01, [0.001, 0.01, 0.273])

@@ -587,7 +587,8 @@ def protocol_caption(entries: dict[str, Any]) -> str | None:
     edge = [label for label, e in entries.items() if e.get("best_lr_at_grid_edge")]
     if edge:
         lines.append(
-            f"⇥ tuned rate at the grid's end: {', '.join(edge)} — the best rate may lie beyond "
+            f"⇥ tuned rate at the end of the rates searched: {', '.join(edge)} — the best "
+            f"rate may lie beyond "
             f"it (try it with a fixed lr beyond, e.g. NAME:lr=VALUE)"
         )
     if free:

@@ -350,9 +350,7 @@ def _pair(
         "protocol": protocol_note(comparison, c),
     }
     grid_lrs = [s["lr"] for s in sensitivity]
-    entry["best_lr_at_grid_edge"] = (
-        lr is not None and len(grid_lrs) > 1 and lr in (grid_lrs[0], grid_lrs[-1])
-    )
+    entry["best_lr_at_grid_edge"] = _at_edge(comparison, lr, grid_lrs)
     seeds: list[StoredTrial] = []
     # what the tuner chose besides lr (Optuna's --search: betas, eps, ...), so that the answer
     # can be reproduced; empty for the grid
@@ -387,6 +385,18 @@ def _pair(
     ]
     entry["status"], entry["reason"] = _status(entry, grid, lr)
     return entry, mean_curve(seeds, seconds=True)
+
+
+def _at_edge(comparison: Comparison, lr: float | None, tried: list[float]) -> bool:
+    """Whether the tuned rate sits where a better one may lie beyond what was searched: the
+    grid's first or last point; for Optuna, within a factor 2 of its range's ends (its
+    largest sample is no edge when the range goes ten times further)."""
+    if lr is None or len(tried) < 2:
+        return False
+    if comparison.tuner is not None:
+        low, high = comparison.tuner.lr_range
+        return lr <= 2 * low or lr >= high / 2
+    return lr in (tried[0], tried[-1])
 
 
 def _status(entry: dict[str, Any], grid: list[StoredTrial], lr: float | None) -> tuple[str, str]:
