@@ -258,3 +258,31 @@ def test_the_answer_gives_every_tuned_hyperparameter(optuna, tmp_path: Path, cap
     assert list(seed.spec.hyperparameters["betas"]) == list(tuned["betas"])
     beta1 = f"{tuned['betas'][0]:.3g}"
     assert f"at lr {entry['best_lr']:.3g} (betas=({beta1}, " in printed
+
+
+@pytest.mark.parametrize("name", ["betas", "momentum", "alpha", "rho", "eps", "weight_decay"])
+def test_every_optimizer_a_dimension_applies_to_builds_at_its_ends(name: str, tmp_path) -> None:
+    """A searched value must be one the optimizer takes: betas had been sampled as a pair for
+    Adan's and AdEMAMix's three betas, alpha as a decay rate for AdEMAMix's mixing weight α = 5,
+    eps as one number for Adafactor's pair."""
+    import torch
+
+    from optimlab.lab.tuner import SEARCH, OptunaTuner, _defaults
+    from optimlab.optim.registry import get_info
+
+    tuner = OptunaTuner(tmp_path, 4, f"lr,{name}", (1e-4, 10.0))
+    dimension = SEARCH[name]
+    applied = []
+    for c in contenders("all"):
+        if not dimension.applies(_defaults(c)):
+            continue
+        applied.append(c.label)
+        # each Optuna parameter at its low end, then just inside its high end (suggest_float
+        # samples [low, high): 1-momentum never reaches 1, which NAG would refuse)
+        for end in (lambda low, high: low, lambda low, high: high * (1 - 1e-9)):
+            params = {"lr": 1e-3, **{p: end(low, high) for p, low, high in dimension.params}}
+            values = tuner.hyperparameters(c, params)
+            get_info(c.name).cls([torch.zeros(2, 2, requires_grad=True)], **values)  # no error
+    assert applied  # each dimension applies to some optimizer
+    tuner.check(contenders("all"))
+    assert tuner.describe()["search"][name].endswith("; " + ", ".join(applied))

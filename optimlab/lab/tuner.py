@@ -117,9 +117,17 @@ class Dimension:
     def applies(self, defaults: dict[str, Any]) -> bool:
         """The optimizer has it (momentum: only the momentum methods, so that plain sgd stays
         gradient descent and RMSProp stays RMSProp)."""
+        if self.key not in defaults:
+            return False
+        default = defaults[self.key]
         if self.key == "momentum":
-            return defaults.get("momentum", 0.0) > 0
-        return self.key in defaults
+            return default > 0
+        if self.key == "betas":  # (β₁, β₂): not Adan's or AdEMAMix's three betas
+            return isinstance(default, list | tuple) and len(default) == 2
+        if self.key in ("alpha", "rho"):  # a decay rate: not AdEMAMix's mixing weight α = 5
+            return isinstance(default, int | float) and 0 < default < 1
+        # one number (Adafactor's eps is a pair: a sampled number would replace both)
+        return isinstance(default, int | float) and not isinstance(default, bool)
 
 
 SEARCH: dict[str, Dimension] = {
@@ -130,42 +138,42 @@ SEARCH: dict[str, Dimension] = {
             "betas",
             (("1-beta1", 1e-3, 0.5), ("1-beta2", 1e-4, 0.1)),
             lambda p: (1.0 - p["1-beta1"], 1.0 - p["1-beta2"]),
-            "β₁ ∈ [0.5, 0.999], β₂ ∈ [0.9, 0.9999] (1−β log-uniform); adam, adamax, nadam",
+            "β₁ ∈ [0.5, 0.999], β₂ ∈ [0.9, 0.9999] (1−β log-uniform)",
         ),
         Dimension(
             "momentum",
             "momentum",
             (("1-momentum", 1e-3, 1.0),),
             lambda p: 1.0 - p["1-momentum"],
-            "μ ∈ [0, 0.999] (1−μ log-uniform); momentum and nag",
+            "μ ∈ [0, 0.999] (1−μ log-uniform)",
         ),
         Dimension(
             "alpha",
             "alpha",
             (("1-alpha", 1e-4, 0.1),),
             lambda p: 1.0 - p["1-alpha"],
-            "α ∈ [0.9, 0.9999] (1−α log-uniform); rmsprop",
+            "α ∈ [0.9, 0.9999] (1−α log-uniform)",
         ),
         Dimension(
             "rho",
             "rho",
             (("1-rho", 1e-3, 0.5),),
             lambda p: 1.0 - p["1-rho"],
-            "ρ ∈ [0.5, 0.999] (1−ρ log-uniform); adadelta",
+            "ρ ∈ [0.5, 0.999] (1−ρ log-uniform)",
         ),
         Dimension(
             "eps",
             "eps",
             (("eps", 1e-10, 1.0),),
             lambda p: p["eps"],
-            "ε ∈ [1e-10, 1] log-uniform; every optimizer but sgd, momentum, nag",
+            "ε ∈ [1e-10, 1] log-uniform",
         ),
         Dimension(
             "weight_decay",
             "weight_decay",
             (("weight_decay", 1e-6, 0.1),),
             lambda p: p["weight_decay"],
-            "λ ∈ [1e-6, 0.1] log-uniform (the optimizer's L2 weight_decay); every optimizer",
+            "λ ∈ [1e-6, 0.1] log-uniform (the optimizer's weight_decay)",
         ),
     )
 }
@@ -261,6 +269,8 @@ class OptunaTuner:
         self.lr_range = (float(low), float(high))
         self._storage: Any = None
         self._sessions: dict[str, OptunaTuning] = {}
+        #: each search name's optimizers (their labels), recorded by `check`
+        self._applies: dict[str, list[str]] = {}
         #: points asked at once per study: 1 (about one per free worker), or a population's
         #: worth (`ask_in_populations`)
         self.batch = 1
@@ -289,14 +299,20 @@ class OptunaTuner:
         ]
 
     def check(self, contenders: Sequence[Contender]) -> None:
-        """ValueError if a requested dimension applies to none of the optimizers."""
+        """ValueError if a requested dimension applies to none of the optimizers; records which
+        optimizers each applies to (for `describe`: the meanings used to name a fixed list,
+        ``betas: adam, adamax, nadam``, while AdamW, Lion, … have betas too)."""
         for name in self.search:
-            if not any(SEARCH[name] in self.dimensions(c) for c in contenders):
+            having = [c.label for c in contenders if SEARCH[name] in self.dimensions(c)]
+            if not having:
                 labels = ", ".join(c.label for c in contenders)
                 raise ValueError(
-                    f"search name {name!r} applies to none of the optimizers ({labels}); "
+                    f"search name {name!r} applies to none of the optimizers ({labels}): "
+                    f"none has a {SEARCH[name].key!r} argument"
+                    f"{' with momentum > 0' if name == 'momentum' else ''}; "
                     f"{name}: {SEARCH[name].meaning}"
                 )
+            self._applies[name] = having
 
     def hyperparameters(self, c: Contender, params: dict[str, float]) -> dict[str, Any]:
         """The optimizer's keyword arguments for a point of the search space."""
@@ -319,11 +335,15 @@ class OptunaTuner:
             "trials": self.trials,
             "search": {
                 "lr": f"log-uniform in [{low:g}, {high:g}]",
-                **{name: SEARCH[name].meaning for name in self.search},
+                **{name: self._meaning(name) for name in self.search},
             },
             "storage": str(self.path),
             "batch": self.batch,
         }
+
+    def _meaning(self, name: str) -> str:
+        having = self._applies.get(name)
+        return SEARCH[name].meaning + (f"; {', '.join(having)}" if having else "")
 
     # -- studies ----------------------------------------------------------------------------
     def storage(self) -> Any:
