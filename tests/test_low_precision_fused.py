@@ -225,3 +225,33 @@ def test_the_kernels_code_lookup_is_the_references_nearest_code(signed: bool) ->
     nan = np.empty(1, np.uint8)
     encode_all(np.array([np.nan], np.float32), thresholds, bucket, nan)
     assert nan[0] == 255  # where torch.searchsorted sorts NaN
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["native", "portable"])
+def test_the_kernels_block_decoding_is_the_table_lookup(portable: bool, monkeypatch) -> None:
+    """``decode8_block`` (VBMI byte permutes where the CPU has them, else a masked gather) gives
+    ``map[code] · a_b`` bit for bit: every code of both maps, in blocks of shuffled codes, with
+    block maxima over 40 decades (subnormal products included) and 1e-12 (the smallest)."""
+    import numba
+    import numpy as np
+
+    from optimlab.optim.kernels import lowprec_codec
+
+    monkeypatch.setattr(lowprec_codec, "FORCE_PORTABLE_DECODE", portable)
+
+    @numba.njit  # compiled here, after the flag is set: codegen reads it
+    def decode_blocks(table, codes, scales, out):
+        for b in range(scales.shape[0]):
+            lowprec_codec.decode8_block(
+                table, codes[256 * b : 256 * b + 256], scales[b], out[256 * b : 256 * b + 256]
+            )
+
+    rng = np.random.default_rng(7)
+    scales = np.concatenate([10.0 ** rng.uniform(-38, 2, 14), [1e-12, 1.0]]).astype(np.float32)
+    codes = np.concatenate([rng.permutation(256) for _ in scales]).astype(np.uint8)
+    for signed in (True, False):
+        table = quantize.dynamic_map(signed).numpy()
+        out = np.empty(codes.size, np.float32)
+        decode_blocks(table, codes, scales, out)
+        expected = table[codes] * np.repeat(scales, 256)
+        assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))

@@ -39,6 +39,7 @@ from optimlab.optim.kernels.compile import jit_kernel, pointer_view
 from optimlab.optim.kernels.lowprec_codec import (
     bf16_to_float,
     bits_float,
+    decode8_block,
     encode8,
     float_bits,
     float_to_bf16,
@@ -105,8 +106,11 @@ def _load(address, maxima, start, n, mode, table, out):
     if mode == MODE_INT8:
         codes = pointer_view(address, start, start + n, _U8)
         scale = pointer_view(maxima, start // BLOCK, start // BLOCK + 1, _F32)[0]
-        for j in range(n):
-            out[j] = table[codes[j]] * scale
+        if n == BLOCK:  # (8-bit state is whole blocks; the loop is the same rule, element-wise)
+            decode8_block(table, codes, scale, out)
+        else:
+            for j in range(n):
+                out[j] = table[codes[j]] * scale
     elif mode == MODE_BF16:
         halves = pointer_view(address, start, start + n, _U16)
         for j in range(n):

@@ -23,6 +23,14 @@ order of independent operations (and usually not at all):
   up (found by bisection over the reference's own arithmetic) and a *bucket table* indexed by the
   upper 16 bits of s's float32 pattern giving the code at the bucket's start; one comparison with
   the next threshold finishes it. Two table loads and a compare per element, no branch.
+* **8-bit decoding** of a whole block, ``map[code] · a_b`` for 256 codes (`decode8_block`):
+  LLVM does not vectorize the 256-entry lookup on its own (it declines gathers on AMD Zen 4,
+  where they are microcoded and slower than scalar loads). With AVX-512 VBMI the lookup is a byte
+  permute instead: the map is cut into four *byte planes* (byte k of every entry), each a
+  256-byte table that two ``vpermi2b`` (128 entries each) and a select by the code's top bit
+  look up for 64 codes at once; interleaving the four planes gives the 64 float32 entries
+  bit for bit, then one multiply by a_b (the same float32 product as the scalar path). Without
+  VBMI the same function is a masked gather, which LLVM lowers to whatever the target has.
 """
 
 from __future__ import annotations
@@ -31,8 +39,9 @@ import functools
 
 import numba
 import numpy as np
-from llvmlite import ir
+from llvmlite import binding, ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -114,6 +123,149 @@ def encode8(s, thresholds, bucket):
     """
     c = bucket[float_bits(s) >> np.uint32(16)]
     return np.uint8(c + np.uint8(s >= thresholds[c]))
+
+
+#: the x86 features the byte-permute decoding needs (AVX-512 VBMI's vpermi2b on 64 bytes)
+_BYTE_PERMUTE_FEATURES = ("avx512f", "avx512bw", "avx512vbmi")
+
+
+def byte_permute_supported() -> bool:
+    """Whether numba's target CPU has AVX-512 VBMI (read when `decode8_block` is compiled).
+
+    The target is numba's: ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES`` when set (portable caches),
+    else the host. numba keys its on-disk cache on the CPU name and features, so code compiled
+    here with the permute is never loaded on a machine without it.
+    """
+    if numba.config.CPU_NAME:
+        features = numba.config.CPU_FEATURES or ""
+    else:
+        features = binding.get_host_cpu_features().flatten()
+    present = set(features.split(","))
+    return all("+" + name in present for name in _BYTE_PERMUTE_FEATURES)
+
+
+#: force the portable (gather) decoding, for tests of it on a machine with VBMI
+FORCE_PORTABLE_DECODE = False
+
+_LANES = 64  # codes per vector: one 512-bit register of bytes
+
+
+def _vector(element: ir.Type, count: int = _LANES) -> ir.VectorType:
+    return ir.VectorType(element, count)
+
+
+def _data_pointer(context, builder, array_type, array, element: ir.Type):
+    """The first element's address of a numba array, as a pointer to `element` vectors."""
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.bitcast(data, element.as_pointer())
+
+
+def _decode_permute(builder, table, codes, scale, out):
+    """The VBMI decoding of `_LANES`·4 codes (see the module docstring)."""
+    i8, i16, i32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+    whole = builder.load(builder.bitcast(table, _vector(i8, 1024).as_pointer()), align=4)
+    # planes[4·k + q]: byte k of entries 64·q ... 64·q + 63 (little-endian float32 bytes)
+    planes = [
+        builder.shuffle_vector(
+            whole, whole, ir.Constant(_vector(i32), [4 * (64 * q + i) + k for i in range(64)])
+        )
+        for k in range(4)
+        for q in range(4)
+    ]
+    permute = cgutils.get_or_insert_function(
+        builder.module,
+        ir.FunctionType(_vector(i8), [_vector(i8)] * 3),
+        "llvm.x86.avx512.vpermi2var.qi.512",
+    )
+    interleave = ir.Constant(_vector(i32, 128), [j for i in range(64) for j in (i, 64 + i)])
+    zero = ir.Constant(_vector(i8), [0] * _LANES)
+    for part in range(4):
+        code = builder.load(builder.gep(codes, [ir.Constant(i32, part)]), align=1)
+        upper_half = builder.icmp_signed("<", code, zero)  # code ≥ 128: entries 128..255
+        byte = []
+        for k in range(4):
+            low = builder.call(permute, [planes[4 * k], code, planes[4 * k + 1]])
+            high = builder.call(permute, [planes[4 * k + 2], code, planes[4 * k + 3]])
+            byte.append(builder.select(upper_half, high, low))
+        pairs01 = builder.bitcast(
+            builder.shuffle_vector(byte[0], byte[1], interleave), _vector(i16)
+        )
+        pairs23 = builder.bitcast(
+            builder.shuffle_vector(byte[2], byte[3], interleave), _vector(i16)
+        )
+        entries = builder.bitcast(
+            builder.shuffle_vector(pairs01, pairs23, interleave), _vector(ir.FloatType())
+        )
+        builder.store(
+            builder.fmul(entries, scale), builder.gep(out, [ir.Constant(i32, part)]), align=4
+        )
+
+
+def _decode_gather(builder, table, codes, scale, out):
+    """The portable decoding: LLVM's masked gather (vector gathers, or scalar loads)."""
+    i1, i32, f32 = ir.IntType(1), ir.IntType(32), ir.FloatType()
+    gather = cgutils.get_or_insert_function(
+        builder.module,
+        ir.FunctionType(_vector(f32), [_vector(ir.PointerType()), i32, _vector(i1), _vector(f32)]),
+        f"llvm.masked.gather.v{_LANES}f32.v{_LANES}p0",
+    )
+    base = builder.bitcast(table, ir.PointerType())
+    for part in range(4):
+        code = builder.load(builder.gep(codes, [ir.Constant(i32, part)]), align=1)
+        addresses = builder.gep(base, [builder.zext(code, _vector(i32))], source_etype=f32)
+        addresses.type = _vector(ir.PointerType())  # (llvmlite types a GEP by its base only)
+        entries = builder.call(
+            gather,
+            [
+                addresses,
+                ir.Constant(i32, 4),
+                ir.Constant(_vector(i1), [1] * _LANES),
+                ir.Constant(_vector(f32), ir.Undefined),
+            ],
+        )
+        builder.store(
+            builder.fmul(entries, scale), builder.gep(out, [ir.Constant(i32, part)]), align=4
+        )
+
+
+@intrinsic
+def decode8_block(typingctx, table, codes, scale, out):
+    """``out[j] = table[codes[j]] · scale`` for j < 256: one block of 8-bit codes decoded.
+
+    `table` float32[256] (a map), `codes` uint8 and `out` float32 contiguous arrays of at least
+    256 elements (not checked: the caller passes whole blocks). Bit for bit the scalar loop's
+    result: the same entries, the same float32 product.
+    """
+    if not (
+        isinstance(table, types.Array)
+        and table.dtype == types.float32
+        and isinstance(codes, types.Array)
+        and codes.dtype == types.uint8
+        and scale == types.float32
+        and isinstance(out, types.Array)
+        and out.dtype == types.float32
+    ):
+        return None
+    signature = types.void(table, codes, scale, out)
+
+    def codegen(context, builder, sig, args):
+        f32 = ir.FloatType()
+        table_ptr = _data_pointer(context, builder, sig.args[0], args[0], f32)
+        codes_ptr = _data_pointer(context, builder, sig.args[1], args[1], _vector(ir.IntType(8)))
+        out_ptr = _data_pointer(context, builder, sig.args[3], args[3], _vector(f32))
+        first = builder.insert_element(
+            ir.Constant(_vector(f32), ir.Undefined), args[2], ir.Constant(ir.IntType(32), 0)
+        )
+        scale = builder.shuffle_vector(
+            first, first, ir.Constant(_vector(ir.IntType(32)), [0] * _LANES)
+        )
+        if byte_permute_supported() and not FORCE_PORTABLE_DECODE:
+            _decode_permute(builder, table_ptr, codes_ptr, scale, out_ptr)
+        else:
+            _decode_gather(builder, table_ptr, codes_ptr, scale, out_ptr)
+        return context.get_dummy_value()
+
+    return signature, codegen
 
 
 def _reference_codes(values: np.ndarray, table: np.ndarray) -> np.ndarray:
