@@ -10,6 +10,12 @@ per parameter measured from the state tensors, ms/step (median of interleaved st
 touches every row alike) and the ratios to torch's fused AdamW and to torchao's AdamW8bit.
 
     .venv/bin/python benchmarks/low_precision.py [--tensors 64] [--size 524288] [--repeat 7] [--slow-repeat 3] [--with-reference] [--json PATH]
+
+``--check-codes [STRIDE]`` instead checks the kernel's 8-bit coding (``lowprec_codec.encode8_many``:
+16 codes at a time, flagged ones by the table) against the reference rule
+(``quantize.quantize``: ``torch.searchsorted`` and the tie rule) on every STRIDE-th (default 7th)
+float32 bit pattern in [-1, 1], NaN included, for both maps, and prints the differences and the
+share of 16-value vectors the arithmetic path flagged.
 """
 
 from __future__ import annotations
@@ -46,6 +52,58 @@ def _state_bytes(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -
     return total / sum(p.numel() for p in params)
 
 
+def check_codes(stride: int = 7, chunk: int = 1 << 24) -> int:
+    """Every `stride`-th float32 pattern in [-1, 1] (and NaN): the kernel's code against the
+    reference's; returns the number of differences."""
+    import numba
+    import numpy as np
+
+    from optimlab.optim.kernels import lowprec_codec
+    from optimlab.optim.low_precision import quantize
+
+    @numba.njit
+    def encode(values, thresholds, bucket, linear, codes):
+        flagged = 0  # (the vectors' arithmetic codes, overwritten by encode8_many below)
+        for j in range(0, values.shape[0] - values.shape[0] % 16, 16):
+            flagged += lowprec_codec.encode8_vector16(values, j, linear, codes)
+        lowprec_codec.encode8_many(values, codes, thresholds, bucket, linear)
+        return flagged
+
+    wrong = 0
+    for signed in (True, False):
+        thresholds, bucket = lowprec_codec.code_tables(signed)
+        linear = lowprec_codec.linear_code_tables(signed)
+        checked = flagged = differ = 0
+        for first in range(0, 1 << 32, chunk * stride):
+            patterns = np.arange(first, min(first + chunk * stride, 1 << 32), stride, np.uint64)
+            values = patterns.astype(np.uint32).view(np.float32)
+            with np.errstate(invalid="ignore"):
+                keep = np.isnan(values) | (np.abs(values) <= 1)
+            values = values[keep]
+            if not len(values):
+                continue
+            codes = np.empty(len(values), np.uint8)
+            flagged += encode(values, thresholds, bucket, linear, codes)
+            nan = np.isnan(values)
+            # the reference on blocks led by 1.0 (their maximum: each value divided by 1, exact)
+            finite = np.where(nan, np.float32(0), values)
+            padded = np.concatenate([finite, np.zeros(-len(finite) % 255, np.float32)])
+            blocks = np.concatenate(
+                [np.ones((len(padded) // 255, 1), np.float32), padded.reshape(-1, 255)], axis=1
+            )
+            expected, _ = quantize.quantize(torch.from_numpy(blocks), signed)
+            expected = expected.numpy()[:, 1:].reshape(-1)[: len(values)]
+            expected = np.where(nan, 255, expected)  # where torch.searchsorted sorts NaN
+            differ += int(np.count_nonzero(codes != expected))
+            checked += len(values)
+        print(
+            f"{'signed' if signed else 'unsigned'} map: {checked:,} values, {differ} differences, "
+            f"{flagged / (checked / 16):.2%} of 16-value vectors flagged"
+        )
+        wrong += differ
+    return wrong
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tensors", type=int, default=64)
@@ -56,7 +114,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--with-reference", action="store_true", help="add the reference rule")
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--check-codes",
+        type=int,
+        nargs="?",
+        const=7,
+        default=None,
+        metavar="STRIDE",
+        help="check the 8-bit coding on every STRIDE-th float32 pattern instead",
+    )
     args = parser.parse_args(argv)
+    if args.check_codes is not None:
+        return 1 if check_codes(args.check_codes) else 0
     # (factory, weights' dtype, bytes per parameter one step moves at least: weights, gradient
     # and state read, weights and state written; 8-bit state adds two float32 maxima per 256)
     maxima = 2 * 2 * 4 / 256

@@ -193,6 +193,30 @@ def test_fused_low_precision_without_a_kernel_is_a_clear_error() -> None:
 
 
 # ---- the 8-bit code tables ----------------------------------------------------------------------
+def _code_cases(signed: bool):
+    """(blocks, expected codes): every map entry, every threshold and one float32 below it (and
+    their negatives for the signed map), values over nine decades, ±0 and 1, in blocks whose
+    first value is 1.0 (``quantize.quantize`` divides by the block's largest |x|: x kept as is)."""
+    import numpy as np
+
+    from optimlab.optim.kernels import lowprec_codec
+
+    table = quantize.dynamic_map(signed).numpy()
+    thresholds, _ = lowprec_codec.code_tables(signed)
+    torch.manual_seed(4)
+    spread = (torch.rand(2**14) * torch.logspace(-9, 0, 2**14)).numpy()
+    edges = np.concatenate([table, thresholds[:-1], np.nextafter(thresholds[:-1], -np.inf)])
+    mirrored = -edges if signed else edges
+    values = np.concatenate([edges, mirrored, spread, -spread if signed else spread])
+    values = np.concatenate([values, [0.0, -0.0, 1.0]])
+    values = np.clip(values, -1.0 if signed else 0.0, 1.0).astype(np.float32)
+    padded = np.concatenate([values, np.zeros(-len(values) % 256, np.float32)])
+    blocks = padded.reshape(-1, 256).copy()
+    blocks[:, 0] = 1.0
+    expected, _ = quantize.quantize(torch.from_numpy(blocks), signed)
+    return blocks.reshape(-1), expected.numpy().reshape(-1)
+
+
 @pytest.mark.parametrize("signed", [True, False])
 def test_the_kernels_code_lookup_is_the_references_nearest_code(signed: bool) -> None:
     """At every map entry, at every threshold and one float32 below it, and on values over nine
@@ -207,21 +231,86 @@ def test_the_kernels_code_lookup_is_the_references_nearest_code(signed: bool) ->
         for i in range(values.shape[0]):
             out[i] = lowprec_codec.encode8(values[i], thresholds, bucket)
 
-    table = quantize.dynamic_map(signed).numpy()
     thresholds, bucket = lowprec_codec.code_tables(signed)
-    torch.manual_seed(4)
-    spread = (torch.rand(2**14) * torch.logspace(-9, 0, 2**14)).numpy()
-    edges = np.concatenate([table, thresholds[:-1], np.nextafter(thresholds[:-1], -np.inf)])
-    values = np.concatenate([edges, spread, -spread if signed else spread, [0.0, -0.0, 1.0]])
-    values = np.clip(values, -1.0 if signed else 0.0, 1.0).astype(np.float32)
-    # quantize.quantize divides each block by its largest |x|: a block holding 1.0 keeps x as is
-    padded = np.concatenate([values, np.zeros(-len(values) % 256, np.float32)])
-    blocks = padded.reshape(-1, 256).copy()
-    blocks[:, 0] = 1.0
-    expected, _ = quantize.quantize(torch.from_numpy(blocks), signed)
-    codes = np.empty(blocks.size, np.uint8)
-    encode_all(blocks.reshape(-1), thresholds, bucket, codes)
-    assert np.array_equal(codes, expected.numpy().reshape(-1))
+    values, expected = _code_cases(signed)
+    codes = np.empty(values.size, np.uint8)
+    encode_all(values, thresholds, bucket, codes)
+    assert np.array_equal(codes, expected)
     nan = np.empty(1, np.uint8)
     encode_all(np.array([np.nan], np.float32), thresholds, bucket, nan)
     assert nan[0] == 255  # where torch.searchsorted sorts NaN
+
+
+@pytest.mark.parametrize("scalar", [False, True], ids=["vector", "scalar-fallback"])
+def test_the_kernels_vector_encoding_is_the_references_nearest_code(
+    scalar: bool, monkeypatch
+) -> None:
+    """``encode8_many`` (16 codes at a time by the per-decade arithmetic, the flagged ones by the
+    table) gives ``quantize.quantize``'s code on the same values, NaN included; without AVX-512
+    (forced here) every value takes the table lookup."""
+    import numba
+    import numpy as np
+
+    from optimlab.optim.kernels import lowprec_codec
+
+    monkeypatch.setattr(lowprec_codec, "FORCE_SCALAR_ENCODE", scalar)
+
+    @numba.njit  # compiled here, after the flag is set: codegen reads it
+    def encode_all(values, thresholds, bucket, linear, out):
+        lowprec_codec.encode8_many(values, out, thresholds, bucket, linear)
+
+    for signed in (True, False):
+        thresholds, bucket = lowprec_codec.code_tables(signed)
+        linear = lowprec_codec.linear_code_tables(signed)
+        values, expected = _code_cases(signed)
+        values[-5] = np.nan
+        expected[-5] = 255  # where torch.searchsorted sorts NaN
+        codes = np.empty(values.size, np.uint8)
+        encode_all(values, thresholds, bucket, linear, codes)
+        assert np.array_equal(codes, expected)
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["native", "portable"])
+def test_the_kernels_block_decoding_is_the_table_lookup(portable: bool, monkeypatch) -> None:
+    """``decode8_block`` (VBMI byte permutes where the CPU has them, else a masked gather) gives
+    ``map[code] · a_b`` bit for bit: every code of both maps, in blocks of shuffled codes, with
+    block maxima over 40 decades (subnormal products included) and 1e-12 (the smallest)."""
+    import numba
+    import numpy as np
+
+    from optimlab.optim.kernels import lowprec_codec
+
+    monkeypatch.setattr(lowprec_codec, "FORCE_PORTABLE_DECODE", portable)
+
+    @numba.njit  # compiled here, after the flag is set: codegen reads it
+    def decode_blocks(table, codes, scales, out):
+        for b in range(scales.shape[0]):
+            lowprec_codec.decode8_block(
+                table, codes[256 * b : 256 * b + 256], scales[b], out[256 * b : 256 * b + 256]
+            )
+
+    rng = np.random.default_rng(7)
+    scales = np.concatenate([10.0 ** rng.uniform(-38, 2, 14), [1e-12, 1.0]]).astype(np.float32)
+    codes = np.concatenate([rng.permutation(256) for _ in scales]).astype(np.uint8)
+    for signed in (True, False):
+        table = quantize.dynamic_map(signed).numpy()
+        out = np.empty(codes.size, np.float32)
+        decode_blocks(table, codes, scales, out)
+        expected = table[codes] * np.repeat(scales, 256)
+        assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))
+
+
+def test_the_code_check_of_the_benchmark_finds_no_difference(capsys) -> None:
+    """``benchmarks/low_precision.py --check-codes`` (run with stride 7 for the docs) on a
+    coarse stride: it runs, compares both maps, and finds the kernel's codes equal."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "low_precision.py"
+    spec = importlib.util.spec_from_file_location("low_precision_benchmark", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    assert benchmark.main(["--check-codes", "1000003"]) == 0
+    out = capsys.readouterr().out
+    assert "signed map: 2,147 values, 0 differences" in out
+    assert "unsigned map: 2,147 values, 0 differences" in out

@@ -39,10 +39,12 @@ from optimlab.optim.kernels.compile import jit_kernel, pointer_view
 from optimlab.optim.kernels.lowprec_codec import (
     bf16_to_float,
     bits_float,
-    encode8,
+    decode8_block,
+    encode8_many,
     float_bits,
     float_to_bf16,
     float_to_bf16_stochastic,
+    linear_code_tables,
     random16,
 )
 from optimlab.optim.kernels.skeleton import prologue
@@ -57,6 +59,12 @@ KIND = len(Flags._fields)
 #: the smallest block maximum (``quantize.MIN_ABSMAX``) as float32, as torch's clamp rounds it
 MIN_ABSMAX = np.float32(1e-12)
 _ABS = np.uint32(0x7FFFFFFF)
+
+#: `encode8_vector16`'s parameters of the signed and the unsigned map (numba freezes them into
+#: the kernel as constants; the kernel's `thresholds` argument says which map: the signed one's
+#: first threshold is negative)
+_LINEAR_SIGNED = linear_code_tables(True)
+_LINEAR_UNSIGNED = linear_code_tables(False)
 
 _F32 = np.empty(0, np.float32)
 _U16 = np.empty(0, np.uint16)
@@ -105,8 +113,11 @@ def _load(address, maxima, start, n, mode, table, out):
     if mode == MODE_INT8:
         codes = pointer_view(address, start, start + n, _U8)
         scale = pointer_view(maxima, start // BLOCK, start // BLOCK + 1, _F32)[0]
-        for j in range(n):
-            out[j] = table[codes[j]] * scale
+        if n == BLOCK:  # (8-bit state is whole blocks; the loop is the same rule, element-wise)
+            decode8_block(table, codes, scale, out)
+        else:
+            for j in range(n):
+                out[j] = table[codes[j]] * scale
     elif mode == MODE_BF16:
         halves = pointer_view(address, start, start + n, _U16)
         for j in range(n):
@@ -134,8 +145,9 @@ def _store(address, maxima, start, n, mode, thresholds, bucket, values):
         for j in range(n):  # the scratch is dead after this: scaled in place, a vector loop
             values[j] = values[j] / scale
         codes = pointer_view(address, start, start + n, _U8)
-        for j in range(n):  # table lookups: scalar loads
-            codes[j] = encode8(values[j], thresholds, bucket)
+        # 16 at a time (AVX-512), the rare flagged 16 again by the exact table lookup
+        linear = _LINEAR_SIGNED if thresholds[0] < 0 else _LINEAR_UNSIGNED
+        encode8_many(values[:n], codes, thresholds, bucket, linear)
         pointer_view(maxima, start // BLOCK, start // BLOCK + 1, _F32)[0] = scale
     elif mode == MODE_BF16:
         halves = pointer_view(address, start, start + n, _U16)
