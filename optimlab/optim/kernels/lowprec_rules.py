@@ -68,7 +68,7 @@ _U16 = np.empty(0, np.uint16)
 # per algorithm in a copy of the function (as ``skeleton.fused_kernel`` does, for numba's cache).
 def _chunk(
     c, param_ptrs, grad_ptrs, state_ptrs, modes, maps, chunks, coef, flags, fresh, keys, tables
-):  # noqa: E501
+):
     t, lo, hi = chunks[c, 0], chunks[c, 1], chunks[c, 2]
     k = coef[t]
     mode = modes[t]
@@ -125,9 +125,9 @@ def _chunk(
 
 def _kernel(
     param_ptrs, grad_ptrs, state_ptrs, modes, maps, chunks, coef, flags, fresh, keys, tables
-):  # noqa: E501
+):
     for c in prange(chunks.shape[0]):
-        chunk(
+        chunk(  # noqa: F821
             c,
             param_ptrs,
             grad_ptrs,
@@ -140,7 +140,7 @@ def _kernel(
             fresh,
             keys,
             tables,
-        )  # noqa: E501, F821
+        )
 
 
 def _bind(template: Callable[..., Any], qualname: str, **bound: Any) -> Callable[..., Any]:
