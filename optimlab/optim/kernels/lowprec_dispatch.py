@@ -65,11 +65,11 @@ def unfusable_reason(
     return None
 
 
-def _mode(state_dtype: str, param: torch.Tensor) -> int:
+def _mode(state_dtype: str, param: torch.Tensor, min_size: int) -> int:
     """The form the group asks for this tensor's state (small tensors stay float32)."""
-    if state_dtype == "int8" and quantization.quantizable(param):
+    if state_dtype == "int8" and quantization.quantizable(param, min_size):
         return lowprec_adam.MODE_INT8
-    if state_dtype == "bf16" and quantization.quantizable(param):
+    if state_dtype == "bf16" and quantization.quantizable(param, min_size):
         return lowprec_adam.MODE_BF16
     return lowprec_adam.MODE_FLOAT32
 
@@ -123,6 +123,7 @@ def fused_step(
         return None
     owner = type(optimizer).__name__
     state_dtype = group.get("state_dtype", "float32")
+    min_size = group.get("min_quantized_size", quantization.MIN_ELEMENTS)
     keys = spec.tensor_state(group)
     initial = spec.initial(group)
     adam_layout = hasattr(kernel, "STATES")  # lowprec_adam: (m, v, vmax) columns, no fresh
@@ -138,7 +139,7 @@ def fused_step(
     skipped: list[int] = []
     for i, p in enumerate(params):
         state = optimizer.state[p]
-        mode = _mode(state_dtype, p)
+        mode = _mode(state_dtype, p, min_size)
         present = [key for key in keys if key in state]
         if any(_stored_mode(state, key, p) != mode for key in present):
             skipped.append(i)  # stored in another form: the reference converts it
@@ -147,7 +148,7 @@ def fused_step(
         if missing:  # first step, or an option switched on (amsgrad, momentum): zeros
             kept = dict(state)  # (store drops every block maximum it is not given)
             new = {key: torch.zeros_like(p, dtype=torch.float32) for key in missing}
-            storage.store(owner, new, state, p, state_dtype)
+            storage.store(owner, new, state, p, state_dtype, min_size)
             state.update({k: v for k, v in kept.items() if k not in state})
             if any(initial.get(key) == FROM_GRADIENT for key in missing):
                 fresh[len(taken)] = 1  # SGD's buffer starts as the gradient: the rule writes it
