@@ -9,11 +9,15 @@ Two options every optimlab optimizer accepts (besides the seed of the second):
 * ``stochastic_rounding`` (bfloat16 parameters only) with ``rounding_seed``: the float32 result
   of each update is rounded to bfloat16 up or down at random, unbiased (see ``rounding``).
 
-Adam and AdamW have a fused kernel for them (``kernels.lowprec_adam``: one pass that decodes,
-updates and encodes each block of 256 elements); ``impl="auto"`` takes it where it applies
-(CPU, contiguous, float32 weights with bf16/int8 state or bfloat16 weights) and the reference
-rule elsewhere. The other optimizers run the reference rule; for them ``impl="fused"`` is an
-error.
+Every optimizer with low-precision state has a fused kernel for them, one pass that decodes,
+updates and encodes each block of 256 elements: ``kernels.lowprec_adam`` for Adam and AdamW,
+``kernels.lowprec_rules`` (the float32 kernel's element loop on decoded blocks) for AdaMax,
+NAdam, RMSprop and SGD/Momentum/NAG. ``impl="auto"`` takes it where it applies (CPU,
+contiguous, float32 weights with bf16/int8 state or bfloat16 weights) and the reference rule
+elsewhere; ``impl="fused"`` on a class without one (``low_precision_kernel = None``) is an error.
+
+``min_quantized_size`` (default 4,096, torchao's rule) is the fewest elements a tensor needs for
+bf16/int8 state; smaller tensors (and sizes not a multiple of 256) keep float32 state.
 """
 
 from __future__ import annotations
@@ -88,8 +92,8 @@ def check_group(
         used = "stochastic_rounding=True" if stochastic else f"state_dtype={state_dtype!r}"
         raise ValueError(
             f"{owner}: invalid {chosen} with {used}; {owner} has no fused kernel for "
-            f"low-precision state or stochastic rounding (Adam and AdamW have): use "
-            f"impl='auto' or 'reference'"
+            f"low-precision state or stochastic rounding (its low_precision_kernel is None): "
+            f"use impl='auto' or 'reference'"
         )
     if stochastic:
         for index, param in enumerate(group.get("params", ())):
