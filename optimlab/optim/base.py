@@ -72,6 +72,7 @@ class CommonOptions(TypedDict, total=False):
     state_dtype: str
     stochastic_rounding: bool
     rounding_seed: int
+    min_quantized_size: int
 
 
 def selected_impl(group: dict[str, Any]) -> str:
