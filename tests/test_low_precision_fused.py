@@ -16,7 +16,6 @@ import torch
 from optimlab.optim.adam import Adam, AdamW
 from optimlab.optim.kernels.layout import CHUNK
 from optimlab.optim.low_precision import quantize
-from optimlab.optim.rmsprop import RMSprop
 
 #: quantized (16 blocks), too small (stays float32), not whole blocks (float32)
 SHAPES = ((32, 128), (7,), (300,))
@@ -182,14 +181,6 @@ def test_fused_on_a_group_the_kernel_cannot_take_says_why() -> None:
     auto = Adam([w], state_dtype="int8")  # auto: the reference rule
     auto.step()
     assert auto.state[w]["exp_avg"].dtype == torch.uint8
-
-
-def test_fused_low_precision_without_a_kernel_is_a_clear_error() -> None:
-    with pytest.raises(
-        ValueError,
-        match=r"RMSprop: invalid impl='fused' with state_dtype='int8'; RMSprop has no fused kernel for low-precision state",
-    ):
-        RMSprop([torch.nn.Parameter(torch.randn(3))], impl="fused", state_dtype="int8")
 
 
 # ---- the 8-bit code tables ----------------------------------------------------------------------

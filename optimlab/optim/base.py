@@ -72,6 +72,7 @@ class CommonOptions(TypedDict, total=False):
     state_dtype: str
     stochastic_rounding: bool
     rounding_seed: int
+    min_quantized_size: int
 
 
 def selected_impl(group: dict[str, Any]) -> str:
@@ -349,6 +350,9 @@ class Optimizer(torch.optim.Optimizer):
         torch.optim's ``fused=True`` means ``"fused"`` and ``foreach=True`` ``"reference"``.
         """
         impl = selected_impl(group)
+        if low_precision.option(group, "state_dtype") == "float32":
+            # switched back from bf16/int8: no float32 kernel or rule may read 8-bit codes
+            low_precision.decode_left_state(self, params)
         if impl != "reference" and low_precision.uses_low_precision(group):
             params, grads = self._low_precision_fused_step(group, params, grads, impl == "fused")
         elif impl != "reference":

@@ -78,6 +78,7 @@ class RMSprop(Optimizer):
     FLAGS = ("centered",)
     STATE = ("step", "square_avg", "momentum_buffer", "grad_avg")
     STATE_DTYPES = ("float32", "bf16", "int8")  # optimlab.optim.low_precision
+    low_precision_kernel = staticmethod(kernel_factory("lowprec_rules", lambda k: k.RMSPROP))
     kernel = staticmethod(kernel_factory("rmsprop"))
 
     def __init__(

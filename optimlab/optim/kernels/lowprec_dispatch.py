@@ -1,4 +1,4 @@
-"""Running a low-precision fused kernel (``lowprec_adam``) on one parameter group.
+"""Running a low-precision fused kernel (``lowprec_adam``, ``lowprec_rules``) on one parameter group.
 
 The state stays where the reference path keeps it (``optimizer.state[p]``: uint8 codes and
 ``<key>_absmax`` maxima, bfloat16 tensors, or float32 for small tensors), created the same way
@@ -13,7 +13,6 @@ learning rate. A tensor whose state is stored in another form than the group now
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,7 @@ from optimlab.optim import low_precision
 from optimlab.optim.kernels import lowprec_adam, lowprec_codec
 from optimlab.optim.kernels.dispatch import follow_torch_threads
 from optimlab.optim.kernels.layout import CHUNK
-from optimlab.optim.kernels.spec import KernelSpec
+from optimlab.optim.kernels.spec import FROM_GRADIENT, KernelSpec
 from optimlab.optim.low_precision import quantize as quantization
 from optimlab.optim.low_precision import rounding
 from optimlab.optim.low_precision import state as storage
@@ -66,11 +65,11 @@ def unfusable_reason(
     return None
 
 
-def _mode(state_dtype: str, param: torch.Tensor) -> int:
+def _mode(state_dtype: str, param: torch.Tensor, min_size: int) -> int:
     """The form the group asks for this tensor's state (small tensors stay float32)."""
-    if state_dtype == "int8" and quantization.quantizable(param):
+    if state_dtype == "int8" and quantization.quantizable(param, min_size):
         return lowprec_adam.MODE_INT8
-    if state_dtype == "bf16" and quantization.quantizable(param):
+    if state_dtype == "bf16" and quantization.quantizable(param, min_size):
         return lowprec_adam.MODE_BF16
     return lowprec_adam.MODE_FLOAT32
 
@@ -96,7 +95,7 @@ def _stored_mode(state: dict[str, Any], key: str, param: torch.Tensor) -> int | 
 
 def fused_step(
     optimizer: Any,
-    kernel: ModuleType,
+    kernel: Any,
     spec: KernelSpec,
     group: dict[str, Any],
     params: list[torch.Tensor],
@@ -104,7 +103,8 @@ def fused_step(
     *,
     required: bool,
 ) -> list[int] | None:
-    """Update the group with the low-precision `kernel` (a module like ``lowprec_adam``).
+    """Update the group with the low-precision `kernel` (the module ``lowprec_adam``, or a
+    compiled kernel of ``lowprec_rules`` whose element loop is `spec`'s float32 kernel's).
 
     Returns the indices of the parameters the kernel did *not* update (their state is stored in
     another form: the caller runs the reference on them), or None when the kernel does not apply
@@ -123,32 +123,35 @@ def fused_step(
         return None
     owner = type(optimizer).__name__
     state_dtype = group.get("state_dtype", "float32")
-    keys = [key for key, _ in kernel.STATES[: 3 if group["amsgrad"] else 2]]
+    min_size = group.get("min_quantized_size", quantization.MIN_ELEMENTS)
+    keys = spec.tensor_state(group)
+    initial = spec.initial(group)
+    adam_layout = hasattr(kernel, "STATES")  # lowprec_adam: (m, v, vmax) columns, no fresh
     stochastic = bool(group.get("stochastic_rounding")) and params[0].dtype == torch.bfloat16
     count = len(params)
-    state_ptrs = np.zeros((count, 6), dtype=np.int64)
+    state_ptrs = np.zeros((count, 6 if adam_layout else 2 * len(keys)), dtype=np.int64)
     modes = np.zeros(count, dtype=np.int64)
-    steps = np.zeros(count, dtype=np.float32)
+    fresh = np.zeros(count, dtype=np.uint8)
+    scalar_values: dict[str, list[torch.Tensor]] = {s.name: [] for s in spec.scalar_state}
     stream_keys = np.zeros(count, dtype=np.uint64)
     chunks: list[tuple[int, int, int]] = []
     taken: list[int] = []
     skipped: list[int] = []
     for i, p in enumerate(params):
         state = optimizer.state[p]
-        if "step" not in state:
-            state["step"] = torch.tensor(0.0, dtype=torch.float32)
-        mode = _mode(state_dtype, p)
-        if keys[0] not in state:
-            fresh = {key: torch.zeros_like(p, dtype=torch.float32) for key in keys[:2]}
-            storage.store(owner, fresh, state, p, state_dtype)
-        if keys[-1] not in state:  # amsgrad switched on: its maximum starts at 0
-            kept = dict(state)  # (store drops every block maximum it is not given)
-            fresh = {keys[-1]: torch.zeros_like(p, dtype=torch.float32)}
-            storage.store(owner, fresh, state, p, state_dtype)
-            state.update({k: v for k, v in kept.items() if k not in state})
-        if any(_stored_mode(state, key, p) != mode for key in keys):
-            skipped.append(i)
+        mode = _mode(state_dtype, p, min_size)
+        present = [key for key in keys if key in state]
+        if any(_stored_mode(state, key, p) != mode for key in present):
+            skipped.append(i)  # stored in another form: the reference converts it
             continue
+        missing = [key for key in keys if key not in state]
+        if missing:  # first step, or an option switched on (amsgrad, momentum): zeros
+            kept = dict(state)  # (store drops every block maximum it is not given)
+            new = {key: torch.zeros_like(p, dtype=torch.float32) for key in missing}
+            storage.store(owner, new, state, p, state_dtype, min_size)
+            state.update({k: v for k, v in kept.items() if k not in state})
+            if any(initial.get(key) == FROM_GRADIENT for key in missing):
+                fresh[len(taken)] = 1  # SGD's buffer starts as the gradient: the rule writes it
         t = len(taken)
         taken.append(i)
         modes[t] = mode
@@ -156,7 +159,11 @@ def fused_step(
             state_ptrs[t, 2 * row] = state[key].data_ptr()
             if mode == lowprec_adam.MODE_INT8:
                 state_ptrs[t, 2 * row + 1] = state[key + storage.ABSMAX_SUFFIX].data_ptr()
-        steps[t] = float(state["step"])
+        for scalar in spec.scalar_state:  # step (and NAdam's mu_product), as the reference's
+            if scalar.name not in state:
+                dtype = scalar.dtype_for([], torch.float32)
+                state[scalar.name] = torch.tensor(scalar.initial, dtype=dtype)
+            scalar_values[scalar.name].append(state[scalar.name])
         if stochastic:
             updates = state.get(low_precision.ROUNDING_COUNT, 0) + 1
             state[low_precision.ROUNDING_COUNT] = updates
@@ -172,7 +179,8 @@ def fused_step(
     # contiguous copies where needed, alive in `dense` until the kernel returns
     dense = [grads[i] if grads[i].is_contiguous() else grads[i].contiguous() for i in taken]
     grad_ptrs = np.array([g.data_ptr() for g in dense], dtype=np.int64)
-    scalars = {"step": steps[:n].copy()}
+    # in each scalar's stored dtype (NAdam's running product rounds as the reference's mul_)
+    scalars = {name: torch.stack(values).numpy().copy() for name, values in scalar_values.items()}
     rows = spec.coefficients(group, scalars)  # advances the steps, as the reference's += 1
     coef = np.empty((n, len(rows[0]) if isinstance(rows, list) else len(rows)), np.float32)
     coef[:] = rows
@@ -186,18 +194,16 @@ def fused_step(
     elements = sum(params[i].numel() for i in taken)
     follow_torch_threads(elements)  # one thread below dispatch.PARALLEL_FROM elements
     work = np.array(chunks, dtype=np.int64).reshape(-1, 3)
-    kernel.KERNEL(
-        param_ptrs,
-        grad_ptrs,
-        state_ptrs[:n],
-        modes[:n],
-        work,
-        coef,
-        flags,
-        stream_keys[:n],
-        _TABLES,
-    )
+    if adam_layout:
+        arguments = (state_ptrs[:n], modes[:n], work, coef, flags, stream_keys[:n], _TABLES)
+    else:
+        maps = np.array([0 if storage.SIGNED_STATE[key] else 1 for key in keys], dtype=np.int64)
+        arguments = (state_ptrs[:n], modes[:n], maps, work, coef, flags, fresh[:n])
+        arguments += (stream_keys[:n], _TABLES)
+    getattr(kernel, "KERNEL", kernel)(param_ptrs, grad_ptrs, *arguments)
     for t, i in enumerate(taken):
-        optimizer.state[params[i]]["step"].fill_(float(scalars["step"][t]))
+        entry = optimizer.state[params[i]]
+        for name, values in scalars.items():
+            entry[name].fill_(float(values[t]))
     del dense
     return skipped

@@ -9,11 +9,15 @@ Two options every optimlab optimizer accepts (besides the seed of the second):
 * ``stochastic_rounding`` (bfloat16 parameters only) with ``rounding_seed``: the float32 result
   of each update is rounded to bfloat16 up or down at random, unbiased (see ``rounding``).
 
-Adam and AdamW have a fused kernel for them (``kernels.lowprec_adam``: one pass that decodes,
-updates and encodes each block of 256 elements); ``impl="auto"`` takes it where it applies
-(CPU, contiguous, float32 weights with bf16/int8 state or bfloat16 weights) and the reference
-rule elsewhere. The other optimizers run the reference rule; for them ``impl="fused"`` is an
-error.
+Every optimizer with low-precision state has a fused kernel for them, one pass that decodes,
+updates and encodes each block of 256 elements: ``kernels.lowprec_adam`` for Adam and AdamW,
+``kernels.lowprec_rules`` (the float32 kernel's element loop on decoded blocks) for AdaMax,
+NAdam, RMSprop and SGD/Momentum/NAG. ``impl="auto"`` takes it where it applies (CPU,
+contiguous, float32 weights with bf16/int8 state or bfloat16 weights) and the reference rule
+elsewhere; ``impl="fused"`` on a class without one (``low_precision_kernel = None``) is an error.
+
+``min_quantized_size`` (default 4,096, torchao's rule) is the fewest elements a tensor needs for
+bf16/int8 state; smaller tensors (and sizes not a multiple of 256) keep float32 state.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 
 import torch
 
-from optimlab.optim.low_precision import rounding
+from optimlab.optim.low_precision import quantize, rounding
 from optimlab.optim.low_precision import state as storage
 
 #: the options, with their defaults; groups carry them only when given
@@ -30,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "state_dtype": "float32",
     "stochastic_rounding": False,
     "rounding_seed": 0,
+    # tensors with fewer elements keep float32 state (torchao's 4,096; quantize.MIN_ELEMENTS)
+    "min_quantized_size": quantize.MIN_ELEMENTS,
 }
 STATE_DTYPES = storage.STATE_DTYPES
 #: per-parameter state key counting the stochastically rounded updates (part of the seed)
@@ -68,6 +74,15 @@ def check_group(
     stochastic = option(group, "stochastic_rounding")
     if not isinstance(stochastic, bool):
         raise _fail(owner, "stochastic_rounding", stochastic, "True or False")
+    size = option(group, "min_quantized_size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise _fail(
+            owner,
+            "min_quantized_size",
+            size,
+            f"an integer >= 1 (the fewest elements a tensor needs for bf16/int8 state; its size "
+            f"must also be a multiple of {quantize.BLOCK_SIZE}; default {quantize.MIN_ELEMENTS})",
+        )
     seed = option(group, "rounding_seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise _fail(owner, "rounding_seed", seed, "an integer >= 0")
@@ -77,8 +92,8 @@ def check_group(
         used = "stochastic_rounding=True" if stochastic else f"state_dtype={state_dtype!r}"
         raise ValueError(
             f"{owner}: invalid {chosen} with {used}; {owner} has no fused kernel for "
-            f"low-precision state or stochastic rounding (Adam and AdamW have): use "
-            f"impl='auto' or 'reference'"
+            f"low-precision state or stochastic rounding (its low_precision_kernel is None): "
+            f"use impl='auto' or 'reference'"
         )
     if stochastic:
         for index, param in enumerate(group.get("params", ())):
@@ -110,7 +125,8 @@ def reference_step(
     else:
         decoded = storage.decoded(owner, state, param, work.dtype)
         rule(work, grad, decoded, group, step)
-        storage.store(owner, decoded, state, param, state_dtype)
+        size = option(group, "min_quantized_size")
+        storage.store(owner, decoded, state, param, state_dtype, size)
     if option(group, "stochastic_rounding") and param.dtype == torch.bfloat16:
         count = state.get(ROUNDING_COUNT, 0) + 1
         state[ROUNDING_COUNT] = count
@@ -159,5 +175,29 @@ def convert_loaded_state(optimizer: Any) -> None:
                     torch.float32 if param.dtype in (torch.float16, torch.bfloat16) else param.dtype
                 )
                 storage.convert_loaded(
-                    owner, state, param, option(group, "state_dtype"), work_dtype
+                    owner,
+                    state,
+                    param,
+                    option(group, "state_dtype"),
+                    work_dtype,
+                    option(group, "min_quantized_size"),
                 )
+
+
+def decode_left_state(optimizer: Any, params: list[torch.Tensor]) -> None:
+    """Before a float32-state step: decode any state still stored as 8-bit codes or bfloat16.
+
+    A group switched from ``state_dtype="int8"`` (or ``"bf16"``) to ``"float32"`` mid-run keeps
+    its encoded state until something converts it; the float32 kernels and rules read state as
+    floats and would take the codes (0..255) for values. Dequantizing is what loading an 8-bit
+    state_dict into a float32 optimizer does, so a switch and a save/load agree; every 8-bit
+    state is defined (code × block maximum), so there is nothing to refuse.
+    """
+    owner = type(optimizer).__name__
+    for param in params:
+        state = optimizer.state.get(param)
+        if state and storage.stored_below_float32(state):
+            work_dtype = (
+                torch.float32 if param.dtype in (torch.float16, torch.bfloat16) else param.dtype
+            )
+            storage.convert_loaded(owner, state, param, "float32", work_dtype)

@@ -56,10 +56,14 @@ def dynamic_map(signed: bool, device: torch.device | str | None = None) -> torch
     return torch.tensor(_dynamic_map_values(signed), dtype=torch.float32, device=device)
 
 
-def quantizable(tensor: torch.Tensor) -> bool:
-    """Whether `tensor` is stored in 8 bits (large enough, whole blocks); else float32."""
+def quantizable(tensor: torch.Tensor, min_elements: int = MIN_ELEMENTS) -> bool:
+    """Whether `tensor` is stored below float32 (at least `min_elements`, whole blocks).
+
+    `min_elements` is the optimizer option ``min_quantized_size`` (default ``MIN_ELEMENTS``,
+    torchao's rule); lowering it reaches the small layers of small networks.
+    """
     n = tensor.numel()
-    return n >= MIN_ELEMENTS and n % BLOCK_SIZE == 0
+    return n >= min_elements and n % BLOCK_SIZE == 0
 
 
 def quantize(values: torch.Tensor, signed: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -53,6 +53,20 @@ def _signed(owner: str, key: str) -> bool:
         ) from None
 
 
+def stored_below_float32(state: dict[str, Any]) -> bool:
+    """Whether `state` holds 8-bit codes or bfloat16 tensors (a low-precision form).
+
+    Neither occurs in a float32-state group's own state (bfloat16 parameters keep float32 state),
+    so this finds state left by ``state_dtype="int8"|"bf16"`` before a switch to float32.
+    """
+    for key, value in state.items():
+        if key.endswith(ABSMAX_SUFFIX):
+            return True
+        if isinstance(value, torch.Tensor) and value.dtype == torch.bfloat16:
+            return True
+    return False
+
+
 def decoded(
     owner: str, state: dict[str, Any], param: torch.Tensor, dtype: torch.dtype
 ) -> dict[str, Any]:
@@ -72,15 +86,21 @@ def decoded(
 
 
 def store(
-    owner: str, work: dict[str, Any], state: dict[str, Any], param: torch.Tensor, state_dtype: str
+    owner: str,
+    work: dict[str, Any],
+    state: dict[str, Any],
+    param: torch.Tensor,
+    state_dtype: str,
+    min_size: int = quantize.MIN_ELEMENTS,
 ) -> None:
-    """Write the rule's float state `work` back into `state` in the form `state_dtype` asks for."""
+    """Write the rule's float state `work` back into `state` in the form `state_dtype` asks for
+    (tensors below `min_size` elements, or not whole blocks, stay float32)."""
     for key in [k for k in state if k.endswith(ABSMAX_SUFFIX)]:
         del state[key]
     for key, value in work.items():
         if not _element_wise(key, value, param) or state_dtype == "float32":
             state[key] = value
-        elif not quantize.quantizable(value):
+        elif not quantize.quantizable(value, min_size):
             state[key] = value.to(torch.float32) if value.dtype == torch.bfloat16 else value
         elif state_dtype == "bf16":
             state[key] = value.to(torch.bfloat16)
@@ -95,6 +115,7 @@ def convert_loaded(
     param: torch.Tensor,
     state_dtype: str,
     work_dtype: torch.dtype,
+    min_size: int = quantize.MIN_ELEMENTS,
 ) -> None:
     """Bring a just-loaded `state` (from any storage form) into the form `state_dtype` asks for.
 
@@ -135,6 +156,7 @@ def convert_loaded(
     if state_dtype == "int8":
         kept = {k: (state[k], state[k + ABSMAX_SUFFIX]) for k in stored_as_int8}
     work = decoded(owner, state, param, work_dtype)
-    store(owner, {k: v for k, v in work.items() if k not in kept}, state, param, state_dtype)
+    rest = {k: v for k, v in work.items() if k not in kept}
+    store(owner, rest, state, param, state_dtype, min_size)
     for key, (codes, absmax) in kept.items():
         state[key], state[key + ABSMAX_SUFFIX] = codes, absmax
