@@ -128,7 +128,7 @@ ARGS += ["--evals", str(EVALS), "--grid-points", "6", "--seeds", "2", "--workers
 ARGS += ["--tuner", "halving"]
 
 
-def test_the_command_stores_pruned_points_resumes_and_exports_them(tmp_path, capsys):
+def test_the_command_stores_pruned_points_resumes_and_exports_them(tmp_path, capsys, monkeypatch):
     """A population (the single-trial path is the test above's); resumed and exported."""
     population = "auto"
     out = str(tmp_path / "run")
@@ -148,6 +148,17 @@ def test_the_command_stores_pruned_points_resumes_and_exports_them(tmp_path, cap
         t.spec.lr for t in pruned
     )
     assert summary["run"]["tuner"]["name"] == "halving"
+    # the sensitivity plot draws them hollow at their last loss (they were crosses: "diverged")
+    from optimlab.report import plots
+
+    drawn = []
+    with monkeypatch.context() as patched:
+        patched.setattr(plots, "to_svg", drawn.append)
+        plots.lr_sensitivity(summary["problems"]["quadratic-deep"], ["sgd"], "quadratic-deep")
+    axes = drawn[0].axes[0]
+    assert "○ = stopped at a rung" in axes.get_xlabel()
+    hollow = [c for c in axes.collections if len(c.get_facecolors()) == 0]
+    assert sorted(hollow[0].get_offsets()[:, 0]) == sorted(t.spec.lr for t in pruned)
     assert summary["run"]["trial_status"]["pruned"] == len(pruned)
     assert "trials run" in first
     # resumed: nothing is trained again, pruned points included

@@ -338,6 +338,8 @@ def _pair(
             "lr": t.spec.lr,
             "status": t.result.status,
             "final_val_loss": t.result.metrics.get("final_val_loss"),
+            # --tuner halving: the validation loss at the rung where it stopped
+            **({"last_val_loss": _last_val_loss(t)} if t.result.status == "pruned" else {}),
         }
         for t in sorted(grid, key=lambda t: t.spec.lr)
     ]
@@ -385,6 +387,12 @@ def _pair(
     ]
     entry["status"], entry["reason"] = _status(entry, grid, lr)
     return entry, mean_curve(seeds, seconds=True)
+
+
+def _last_val_loss(trial: StoredTrial) -> float | None:
+    losses = (trial.result.metrics.get("curve") or {}).get("val_loss") or [None]
+    value = losses[-1]
+    return value if isinstance(value, float) and math.isfinite(value) else None
 
 
 def _at_edge(comparison: Comparison, lr: float | None, tried: list[float]) -> bool:

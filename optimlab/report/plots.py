@@ -82,11 +82,22 @@ def lr_sensitivity(entries: dict[str, Any], labels: list[str], title: str) -> st
         points = entries.get(label, {}).get("lr_sensitivity", [])
         good = [(p["lr"], min(p["final_val_loss"], cap)) for p in points if p["status"] == "ok"]
         clipped = [p["lr"] for p in points if p["status"] == "ok" and p["final_val_loss"] > cap]
-        bad = [p["lr"] for p in points if p["status"] != "ok"]
+        # --tuner halving: stopped at a rung, drawn at its last validation loss, hollow (not a
+        # final loss, and not a divergence)
+        pruned = [
+            (p["lr"], min(p["last_val_loss"], cap))
+            for p in points
+            if p["status"] == "pruned" and p.get("last_val_loss") is not None
+        ]
+        bad = [p["lr"] for p in points if p["status"] not in ("ok", "pruned")]
         if good:
             axes.plot(*zip(*good), marker="o", markersize=3, color=color(index), label=label)
         if clipped:
             axes.scatter(clipped, [cap] * len(clipped), marker="^", color=color(index), s=18)
+        if pruned:
+            axes.scatter(
+                *zip(*pruned), marker="o", facecolors="none", edgecolors=color(index), s=18
+            )
         if bad:
             axes.scatter(bad, [ceiling] * len(bad), marker="x", color=color(index), s=18)
         best = entries.get(label, {}).get("best_lr")
@@ -95,7 +106,13 @@ def lr_sensitivity(entries: dict[str, Any], labels: list[str], title: str) -> st
     axes.set_xscale("log")
     if log_y:
         axes.set_yscale("log")
-    axes.set_xlabel("learning rate (× = diverged, ▲ = above the axis)")
+    stopped = any(
+        p["status"] == "pruned" for e in entries.values() for p in e.get("lr_sensitivity", [])
+    )
+    axes.set_xlabel(
+        "learning rate (× = diverged, ▲ = above the axis"
+        + (", ○ = stopped at a rung: its last loss)" if stopped else ")")
+    )
     axes.set_ylabel("final validation loss")
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
