@@ -299,3 +299,23 @@ def test_a_bad_exclude_pattern_is_a_clear_error() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
     with pytest.raises(ValueError, match=r"invalid exclude pattern '\('.*regular expressions"):
         muon_for(model, exclude=["("])
+
+
+def test_compares_untuned_muon_runs_at_the_whole_network_builds_default() -> None:
+    # the "default" runs used the class's torch default 1e-3 (AdamW part at 1.5e-5, 31.5 % on
+    # digits-mlp) while the docs and muon_for say 0.02 / 3e-4
+    import inspect
+
+    from optimlab.lab.protocol import Comparison, contenders
+    from optimlab.optim import muon as muon_module
+
+    (muon,) = contenders("muon")
+    assert muon.default_lr == 0.02 == inspect.signature(muon_for).parameters["lr"].default
+    comparison = Comparison([("digits-mlp", 10)], [muon], [0.01], seeds=1)
+    comparison.resolve()
+    (default,) = comparison.default_trials("digits-mlp", 10, muon)
+    assert default.hyperparameters == {"lr": 0.02}
+    built = muon_module.for_comparison(
+        torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    )
+    assert [g["lr"] for g in built.param_groups] == [0.02, pytest.approx(3e-4)]

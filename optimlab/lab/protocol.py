@@ -109,8 +109,11 @@ class Contender:
         if self.custom is not None:
             lr = self.custom.default_lr()
             return None if lr is None else float(lr)
+        info = get_info(self.name)
+        if info.whole_model_lr is not None:  # compare builds it for the whole network
+            return float(info.whole_model_lr)
         convention = self.options.get("convention", "torch")
-        return float(get_info(self.name).cls.default_hyperparameters(convention)["lr"])
+        return float(info.cls.default_hyperparameters(convention)["lr"])
 
     @property
     def learning_rate_free(self) -> bool:

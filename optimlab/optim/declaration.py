@@ -101,6 +101,10 @@ class OptimizerInfo:
     #: that differs from ``cls(model.parameters(), ...)`` (Muon: hidden matrices to Muon, the
     #: rest to AdamW); compare's trials use it when the problem has no learning-rate groups
     whole_model: Callable[..., Any] | None = None
+    #: the default learning rate of that build, where it is not the class's: compare's untuned
+    #: "default" runs use it (Muon's whole-network build runs at muon_for's 0.02, the class's
+    #: torch default 1e-3 would put its AdamW part at 1.5e-5)
+    whole_model_lr: float | None = None
     #: raise it when a change (to the rule, or to how compare builds the optimizer) makes the
     #: trials stored by earlier versions stale: it enters the trial key (`TrialSpec.key`) when
     #: it is not 0, so a resumed comparison runs them again instead of reusing them

@@ -84,6 +84,8 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
 #: Moonlight's target update RMS (Keras's rms_rate)
 MATCHED_RMS = 0.2
+#: :func:`muon_for`'s default rate for the hidden matrices (the Muon NanoGPT speedrun's)
+MUON_FOR_LR = 0.02
 
 _COMMON = {
     "lr": 1e-3,
@@ -377,7 +379,7 @@ def split_for_muon(
 
 def muon_for(
     model: nn.Module,
-    lr: float = 0.02,
+    lr: float = MUON_FOR_LR,
     adamw_lr: float = 3e-4,
     *,
     weight_decay: float | None = None,
@@ -424,7 +426,7 @@ def for_comparison(model: nn.Module, lr: float | None = None, **hyperparameters:
     kept at the defaults' ratio to Muon's (``adamw_lr = lr × 3e-4/0.02``) as the learning-rate
     grid moves ``lr`` — so the grid tunes one rate, and at Muon's default 0.02 both parts run
     at the speedrun's values."""
-    lr = Muon.DEFAULTS["torch"]["lr"] if lr is None else lr
+    lr = MUON_FOR_LR if lr is None else lr
     return muon_for(model, lr=lr, adamw_lr=lr * ADAMW_LR_RATIO, **hyperparameters)
 
 
@@ -450,6 +452,7 @@ MUON_INFO = OptimizerInfo(
     convergence=Convergence(0.03, (0.03, 3000, 0.1)),
     elementwise=False,
     whole_model=for_comparison,
+    whole_model_lr=MUON_FOR_LR,
     # 1: compare builds Muon for the whole network (muon_for) — before, Muon(model.parameters())
     # also ran the embeddings and the head, and those stored trials must not be reused
     trial_version=1,
