@@ -60,3 +60,22 @@ def test_serve_warns_when_exposed(tmp_path: Path) -> None:
     code, err = stop(process)
     assert url.startswith("http://127.0.0.1:")
     assert "warning: binding 0.0.0.0 exposes the server" in err and code == 0
+
+
+def test_an_address_that_cannot_be_bound_exits_2_naming_the_option(tmp_path: Path, capsys) -> None:
+    # uvicorn printed "ERROR: [Errno -2] Name or service not known" and exited 3
+    import socket
+
+    from optimlab.cli import main
+
+    pytest.importorskip("uvicorn")
+    assert main(["serve", "--host", "nonsense.invalid", "--results", str(tmp_path)]) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert "Invalid value for '--host': cannot resolve 'nonsense.invalid'" in error
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--results", str(tmp_path)]) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert f"Invalid value for '--port': cannot listen on 127.0.0.1:{port}" in error

@@ -26,6 +26,30 @@ def is_exposed(host: str) -> bool:
         return True
 
 
+def check_bindable(host: str, port: int) -> None:
+    """typer.BadParameter (exit 2, naming the option) for a host that does not resolve or an
+    address that cannot be bound (port in use, not this machine's address)."""
+    import socket
+
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as error:
+        raise typer.BadParameter(
+            f"cannot resolve {host!r} ({error}); give an address of this machine, e.g. 127.0.0.1",
+            param_hint="'--host'",
+        ) from None
+    family, kind, proto, _, address = addresses[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            hint = "'--port'" if error.errno in (98, 48, 10048) else "'--host'"  # in use
+            raise typer.BadParameter(
+                f"cannot listen on {host}:{port}: {error.strerror or error}", param_hint=hint
+            ) from None
+
+
 def url_of(host: str, port: int) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     shown = f"[{shown}]" if ":" in shown else shown
@@ -63,6 +87,7 @@ def command(
             err=True,
         )
         return 2
+    check_bindable(host, port)  # uvicorn's own message and exit code 3 otherwise
     if is_exposed(host):
         typer.echo(
             f"warning: binding {host} exposes the server to other machines on the network; "
