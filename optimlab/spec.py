@@ -104,12 +104,19 @@ def split_custom_item(item: str) -> tuple[str, str, dict[str, Any]] | None:
 
     An item is custom when its first part looks like a file (``x.py``, ``dir/x.py``) or a
     dotted module (``torch.optim``); see `optimlab.lab.custom_optimizers`."""
-    from optimlab.lab.custom_optimizers import looks_custom
     from optimlab.lab.custom_optimizers import split_custom_item as split
 
-    if not looks_custom(item.strip().partition(":")[0]):
+    if not is_custom_item(item):
         return None
     return split(item)
+
+
+def is_custom_item(item: str) -> bool:
+    """Whether `item` names a class of the user's (a file or a dotted module), not a
+    registered optimizer."""
+    from optimlab.lab.custom_optimizers import looks_custom
+
+    return looks_custom(item.strip().partition(":")[0])
 
 
 def expand_presets(spec: str) -> str:
@@ -135,6 +142,13 @@ def parse_optimizer_items(
     items = expand_presets(spec).split(",")
     parsed: list[tuple[str, dict[str, Any], Any]] = []
     for item in items:
+        if not allow_custom and is_custom_item(item):
+            # parsed as a registered name, "lion.py:Lion" read as a bad option 'Lion'
+            raise ValueError(
+                f"{item.strip()!r} names a class of your own: only registered optimizers run "
+                f"here ({', '.join(list_optimizers())}); `optimlab compare --optimizers "
+                f"{item.strip()}` runs your own"
+            )
         custom = split_custom_item(item) if allow_custom else None
         if custom is not None:
             from optimlab.lab.custom_optimizers import parse_custom_item

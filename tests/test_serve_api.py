@@ -234,7 +234,9 @@ def test_bad_input_is_422_with_the_cli_message(
             "function",
             "must be a number ≥ 1",
         ),
-        ({"function": "ravine", "optimizers": "lion.py"}, "optimizers", "valid names"),
+        ({"function": "ravine", "optimizers": "lion.py"}, "optimizers", "only registered"),
+        # a class of the user's read as a registered name with a bad option 'Lion' before
+        ({"function": "ravine", "optimizers": "lion.py:Lion"}, "optimizers", "only registered"),
     ],
 )
 def test_each_bad_field_is_named(client: TestClient, body: dict, field: str, words: str) -> None:
