@@ -24,7 +24,7 @@ def test_bfloat16_weights_stall_where_the_float64_runner_moves() -> None:
     expected = 0.5 * (1 - 1e-3) ** steps  # float64 SGD: (1 − η)^t θ₀
     np.testing.assert_allclose(exact.path[-1], [expected, expected], rtol=1e-12)
     nearest, stochastic = rounded.runs
-    assert np.all(nearest.path == 0.5)  # 5e-4 < half an ulp (2⁻⁹) at every one of 100 steps
+    assert np.all(nearest.path == 0.5)  # 5e-4 < half the gap below 0.5 (2⁻¹⁰) at every step
     moved = 0.5 - stochastic.path[-1]
     # about 0.5 − 0.4524 = 0.048 in expectation, give or take the rounding noise (≈ 0.007)
     assert np.all((moved > 0.02) & (moved < 0.08)), moved

@@ -264,10 +264,12 @@ def _bf16_stagnation(result: LandscapeResult) -> list[Check]:
     # hundreds of steps a few hundredths, so the claim is the distance covered, to 10 %
     way = BF16_START - exact
     error = float(np.abs(final - exact).max())
-    half_ulp = 2.0**-9  # half a bfloat16 ulp at 0.5: 2⁻⁸ / 2 = 0.00195 > every update (5e-4)
+    # the bfloat16 value below 0.5 is 0.5 − 2⁻⁹ (its binade's ulp): half that gap, 2⁻¹⁰ =
+    # 0.00098, exceeds every update (5e-4, downwards)
+    half_ulp = 2.0**-10
     return [
-        (f"round to nearest: each update η·g = {BF16_LR * BF16_START:.0e} is below half an "
-         f"ulp ({half_ulp:.5f}) of the weight; after {result.steps} steps it has moved "
+        (f"round to nearest: each update η·g = {BF16_LR * BF16_START:.0e} is below half the "
+         f"gap to the next value down ({half_ulp:.5f}); after {result.steps} steps it has moved "
          f"{moved:g} (= 0)", moved == 0.0),
         (f"stochastic rounding moves it as float64 SGD does: to ({final[0]:.4f}, "
          f"{final[1]:.4f}), float64 (1 − η)^{result.steps}·0.5 = {exact:.4f}: off by "
@@ -417,8 +419,9 @@ SCENARIOS: dict[str, Scenario] = {
             "bf16-stagnation",
             "bfloat16 weights: round-to-nearest drops small updates, stochastic rounding keeps them",
             (
-                "A bfloat16 weight of 0.5 has neighbours 2⁻⁸ apart: SGD's update η·g = 5e-4 is "
-                "below half of that, so rounding to nearest returns 0.5 at every step.",
+                "A bfloat16 weight of 0.5 has its next value down 2⁻⁹ away (2⁻⁸ up): SGD's "
+                "update η·g = 5e-4, downwards, is below half of that gap (2⁻¹⁰ ≈ 0.00098), so "
+                "rounding to nearest returns 0.5 at every step.",
                 "Stochastic rounding rounds up or down with probability ∝ the distance: each "
                 "update counts in expectation and the weight follows float64 SGD.",
             ),
