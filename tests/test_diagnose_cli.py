@@ -41,8 +41,13 @@ def test_diagnose_writes_a_self_contained_page_and_json(capsys, tmp_path):
     code = main(["diagnose", "--problem", "deep-mlp:depth=4:width=16:activation=sigmoid",
                  "--optimizer", "sgd:lr=0.1", "--out", str(out), "--json"])  # fmt: skip
     assert code == 0
-    result = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
     assert set(result) == {"lr", "gradflow", "hessian", "landscape", "meta"}
+    # progress lines without rich's source location (a log file read "diagnose.py:128")
+    assert captured.err and ".py:" not in captured.err
+    # the title's label keeps the options given (was "deep-mlp:activation=sigmoid", depth lost)
+    assert result["meta"]["problem_label"] == "deep-mlp:depth=4:width=16:activation=sigmoid"
     for key in ("lambda_max", "lambda_min", "trace", "condition_number", "mode"):
         assert key in result["hessian"]
     assert result["hessian"]["mode"] == "eval"

@@ -452,7 +452,7 @@ def render(setup: Setup, counts: dict[str, int], seconds: float) -> None:
         from optimlab.diagnose.run import diagnose_problems
 
         specs = [spec for spec, _ in setup.comparison.problems]
-        log = Console(stderr=True).log
+        log = Console(stderr=True, log_path=False).log
         for label, link in diagnose_problems(specs, setup.options.out, progress=log).items():
             summary["problem_info"][label]["diagnosis"] = link
     index = write_report(setup.options.out, summary)

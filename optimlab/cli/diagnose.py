@@ -123,7 +123,7 @@ def command(
     check_optimizer(optimizer)
     from rich.console import Console
 
-    errors = Console(stderr=True)
+    errors = Console(stderr=True, log_path=False)  # a log file read "diagnose.py:128"
     results = run_diagnosis(
         problem, optimizer, names, out, seed=seed, progress=lambda m: errors.log(m)
     )
