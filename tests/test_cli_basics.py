@@ -228,3 +228,20 @@ def test_a_tuned_rate_at_the_grids_end_is_flagged_in_the_terminal() -> None:
         "⇥ tuned rate at the end of the rates searched: sgd —" in caption and "adam" not in caption
     )
     assert protocol_caption({"adam": {"best_lr_at_grid_edge": False}}) is None
+
+
+def test_piped_tables_are_not_folded_at_80_columns(monkeypatch, tmp_path, capsys) -> None:
+    # in a log file rich assumed 80 columns and cut numbers across lines ("sgd:lr=0.9" / "5")
+    from optimlab.cli.console import FILE_WIDTH, stdout_console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert stdout_console().width == FILE_WIDTH  # capsys's stdout is not a terminal
+    monkeypatch.setenv("COLUMNS", "100")
+    assert stdout_console().width == 100  # the user's choice wins
+    monkeypatch.delenv("COLUMNS")
+    spec = "sgd:lr=0.95,momentum:lr=0.05:momentum=0.95,adam:lr=0.25:eps=1e-06:amsgrad=True"
+    out = str(tmp_path / "ls")
+    assert main(["landscape", "ravine", "--optimizers", spec, "--steps", "5", "--out", out]) == 0
+    printed = capsys.readouterr().out
+    for label in spec.split(","):
+        assert label in printed, label

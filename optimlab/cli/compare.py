@@ -444,6 +444,7 @@ def render(setup: Setup, counts: dict[str, int], seconds: float) -> None:
     ranking, and where the files are."""
     from rich.console import Console
 
+    from optimlab.cli.console import stdout_console
     from optimlab.lab.summary import summarize_store
     from optimlab.report import write_report
 
@@ -456,7 +457,7 @@ def render(setup: Setup, counts: dict[str, int], seconds: float) -> None:
         for label, link in diagnose_problems(specs, setup.options.out, progress=log).items():
             summary["problem_info"][label]["diagnosis"] = link
     index = write_report(setup.options.out, summary)
-    output = Console()
+    output = stdout_console()
     for line in answer_lines(summary):
         output.print(line, markup=False, highlight=False)
     for problem in summary["problems"]:

@@ -139,12 +139,12 @@ def command(
 
 def print_findings(results: dict, optimizer: str) -> None:
     """The findings as a table that wraps (never cuts) its cells, then the advice."""
-    from rich.console import Console
     from rich.table import Table
 
+    from optimlab.cli.console import stdout_console
     from optimlab.diagnose.page import findings
 
-    console = Console()
+    console = stdout_console()
     table = Table(title=f"diagnosis of {results['meta']['problem_label']} with {optimizer}")
     table.add_column("check", no_wrap=True)
     table.add_column("finding", overflow="fold")

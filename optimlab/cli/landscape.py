@@ -295,9 +295,9 @@ def command(
     ),
 ) -> int:
     """Watch the optimizers move on a 2D loss surface (or run a named scenario)."""
-    from rich.console import Console
+    from optimlab.cli.console import stdout_console
 
-    console = Console()
+    console = stdout_console()
     if list_:
         return _list(console)
     if scenario is not None:

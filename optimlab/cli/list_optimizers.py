@@ -69,9 +69,10 @@ def _select(rows: list[dict[str, Any]], names: list[str], preset: str) -> list[d
 
 
 def _print_summary(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
+
+    from optimlab.cli.console import stdout_console
 
     table = Table(title="optimlab optimizers", caption="optimlab list NAME: its defaults")
     # the name is what users type: never truncated (schedulefree-adamw was, at 80 columns)
@@ -82,15 +83,16 @@ def _print_summary(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         # Text, not markup: a rule like "L = E[g gᵀ]" would lose its brackets to rich's markup
         table.add_row(*(Text(row[k]) for k in ("name", "preset", "family", "rule")))
-    Console().print(table)
+    stdout_console().print(table)
 
 
 def _print_details(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    console = Console()
+    from optimlab.cli.console import stdout_console
+
+    console = stdout_console()
     for row in rows:
         table = Table(title=f"{row['name']} ({row['class']}, {row['preset']})", show_header=False)
         table.add_column("field", no_wrap=True, style="bold")

@@ -121,12 +121,13 @@ def command(
     if as_json:
         typer.echo(json.dumps(json_safe(result.to_json()), allow_nan=False))
         return 0
-    from rich.console import Console
     from rich.markup import escape
+
+    from optimlab.cli.console import stdout_console
 
     s = result.suggestion
     verdict = s.verdict
-    console = Console()
+    console = stdout_console()
     if s.lr is None:
         console.print(f"[bold red]no suggestion[/]: {escape(verdict.reason)}")
     elif verdict.reliable:
