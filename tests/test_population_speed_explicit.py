@@ -30,18 +30,24 @@ def one_thread():
 
 @pytest.mark.parametrize(
     ("channels", "out", "kernel", "stride", "padding", "length"),
-    [(1, 4, 5, 2, 1, 40), (3, 5, 3, 2, 1, 10), (2, 3, 3, 1, 0, 7), (4, 2, 4, 3, 2, 11)],
+    [
+        (1, 4, 5, 2, 1, 40),
+        (3, 5, 3, 2, 1, 10),
+        (2, 3, 3, 1, 0, 7),
+        (4, 2, 4, 3, 2, 11),
+        (2, 2, 5, 1, 4, 3),
+    ],
 )
 def test_the_batched_convolution_and_its_backward_are_conv1d_per_member(
     channels, out, kernel, stride, padding, length
 ):
     g = torch.Generator().manual_seed(0)
     members, batch = 3, 5
-    x = torch.randn(members, channels, batch, length, generator=g, dtype=torch.float64)
+    x = torch.randn(members, channels, length, batch, generator=g, dtype=torch.float64)
     w = torch.randn(members, out, channels, kernel, generator=g, dtype=torch.float64)
     b = torch.randn(members, out, generator=g, dtype=torch.float64)
     positions = (length + 2 * padding - kernel) // stride + 1
-    upstream = torch.randn(members, out, batch, positions, generator=g, dtype=torch.float64)
+    upstream = torch.randn(members, out, positions, batch, generator=g, dtype=torch.float64)
 
     def grads(conv):
         inputs = [t.clone().requires_grad_() for t in (x, w, b)]
@@ -52,10 +58,10 @@ def test_the_batched_convolution_and_its_backward_are_conv1d_per_member(
     def reference(x, w, b):  # each member alone, in conv1d's (B, C, L) layout
         return torch.stack(
             [
-                nn.functional.conv1d(x[i].transpose(0, 1), w[i], b[i], stride, padding)
+                nn.functional.conv1d(x[i].permute(2, 0, 1), w[i], b[i], stride, padding)
                 for i in range(members)
             ]
-        ).transpose(1, 2)
+        ).permute(0, 2, 3, 1)
 
     mine = grads(lambda x, w, b: BatchedConv1d.apply(x, w, b, stride, padding))
     for a, e, what in zip(mine, grads(reference), ("out", "d input", "d weight", "d bias")):

@@ -11,13 +11,13 @@ Member i computes what its single trial computes, in the same order of layers an
 masks; only the grouping of the arithmetic differs (float rounding):
 
 - ``Linear``: h (M, B, I) ↦ bias + h Wᵀ as one ``baddbmm`` over the members.
-- ``Conv1d`` (`BatchedConv1d`): activations are channel-major, (M, C, B, L) — the layout in which
-  the product with the weight on the left is wide (docs/compare.md, "Speed") —
-  out (O × B·T) = W (O × C·k) @ cols (C·k × B·T) per member, cols the padded input's windows.
-  Its backward is written out: ∂W = ∂out · colsᵀ and, for the input, ∂cols = Wᵀ · ∂out folded
-  back by k strided additions (one per kernel tap) into the padded input's gradient — no
-  ``unfold`` backward (a scatter into zero-filled buffers) and no layout copies, which were
-  60 % of the vmap'd formulation's CPU time.
+- ``Conv1d`` (`BatchedConv1d`): activations are position-major, (M, C, L, B), the minibatch
+  innermost; out (O × T·B) = W (O × C·k) @ cols (C·k × T·B) per member (the product with the
+  weight on the left is the wide one, docs/compare.md "Speed"), cols the input's windows,
+  copied as k runs of B contiguous numbers. Its backward is written out: ∂W = ∂out · colsᵀ
+  and, for the input, ∂cols = Wᵀ · ∂out added back by k strided additions (one per kernel
+  tap) — no ``unfold`` backward (a scatter into zero-filled buffers) and no layout copies,
+  which were 60 % of the vmap'd formulation's CPU time.
 - ``BatchNorm1d`` in training: each member's batch statistics over its own minibatch (and, for
   convolutions, positions), its running statistics updated in place as torch does
   (r ← (1 − m)·r + m·stat, the variance unbiased).
@@ -155,7 +155,7 @@ def _linear(module: nn.Linear, prefix: str) -> Layer:
 
 
 def _batchnorm(module: nn.BatchNorm1d, prefix: str) -> Layer | None:
-    """Batch norm on (M, B, F) (after a linear layer) or (M, C, B, T) (after a convolution)."""
+    """Batch norm on (M, B, F) (after a linear layer) or (M, C, T, B) (after a convolution)."""
     if not module.track_running_stats or module.momentum is None:
         return None
     eps, momentum, affine = module.eps, module.momentum, module.affine
@@ -164,7 +164,7 @@ def _batchnorm(module: nn.BatchNorm1d, prefix: str) -> Layer | None:
     count_name = _name(prefix, "num_batches_tracked")
 
     def run(c: _Context, h: torch.Tensor) -> torch.Tensor:
-        conv = h.dim() == 4  # (M, C, B, T): a channel's statistics over (B, T)
+        conv = h.dim() == 4  # (M, C, T, B): a channel's statistics over (T, B)
         dims = (2, 3) if conv else (1,)
 
         def per_channel(v: torch.Tensor) -> torch.Tensor:  # (M, F) broadcast over h
@@ -194,9 +194,30 @@ def _batchnorm(module: nn.BatchNorm1d, prefix: str) -> Layer | None:
 # convolutions
 
 
+def _taps(
+    kernel: int, stride: int, padding: int, length: int, positions: int
+) -> list[tuple[int, int, int, int, int]]:
+    """Per kernel tap j: output positions t ∈ [first, last] read input position s·t + j − p
+    inside the input (the others read the zero padding); (j, first, last, start, stop) with
+    the input positions start:stop:s."""
+    taps = []
+    for j in range(kernel):
+        first = max(0, -((j - padding) // stride))  # the first t with s·t + j ≥ p
+        last = min(positions - 1, (length - 1 + padding - j) // stride)
+        if last >= first:
+            start = stride * first + j - padding
+            taps.append((j, first, last, start, stride * last + j - padding + 1))
+    return taps
+
+
 class BatchedConv1d(torch.autograd.Function):
-    """``conv1d`` of M members at once, channel-major: x (M, C, B, L), weight (M, O, C, k),
-    bias (M, O) → (M, O, B, T), T = (L + 2p − k) // s + 1, with a written-out backward."""
+    """``conv1d`` of M members at once, position-major: x (M, C, L, B), weight (M, O, C, k),
+    bias (M, O) → (M, O, T, B), T = (L + 2p − k) // s + 1, with a written-out backward.
+
+    Position-major (the minibatch innermost) makes every window copy and every gradient
+    addition a run of B contiguous numbers, and the output of one layer the next one's input
+    without a copy: cols[(c, j), (t, b)] = x[c, s·t + j − p, b] (0 on the padding) is k slice
+    copies, no padded copy of the input and no ``unfold``."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -207,25 +228,30 @@ class BatchedConv1d(torch.autograd.Function):
         stride: int,
         padding: int,
     ) -> torch.Tensor:
-        members, channels, batch, length = x.shape
+        members, channels, length, batch = x.shape
         out_channels, kernel = weight.shape[1], weight.shape[3]
-        padded = nn.functional.pad(x, (padding, padding))  # (M, C, B, L + 2p)
-        # windows [m, c, b, t, j] = padded[m, c, b, s·t + j], as (M, C·k, B·T): one copy
-        windows = padded.unfold(-1, kernel, stride)
-        positions = windows.shape[-2]
-        cols = windows.permute(0, 1, 4, 2, 3).reshape(members, channels * kernel, -1)
+        positions = (length + 2 * padding - kernel) // stride + 1
+        taps = _taps(kernel, stride, padding, length, positions)
+        cols = x.new_empty(members, channels, kernel, positions, batch)
+        for j, first, last, start, stop in taps:
+            cols[:, :, j, first : last + 1] = x[:, :, start:stop:stride]
+            cols[:, :, j, :first] = 0
+            cols[:, :, j, last + 1 :] = 0
+        for j in set(range(kernel)) - {tap[0] for tap in taps}:  # taps only on the padding
+            cols[:, :, j] = 0
+        cols = cols.view(members, channels * kernel, positions * batch)
         flat_weight = weight.reshape(members, out_channels, channels * kernel)
         out = torch.baddbmm(bias.unsqueeze(2), flat_weight, cols)
         ctx.save_for_backward(cols, flat_weight)
-        ctx.geometry = (channels, batch, length, kernel, stride, padding, positions)
-        return out.view(members, out_channels, batch, positions)
+        ctx.geometry = (channels, length, kernel, stride, positions, batch, taps)
+        return out.view(members, out_channels, positions, batch)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
         cols, flat_weight = ctx.saved_tensors
-        channels, batch, length, kernel, stride, padding, positions = ctx.geometry
+        channels, length, kernel, stride, positions, batch, taps = ctx.geometry
         members, out_channels = grad.shape[:2]
-        grad = grad.reshape(members, out_channels, batch * positions)
+        grad = grad.reshape(members, out_channels, positions * batch)
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[1]:
             grad_weight = torch.bmm(grad, cols.transpose(1, 2)).view(
@@ -234,21 +260,13 @@ class BatchedConv1d(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_bias = grad.sum(2)
         if ctx.needs_input_grad[0]:
-            # ∂cols = Wᵀ ∂out; tap j's column t adds into input position s·t + j − p (the
-            # taps that fall on the padding are dropped): k strided additions into a
-            # contiguous gradient, which the layer below (an activation's backward) reads
+            # ∂cols = Wᵀ ∂out; tap j's position t adds into input position s·t + j − p
             grad_cols = torch.bmm(flat_weight.transpose(1, 2), grad).view(
-                members, channels, kernel, batch, positions
+                members, channels, kernel, positions, batch
             )
-            grad_x = grad.new_zeros(members, channels, batch, length)
-            for j in range(kernel):
-                first = max(0, -((j - padding) // stride))  # the first t with s·t + j ≥ p
-                last = min(positions - 1, (length - 1 + padding - j) // stride)
-                if last < first:
-                    continue
-                start = stride * first + j - padding
-                stop = stride * last + j - padding + 1
-                grad_x[..., start:stop:stride] += grad_cols[:, :, j, :, first : last + 1]
+            grad_x = grad.new_zeros(members, channels, length, batch)
+            for j, first, last, start, stop in taps:
+                grad_x[:, :, start:stop:stride] += grad_cols[:, :, j, first : last + 1]
         return grad_x, grad_weight, grad_bias, None, None
 
 
@@ -271,16 +289,19 @@ def _conv(module: nn.Conv1d, prefix: str) -> Layer | None:
 
 
 def _cnn(module: CNN1d, prefix: str) -> Layer | None:
-    """`CNN1d`: x (M, B, L) → channel-major (M, 1, B, L) → the features → flattened per sample
-    in (channel, position) order, as ``flatten(1)`` of (B, C, T) → the head."""
+    """`CNN1d`: x (M, B, L) → position-major (M, 1, L, B) → the features (M, C, T, B) → the
+    head on the features flattened in (channel, position) order, as ``flatten(1)`` of the
+    single trial's (B, C, T): logits (M, K, B) = bias + W (K × C·T) @ h (C·T × B), no copy of
+    h, returned as an (M, B, K) view."""
     features = _compile(module.features, f"{prefix}features.")
-    head = _compile(module.head, f"{prefix}head.")
-    if features is None or head is None:
+    if features is None or type(module.head) is not nn.Linear or module.head.bias is None:
         return None
+    weight, bias = _name(prefix, "head.weight"), _name(prefix, "head.bias")
 
     def run(c: _Context, x: torch.Tensor) -> torch.Tensor:
-        h = features(c, x.unsqueeze(1))  # (M, C, B, T)
-        flat = h.transpose(1, 2).reshape(h.shape[0], h.shape[2], -1)  # (M, B, C·T)
-        return head(c, flat)
+        h = features(c, x.transpose(1, 2).unsqueeze(1))  # (M, C, T, B)
+        flat = h.reshape(h.shape[0], -1, h.shape[3])  # (M, C·T, B)
+        logits = torch.baddbmm(c.params[bias].unsqueeze(2), c.params[weight], flat)
+        return logits.transpose(1, 2)
 
     return run
