@@ -102,6 +102,7 @@ def test_the_explicit_forward_equals_vmap_over_the_module(spec, monkeypatch):
     g = torch.Generator().manual_seed(1)
     index = torch.stack([torch.randperm(len(x), generator=g)[:16] for _ in range(3)])
     inputs, targets = x[index], y[index]
+    monkeypatch.setattr(population, "EVAL_CHUNK", 4)  # evaluations in chunks of 4·4/3 samples
 
     def run():
         batched = BatchedModel([problem.build_model(s) for s in (0, 1, 2)])

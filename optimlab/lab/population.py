@@ -368,12 +368,12 @@ class BatchedModel:
         # samples keep that at four single evaluations' (a 36-member CNN peaked at 1.5 GB)
         chunk = max(1, 4 * EVAL_CHUNK // max(1, len(rows)))
         if self.explicit is not None:
-            forward, shared = self.explicit, x.unsqueeze(0)
-            pieces = [
-                shared[:, i : i + chunk].expand(len(rows), *shared.shape[1:])
-                for i in range(0, len(x), chunk)
-            ]
-            return torch.cat([forward(params, buffers, p, [], False) for p in pieces], dim=1)
+            forward, members = self.explicit, len(rows)
+            pieces = [x[i : i + chunk] for i in range(0, len(x), chunk)]
+            return torch.cat(
+                [forward(params, buffers, p.expand(members, *p.shape), [], False) for p in pieces],
+                dim=1,
+            )
         self.module.eval()
         try:
             call = vmap(self._call, in_dims=(0, 0, None), randomness="error")
