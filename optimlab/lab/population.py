@@ -3,9 +3,10 @@ in learning rate and seed, run as one batched model.
 
 Member i's parameters are row i of stacked tensors: each parameter of the problem's model
 becomes one leaf of shape (M, numel), viewed as (M, *shape) for the forward. The forward and
-backward run once for all members, ``torch.func.vmap`` over ``torch.func.functional_call`` of
-the problem's own module (batch norm's running statistics are stacked buffers, updated in place
-per member). The loss that is differentiated is Σᵢ Lᵢ over the members still training: member i's
+backward run once for all members (the built-in models: a forward written out over the stacked
+weights, `optimlab.lab.population_batched`; others: ``torch.func.vmap`` over
+``torch.func.functional_call`` of the problem's own module; batch norm's running statistics are
+stacked buffers, updated in place per member). The loss that is differentiated is Σᵢ Lᵢ over the members still training: member i's
 parameters appear only in Lᵢ, so ∂(Σⱼ Lⱼ)/∂θᵢ = ∂Lᵢ/∂θᵢ, its own gradient.
 
 The optimizer is built once on the stacked leaves with the learning rate as a tensor of shape
@@ -32,8 +33,8 @@ by the trial's seed; the population draws member i's masks from member i's strea
 vmapped forward (`BatchedModel.losses`), so member i sees its single trial's masks.
 
 What is not batched (`check_problem` says why, and the caller runs those trials singly):
-dropout layers that draw from torch's global generator (a user's ``nn.Dropout``, tiny-lm's
-attention dropout: no batched run can reproduce those draws), problems with learning-rate
+dropout layers that draw from torch's global generator (a user's ``nn.Dropout``: no batched
+run can reproduce those draws), problems with learning-rate
 groups (fine-tuning), and models that ``vmap`` cannot run.
 """
 
