@@ -19,9 +19,11 @@ machine's matmul rate, the floor per member-step, a single trial's time per step
   and CPU time per (member-)step; per problem the single trial and the population run back to
   back, `--repeats` times interleaved (single, population, single, …), and the table shows
   medians. The speed-up is the ratio of the medians, wall and CPU.
-- Convolutions (problems with ``Conv1d``): a third run per repeat trains the population with
-  ``vmap``'d ``conv1d`` instead of the matmul formulation (`optimlab.lab.population_conv`), in
-  the same interleaving; printed in a second table.
+- Formulations: a third run per repeat trains the population under ``vmap`` over the problem's
+  module (``Conv1d`` as one matmul per member, `optimlab.lab.population_conv`) instead of the
+  hand-written forward (`optimlab.lab.population_batched`), in the same interleaving; printed
+  in a second table. ``--vmap-conv`` adds a fourth for problems with ``Conv1d``: ``vmap``'d
+  ``conv1d`` itself.
 - Peak memory: the peak resident set (``ru_maxrss``) of the run's process, largest over the
   repeats (Python, torch and the data sets included).
 - The load average (1 minute) is printed at the start and the end.
@@ -87,7 +89,8 @@ def specs(problem, members: int, steps: int):
 
 def run(spec: str, members: int, steps: int, variant: str, queue) -> None:
     """In a fresh process, one thread: a single trial (members = 1) or a population (`variant`
-    "vmap-conv": with vmap's conv1d), trained twice — wall clock, then CPU clock; its times
+    "explicit": the hand-written forward; "vmap": vmap over the module; "vmap-conv": with
+    vmap's conv1d), trained twice — wall clock, then CPU clock; its times
     per (member-)step and the process's peak resident set in MB."""
     from optimlab.lab import population
     from optimlab.lab.executor import single_threaded
@@ -96,6 +99,8 @@ def run(spec: str, members: int, steps: int, variant: str, queue) -> None:
 
     single_threaded()
     problem = get_problem(spec)
+    if variant in ("vmap", "vmap-conv"):  # vmap over the module, not the hand-written forward
+        population.explicit_forward = lambda module: None
     if variant == "vmap-conv":  # the population's module as it is: conv1d under vmap
         population.batchable = lambda module: module
 
@@ -114,7 +119,7 @@ def run(spec: str, members: int, steps: int, variant: str, queue) -> None:
 
 
 def in_fresh_process(
-    spec: str, members: int, steps: int, variant: str = "matmul"
+    spec: str, members: int, steps: int, variant: str = "explicit"
 ) -> tuple[float, float, float, list[str]]:
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
@@ -131,7 +136,7 @@ def has_conv(problem) -> bool:
     return any(isinstance(m, torch.nn.Conv1d) for m in problem.build_model(0).modules())
 
 
-def measure(spec: str, members: int, steps: int, repeats: int) -> dict:
+def measure(spec: str, members: int, steps: int, repeats: int, vmap_conv: bool = False) -> dict:
     """One problem's row: single and population back to back, `repeats` times interleaved."""
     from optimlab.problems import get_problem
 
@@ -139,8 +144,12 @@ def measure(spec: str, members: int, steps: int, repeats: int) -> dict:
     flops = step_flops(problem)
     rate = matmul_gflops()
     floor = flops / (rate * 1e9)
-    variants = [("single", 1, "matmul"), ("population", members, "matmul")]
-    if has_conv(problem):
+    variants = [
+        ("single", 1, "explicit"),
+        ("population", members, "explicit"),
+        ("vmap", members, "vmap"),
+    ]
+    if vmap_conv and has_conv(problem):
         variants.append(("vmap_conv", members, "vmap-conv"))
     runs: dict[str, list[tuple[float, float, float, list[str]]]] = {v: [] for v, _, _ in variants}
     for _ in range(repeats):
@@ -171,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--problems", default=",".join(PROBLEMS))
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--vmap-conv", action="store_true", help="also time vmap'd conv1d")
     args = parser.parse_args(argv)
 
     from optimlab.lab.executor import single_threaded
@@ -179,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     load_start, started = os.getloadavg()[0], time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     rows = []
     for spec in args.problems.split(","):
-        rows.append(measure(spec, args.members, args.steps, args.repeats))
+        rows.append(measure(spec, args.members, args.steps, args.repeats, args.vmap_conv))
         print(json.dumps(rows[-1]), file=sys.stderr)  # each row as it is measured
     load_end = os.getloadavg()[0]
     if args.json:
@@ -209,19 +219,23 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['cpu_speedup']:.2f}× | {ratio(r['population_cpu_vs_floor'])} | "
             f"{r['single_peak_mb']:.0f} / {r['population_peak_mb']:.0f} |"
         )
-    conv = [r for r in rows if "vmap_conv_ms" in r]
-    if conv:
+    print(
+        "\n| problem | population under vmap ms/member-step | hand-written forward | "
+        "speed-up over vmap | (CPU) |"
+    )
+    print("| --- | --- | --- | --- | --- |")
+    for r in rows:
         print(
-            "\n| problem | single ms/step | population, vmap'd conv1d | population, matmul "
-            "conv | speed-up of the matmul conv over vmap'd conv1d | (CPU) |"
+            f"| {r['problem']} | {r['vmap_ms']:.3f} ({r['single_ms'] / r['vmap_ms']:.2f}×) | "
+            f"{r['population_ms']:.3f} ({r['speedup']:.2f}×) | "
+            f"{r['vmap_ms'] / r['population_ms']:.2f}× | "
+            f"{r['vmap_cpu_ms'] / r['population_cpu_ms']:.2f}× |"
         )
-        print("| --- | --- | --- | --- | --- | --- |")
-        for r in conv:
+    for r in rows:
+        if "vmap_conv_ms" in r:
             print(
-                f"| {r['problem']} | {r['single_ms']:.3f} | {r['vmap_conv_ms']:.3f} "
-                f"({r['single_ms'] / r['vmap_conv_ms']:.2f}×) | {r['population_ms']:.3f} "
-                f"({r['speedup']:.2f}×) | {r['vmap_conv_ms'] / r['population_ms']:.2f}× | "
-                f"{r['vmap_conv_cpu_ms'] / r['population_cpu_ms']:.2f}× |"
+                f"\n{r['problem']}: vmap'd conv1d {r['vmap_conv_ms']:.3f} ms per member-step "
+                f"(CPU {r['vmap_conv_cpu_ms']:.3f})"
             )
     return 0
 

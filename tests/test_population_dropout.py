@@ -8,6 +8,8 @@ masks themselves, a Bernoulli draw from ``torch.Generator(mask_seed(seed))`` wri
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -103,3 +105,34 @@ def test_schedule_free_with_dropout_and_batchnorm_trains_the_same_whatever_the_e
     )
     assert few.status == many.status == "ok", (few.reason, many.reason)
     assert few.metrics["final_train_loss"] == many.metrics["final_train_loss"]
+
+
+TINY_LM = "tiny-lm:width=8:depth=1:heads=2:context=6:vocab=6:branching=2:batch_size=8"
+
+
+def test_a_tiny_lm_trial_with_dropout_run_twice_gives_the_same_curve():
+    """tiny-lm's dropout (attention weights and residual branches) draws from the trial's
+    seeded stream, not torch's global generator."""
+    problem = get_problem(f"{TINY_LM}:dropout=0.3")
+    spec = specs_for(problem, "adam", [(1e-2, 4)], steps=8, evals=4)[0]
+    first = train(spec, problem)
+    torch.rand(3)  # another draw of the global generator between runs changes nothing
+    second = train(spec, problem)
+    assert first.status == "ok", first.reason
+    assert first.metrics["curve"] == second.metrics["curve"]
+    other = train(specs_for(problem, "adam", [(1e-2, 5)], steps=8, evals=4)[0], problem)
+    assert other.metrics["curve"]["train_loss"][1:] != first.metrics["curve"]["train_loss"][1:]
+    # and the masks act: without dropout the same seed trains differently
+    plain = get_problem(TINY_LM)
+    undropped = train(specs_for(plain, "adam", [(1e-2, 4)], steps=8, evals=4)[0], plain)
+    assert undropped.metrics["curve"]["train_loss"][1:] != first.metrics["curve"]["train_loss"][1:]
+
+
+def test_tiny_lm_members_with_dropout_equal_their_single_trials():
+    problem = dataclasses.replace(get_problem(f"{TINY_LM}:dropout=0.2"))
+    build = problem.build_model
+    problem.build_model = lambda seed: build(seed).double()  # float64 (the tokens stay integers)
+    check_problem(problem)  # batched now: its masks come from the seeded stream
+    specs = specs_for(problem, "adam", [(1e-2, 0), (3e-2, 1)], steps=6, evals=3)
+    for spec_, member in zip(specs, train_population(specs, problem), strict=True):
+        assert_same_trial(member, train(spec_, problem), f"tiny-lm lr={spec_.lr}")

@@ -3,9 +3,10 @@ in learning rate and seed, run as one batched model.
 
 Member i's parameters are row i of stacked tensors: each parameter of the problem's model
 becomes one leaf of shape (M, numel), viewed as (M, *shape) for the forward. The forward and
-backward run once for all members, ``torch.func.vmap`` over ``torch.func.functional_call`` of
-the problem's own module (batch norm's running statistics are stacked buffers, updated in place
-per member). The loss that is differentiated is Σᵢ Lᵢ over the members still training: member i's
+backward run once for all members (the built-in models: a forward written out over the stacked
+weights, `optimlab.lab.population_batched`; others: ``torch.func.vmap`` over
+``torch.func.functional_call`` of the problem's own module; batch norm's running statistics are
+stacked buffers, updated in place per member). The loss that is differentiated is Σᵢ Lᵢ over the members still training: member i's
 parameters appear only in Lᵢ, so ∂(Σⱼ Lⱼ)/∂θᵢ = ∂Lᵢ/∂θᵢ, its own gradient.
 
 The optimizer is built once on the stacked leaves with the learning rate as a tensor of shape
@@ -32,8 +33,8 @@ by the trial's seed; the population draws member i's masks from member i's strea
 vmapped forward (`BatchedModel.losses`), so member i sees its single trial's masks.
 
 What is not batched (`check_problem` says why, and the caller runs those trials singly):
-dropout layers that draw from torch's global generator (a user's ``nn.Dropout``, tiny-lm's
-attention dropout: no batched run can reproduce those draws), problems with learning-rate
+dropout layers that draw from torch's global generator (a user's ``nn.Dropout``: no batched
+run can reproduce those draws), problems with learning-rate
 groups (fine-tuning), and models that ``vmap`` cannot run.
 """
 
@@ -55,6 +56,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from optimlab.lab.population_batched import explicit_forward
 from optimlab.lab.population_conv import batchable
 from optimlab.lab.schedules import make_schedule, parse_schedule
 from optimlab.lab.train import EVAL_CHUNK, StopIf, eval_steps, optimizer_kwargs
@@ -264,13 +266,16 @@ class BatchedModel:
     trial's forward draws them (recorded once per input shape, `_plan`), stacked over members
     and supplied to the vmapped forward, whose layers take them instead of drawing.
 
-    Convolutions: the forward runs a copy of the first member's module whose ``Conv1d`` layers
-    are one matmul per member (`optimlab.lab.population_conv`), which vmap batches into one
-    ``bmm`` over the members; vmap's own ``conv1d`` is no faster per member than a single
-    trial's."""
+    The built-in models run a forward written out by hand over the stacked weights
+    (`optimlab.lab.population_batched`: batched matmuls, a convolution with its own backward),
+    without vmap; the loss is the problem's own, vmapped. Other models run under vmap; their
+    ``Conv1d`` layers as one matmul per member (`optimlab.lab.population_conv`), which vmap
+    batches into one ``bmm`` over the members (vmap's own ``conv1d`` is no faster per member
+    than a single trial's)."""
 
     def __init__(self, models: Sequence[nn.Module]) -> None:
         self.module = batchable(models[0])
+        self.explicit = explicit_forward(models[0])
         self.size = len(models)
         self.streams = [mask_stream(m) for m in models]
         self._plans: dict[tuple[Any, ...], list[Draw]] = {}
@@ -307,6 +312,18 @@ class BatchedModel:
         wrapped = None if penalty is None else _Penalty(self.module, penalty)
         stream = self.streams[0]
         masks = self.masks(inputs[0]) if stream is not None else []
+        if self.explicit is not None:
+            self.module.train()
+            outputs = self.explicit(self.parameters(), self.buffers, inputs, masks, True)
+            # the loss is the single trial's function, vmapped: a cross-entropy laid out
+            # classes-major (log-softmax over a long axis, ≈ 4× faster) rounds differently in
+            # float32, enough to take a member past the one-ulp spread of single trials
+            # (tests/test_population_float32.py)
+            losses = vmap(loss_fn, randomness="error")(outputs, targets)
+            if wrapped is not None:
+                penalties = vmap(lambda p: functional_call(wrapped, _prefixed(p), ()))
+                losses = losses + penalties(self.parameters())
+            return losses
 
         def member(
             params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor, keep: list
@@ -358,6 +375,13 @@ class BatchedModel:
         # every member's activations of a chunk are held at once: chunks of 4·EVAL_CHUNK/M
         # samples keep that at four single evaluations' (a 36-member CNN peaked at 1.5 GB)
         chunk = max(1, 4 * EVAL_CHUNK // max(1, len(rows)))
+        if self.explicit is not None:
+            forward, members = self.explicit, len(rows)
+            pieces = [x[i : i + chunk] for i in range(0, len(x), chunk)]
+            return torch.cat(
+                [forward(params, buffers, p.expand(members, *p.shape), [], False) for p in pieces],
+                dim=1,
+            )
         self.module.eval()
         try:
             call = vmap(self._call, in_dims=(0, 0, None), randomness="error")

@@ -94,7 +94,15 @@ def oracle_loss(vocab: int, branching: int, split: Split) -> float:
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + Attention(LN(x)), then x + MLP(LN(x)); causal."""
+    """Pre-norm transformer block: x + Attention(LN(x)), then x + MLP(LN(x)); causal.
+
+    Dropout (p = `dropout`) on the attention weights and on each residual branch's output draws
+    its masks from the model's seeded `MaskStream` (`optimlab.problems.masks`), as the other
+    problems' dropout: a trial is reproducible and a population can draw each member's masks.
+    With dropout in training, attention is written out, softmax(q kᵀ/√d + causal) ⊙ M/(1 − p)
+    then times v (torch's ``scaled_dot_product_attention`` draws its dropout from the global
+    generator); without dropout it is ``scaled_dot_product_attention`` itself.
+    """
 
     def __init__(self, width: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -108,18 +116,26 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(width)
         self.up = nn.Linear(width, 4 * width)
         self.down = nn.Linear(4 * width, width)
-        self.drop = nn.Dropout(dropout)
+        self.drop = models.Dropout(dropout)
+        self.attention_drop = models.Dropout(dropout)
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, width = x.shape
         return x.view(batch, length, self.heads, width // self.heads).transpose(1, 2)
 
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.dropout == 0:
+            return nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        length = q.shape[-2]
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        future = torch.ones(length, length, dtype=torch.bool).triu(1)
+        weights = torch.softmax(scores.masked_fill(future, -math.inf), dim=-1)
+        return self.attention_drop(weights) @ v
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm1(x)
         q, k, v = (self._split_heads(f(h)) for f in (self.query, self.key, self.value))
-        attended = nn.functional.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
-        )
+        attended = self._attend(q, k, v)
         x = x + self.drop(self.out(attended.transpose(1, 2).reshape(x.shape)))
         return x + self.drop(self.down(nn.functional.gelu(self.up(self.norm2(x)))))
 

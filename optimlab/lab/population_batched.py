@@ -1,0 +1,307 @@
+"""A population's forward written out by hand for the built-in models: batched matmuls over
+stacked weights, no ``vmap``, no ``functional_call``.
+
+`explicit_forward(module)` walks a model built from the layers the built-in problems use
+(``Sequential``, `optimlab.problems.models.Block`, ``Linear``, `DropConnectLinear`, ``Conv1d``,
+``BatchNorm1d``, the activations, `Dropout`, `CNN1d`, `QuadraticModel`) and returns a function
+that runs M members at once on stacked parameters (name → (M, *shape)); any other layer returns
+None and the population runs under ``vmap`` (`optimlab.lab.population.BatchedModel`).
+
+Member i computes what its single trial computes, in the same order of layers and with the same
+masks; only the grouping of the arithmetic differs (float rounding):
+
+- ``Linear``: h (M, B, I) ↦ bias + h Wᵀ as one ``baddbmm`` over the members.
+- ``Conv1d`` (`BatchedConv1d`): activations are position-major, (M, C, L, B), the minibatch
+  innermost; out (O × T·B) = W (O × C·k) @ cols (C·k × T·B) per member (the product with the
+  weight on the left is the wide one, docs/compare.md "Speed"), cols the input's windows,
+  copied as k runs of B contiguous numbers. Its backward is written out: ∂W = ∂out · colsᵀ
+  and, for the input, ∂cols = Wᵀ · ∂out added back by k strided additions (one per kernel
+  tap) — no ``unfold`` backward (a scatter into zero-filled buffers) and no layout copies,
+  which were 60 % of the vmap'd formulation's CPU time.
+- ``BatchNorm1d`` in training: each member's batch statistics over its own minibatch (and, for
+  convolutions, positions), its running statistics updated in place as torch does
+  (r ← (1 − m)·r + m·stat, the variance unbiased).
+- Dropout / DropConnect: the masks are the members' own (`BatchedModel.masks`), taken in the
+  order the single trial's forward draws them.
+
+The loss stays the problem's own function under ``vmap`` (the single trial's operation per
+member). Measured, one thread: torch's log-softmax along a short last axis (10 classes) runs at
+≈ 350 ns a row, along the first axis of the transposed logits ≈ 20× faster, but that layout
+rounds differently in float32, enough to take a member past the one-ulp spread of single
+trials (tests/test_population_float32.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from optimlab.problems.models import Block, CNN1d, DropConnectLinear, Dropout, QuadraticModel
+
+#: a member-batched forward: (params name → (M, *shape), buffers name → (M, *shape), inputs
+#: (M, B, …), masks in draw order (consumed), training) → outputs (M, B, …)
+Forward = Callable[
+    [dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor, list, bool], torch.Tensor
+]
+
+_ACTIVATIONS: dict[type, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
+    nn.ReLU: lambda m, h: torch.relu(h),
+    nn.Sigmoid: lambda m, h: torch.sigmoid(h),
+    nn.Tanh: lambda m, h: torch.tanh(h),
+    nn.LeakyReLU: lambda m, h: nn.functional.leaky_relu(h, m.negative_slope),
+}
+
+
+class _Context:
+    """What one batched forward reads: the stacked tensors, the masks, the mode."""
+
+    def __init__(
+        self, params: dict, buffers: dict, masks: list[torch.Tensor], training: bool
+    ) -> None:
+        self.params, self.buffers, self.masks, self.training = params, buffers, masks, training
+
+    def mask(self) -> torch.Tensor:
+        if not self.masks:
+            raise RuntimeError("the forward drew more masks than were supplied")
+        return self.masks.pop(0)
+
+
+Layer = Callable[[_Context, torch.Tensor], torch.Tensor]
+
+
+def explicit_forward(module: nn.Module) -> Forward | None:
+    """The member-batched forward of `module` (None: a layer this module does not write out)."""
+    layer = _compile(module, "")
+    if layer is None:
+        return None
+
+    def forward(
+        params: dict, buffers: dict, x: torch.Tensor, masks: list, training: bool
+    ) -> torch.Tensor:
+        context = _Context(params, buffers, list(masks), training)
+        out = layer(context, x)
+        if context.masks:
+            raise RuntimeError(f"the forward left {len(context.masks)} supplied masks")
+        return out
+
+    return forward
+
+
+def _name(prefix: str, name: str) -> str:
+    return f"{prefix}{name}"
+
+
+def _compile(module: nn.Module, prefix: str) -> Layer | None:
+    kind = type(module)
+    if kind is nn.Sequential:
+        layers = [_compile(child, f"{prefix}{n}.") for n, child in module.named_children()]
+        if any(layer is None for layer in layers):
+            return None
+        return _sequence(layers)  # type: ignore[arg-type]
+    if kind is Block:
+        body = _compile(module.body, f"{prefix}body.")
+        if body is None:
+            return None
+        residual = module.residual
+        return lambda c, h: h + body(c, h) if residual else body(c, h)
+    if kind in (nn.Linear, DropConnectLinear):
+        return _linear(module, prefix)
+    if kind is nn.Conv1d:
+        return _conv(module, prefix)
+    if kind is nn.BatchNorm1d:
+        return _batchnorm(module, prefix)
+    if kind in _ACTIVATIONS:
+        act = _ACTIVATIONS[kind]
+        return lambda c, h: act(module, h)
+    if kind is Dropout:
+        p = module.p
+        if p == 0:
+            return lambda c, h: h
+        return lambda c, h: h * c.mask() / (1 - p) if c.training else h
+    if kind is CNN1d:
+        return _cnn(module, prefix)
+    if kind is QuadraticModel:
+        name = _name(prefix, "theta")
+        return lambda c, x: c.params[name].unsqueeze(1) - x
+    return None
+
+
+def _sequence(layers: list[Layer]) -> Layer:
+    def run(c: _Context, h: torch.Tensor) -> torch.Tensor:
+        for layer in layers:
+            h = layer(c, h)
+        return h
+
+    return run
+
+
+def _linear(module: nn.Linear, prefix: str) -> Layer:
+    weight, bias = _name(prefix, "weight"), _name(prefix, "bias")
+    has_bias = module.bias is not None
+    p = module.p if isinstance(module, DropConnectLinear) else 0.0
+
+    def run(c: _Context, h: torch.Tensor) -> torch.Tensor:
+        w = c.params[weight]  # (M, O, I)
+        if p > 0 and c.training:
+            w = w * c.mask() / (1 - p)
+        if not has_bias:
+            return torch.bmm(h, w.transpose(1, 2))
+        return torch.baddbmm(c.params[bias].unsqueeze(1), h, w.transpose(1, 2))
+
+    return run
+
+
+def _batchnorm(module: nn.BatchNorm1d, prefix: str) -> Layer | None:
+    """Batch norm on (M, B, F) (after a linear layer) or (M, C, T, B) (after a convolution)."""
+    if not module.track_running_stats or module.momentum is None:
+        return None
+    eps, momentum, affine = module.eps, module.momentum, module.affine
+    weight, bias = _name(prefix, "weight"), _name(prefix, "bias")
+    mean_name, var_name = _name(prefix, "running_mean"), _name(prefix, "running_var")
+    count_name = _name(prefix, "num_batches_tracked")
+
+    def run(c: _Context, h: torch.Tensor) -> torch.Tensor:
+        conv = h.dim() == 4  # (M, C, T, B): a channel's statistics over (T, B)
+        dims = (2, 3) if conv else (1,)
+
+        def per_channel(v: torch.Tensor) -> torch.Tensor:  # (M, F) broadcast over h
+            return v[:, :, None, None] if conv else v[:, None, :]
+
+        if c.training:
+            mean = h.mean(dims)
+            var = h.var(dims, unbiased=False)
+            n = h.numel() // (h.shape[0] * mean.shape[1])
+            with torch.no_grad():
+                running_mean, running_var = c.buffers[mean_name], c.buffers[var_name]
+                running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
+                unbiased = var.detach() * (n / (n - 1)) if n > 1 else var.detach()
+                running_var.mul_(1 - momentum).add_(momentum * unbiased)
+                c.buffers[count_name].add_(1)
+        else:
+            mean, var = c.buffers[mean_name], c.buffers[var_name]
+        out = (h - per_channel(mean)) * per_channel(torch.rsqrt(var + eps))
+        if affine:
+            out = out * per_channel(c.params[weight]) + per_channel(c.params[bias])
+        return out
+
+    return run
+
+
+# ------------------------------------------------------------------------------------------------
+# convolutions
+
+
+def _taps(
+    kernel: int, stride: int, padding: int, length: int, positions: int
+) -> list[tuple[int, int, int, int, int]]:
+    """Per kernel tap j: output positions t ∈ [first, last] read input position s·t + j − p
+    inside the input (the others read the zero padding); (j, first, last, start, stop) with
+    the input positions start:stop:s."""
+    taps = []
+    for j in range(kernel):
+        first = max(0, -((j - padding) // stride))  # the first t with s·t + j ≥ p
+        last = min(positions - 1, (length - 1 + padding - j) // stride)
+        if last >= first:
+            start = stride * first + j - padding
+            taps.append((j, first, last, start, stride * last + j - padding + 1))
+    return taps
+
+
+class BatchedConv1d(torch.autograd.Function):
+    """``conv1d`` of M members at once, position-major: x (M, C, L, B), weight (M, O, C, k),
+    bias (M, O) → (M, O, T, B), T = (L + 2p − k) // s + 1, with a written-out backward.
+
+    Position-major (the minibatch innermost) makes every window copy and every gradient
+    addition a run of B contiguous numbers, and the output of one layer the next one's input
+    without a copy: cols[(c, j), (t, b)] = x[c, s·t + j − p, b] (0 on the padding) is k slice
+    copies, no padded copy of the input and no ``unfold``."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        stride: int,
+        padding: int,
+    ) -> torch.Tensor:
+        members, channels, length, batch = x.shape
+        out_channels, kernel = weight.shape[1], weight.shape[3]
+        positions = (length + 2 * padding - kernel) // stride + 1
+        taps = _taps(kernel, stride, padding, length, positions)
+        cols = x.new_empty(members, channels, kernel, positions, batch)
+        for j, first, last, start, stop in taps:
+            cols[:, :, j, first : last + 1] = x[:, :, start:stop:stride]
+            cols[:, :, j, :first] = 0
+            cols[:, :, j, last + 1 :] = 0
+        for j in set(range(kernel)) - {tap[0] for tap in taps}:  # taps only on the padding
+            cols[:, :, j] = 0
+        cols = cols.view(members, channels * kernel, positions * batch)
+        flat_weight = weight.reshape(members, out_channels, channels * kernel)
+        out = torch.baddbmm(bias.unsqueeze(2), flat_weight, cols)
+        ctx.save_for_backward(cols, flat_weight)
+        ctx.geometry = (channels, length, kernel, stride, positions, batch, taps)
+        return out.view(members, out_channels, positions, batch)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        cols, flat_weight = ctx.saved_tensors
+        channels, length, kernel, stride, positions, batch, taps = ctx.geometry
+        members, out_channels = grad.shape[:2]
+        grad = grad.reshape(members, out_channels, positions * batch)
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.bmm(grad, cols.transpose(1, 2)).view(
+                members, out_channels, channels, kernel
+            )
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(2)
+        if ctx.needs_input_grad[0]:
+            # ∂cols = Wᵀ ∂out; tap j's position t adds into input position s·t + j − p
+            grad_cols = torch.bmm(flat_weight.transpose(1, 2), grad).view(
+                members, channels, kernel, positions, batch
+            )
+            grad_x = grad.new_zeros(members, channels, length, batch)
+            for j, first, last, start, stop in taps:
+                grad_x[:, :, start:stop:stride] += grad_cols[:, :, j, first : last + 1]
+        return grad_x, grad_weight, grad_bias, None, None
+
+
+def _conv(module: nn.Conv1d, prefix: str) -> Layer | None:
+    if (
+        module.groups != 1
+        or module.dilation != (1,)
+        or module.padding_mode != "zeros"
+        or isinstance(module.padding, str)
+        or module.bias is None
+    ):
+        return None
+    weight, bias = _name(prefix, "weight"), _name(prefix, "bias")
+    stride, padding = module.stride[0], int(module.padding[0])
+
+    def run(c: _Context, h: torch.Tensor) -> torch.Tensor:
+        return BatchedConv1d.apply(h, c.params[weight], c.params[bias], stride, padding)
+
+    return run
+
+
+def _cnn(module: CNN1d, prefix: str) -> Layer | None:
+    """`CNN1d`: x (M, B, L) → position-major (M, 1, L, B) → the features (M, C, T, B) → the
+    head on the features flattened in (channel, position) order, as ``flatten(1)`` of the
+    single trial's (B, C, T): logits (M, K, B) = bias + W (K × C·T) @ h (C·T × B), no copy of
+    h, returned as an (M, B, K) view."""
+    features = _compile(module.features, f"{prefix}features.")
+    if features is None or type(module.head) is not nn.Linear or module.head.bias is None:
+        return None
+    weight, bias = _name(prefix, "head.weight"), _name(prefix, "head.bias")
+
+    def run(c: _Context, x: torch.Tensor) -> torch.Tensor:
+        h = features(c, x.transpose(1, 2).unsqueeze(1))  # (M, C, T, B)
+        flat = h.reshape(h.shape[0], -1, h.shape[3])  # (M, C·T, B)
+        logits = torch.baddbmm(c.params[bias].unsqueeze(2), c.params[weight], flat)
+        return logits.transpose(1, 2)
+
+    return run
