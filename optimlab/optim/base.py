@@ -237,6 +237,13 @@ class Optimizer(torch.optim.Optimizer):
         for flag in ("decoupled_weight_decay", "maximize", *self.FLAGS):
             check_flag(owner, flag, group[flag])
         check_torch_implementation_options(owner, group)
+        if (group.get("impl") == "fused" or group.get("fused")) and self.kernel is None:
+            # told at construction, not at the first step() after a model was built around it
+            chosen = "fused=True" if group.get("fused") else "impl='fused'"
+            raise ValueError(
+                f"{owner}({chosen}): this optimizer declares no fused kernel; allowed: "
+                f"impl='auto' or impl='reference'"
+            )
         for name, interval in self.RANGES.items():
             check_number(owner, name, group[name], interval)
         if "betas" in group:
