@@ -42,6 +42,14 @@ def test_tune_and_noise_options(tmp_path: Path) -> None:
     assert data["runs"][1]["hyperparameters"]["lr"] == 0.1
 
 
+def test_tune_leaves_a_learning_rate_free_optimizer_at_its_default() -> None:
+    # --tune tuned Prodigy's lr (to 1.58) while compare runs it at its defaults
+    from optimlab.landscapes.experiment import build_configs
+
+    sgd, prodigy = build_configs("sgd,prodigy", tune=True)
+    assert len(sgd.lrs) == 36 and prodigy.lrs == (1.0,) and not prodigy.given_lr
+
+
 def test_list_names_functions_and_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["landscape", "--list"]) == 0
     printed = capsys.readouterr().out

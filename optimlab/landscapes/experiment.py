@@ -4,7 +4,9 @@ r"""One landscape experiment from Python: build the batch, run it, measure, tune
 >>> [run.metrics["distance_to_min"] for run in result.runs]   # doctest: +SKIP
 
 A configuration's learning rate is, in order: the ``lr`` given in its spec; with ``tune=True``, the
-best of the log grid (see :mod:`optimlab.landscapes.tuning`); else the optimizer's own default.
+best of the log grid (see :mod:`optimlab.landscapes.tuning`), except for a learning-rate-free
+optimizer (Prodigy), which runs at its default as compare runs it; else the optimizer's own
+default.
 """
 
 from __future__ import annotations
@@ -76,7 +78,9 @@ def build_configs(
         hyperparameters = {k: v for k, v in options.items() if k != "lr"}
         if "lr" in options:
             lrs = (_check_lr(name, options["lr"]),)
-        elif tune:
+        elif tune and not info.learning_rate_free:
+            # (Prodigy estimates its own step size: compare runs it at its defaults, and so
+            # does --tune; its lr is a multiplier of that estimate, 1 by design)
             lrs = grid
         else:
             convention = options.get("convention", "torch")
