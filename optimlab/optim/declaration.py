@@ -109,15 +109,20 @@ class OptimizerInfo:
     #: trials stored by earlier versions stale: it enters the trial key (`TrialSpec.key`) when
     #: it is not 0, so a resumed comparison runs them again instead of reusing them
     trial_version: int = 0
+    #: the twins' class names where a twin exists but is compared by its own test rather than
+    #: through the generic factories above (torch.optim.Muon takes 2-D parameters only), so the
+    #: tables and `optimlab list` do not say "none"
+    torch_equivalent: str | None = None
+    keras_equivalent: str | None = None
 
     @property
     def torch_class(self) -> str | None:
         """The torch.optim class's name (for messages and tables), None without a twin."""
-        return None if self.torch_twin is None else _twin_name(self.torch_twin)
+        return self.torch_equivalent if self.torch_twin is None else _twin_name(self.torch_twin)
 
     @property
     def keras_class(self) -> str | None:
-        return None if self.keras_twin is None else _twin_name(self.keras_twin)
+        return self.keras_equivalent if self.keras_twin is None else _twin_name(self.keras_twin)
 
 
 def _twin_name(twin: Twin) -> str:

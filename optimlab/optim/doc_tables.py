@@ -24,7 +24,9 @@ from optimlab.optim.registry import REGISTRY, OptimizerInfo
 FILES = {"optimizers": "README.md", "arguments": "docs/optimizers.md"}
 
 
-def _twin(info: OptimizerInfo, cls: str) -> str:
+def _twin(info: OptimizerInfo, cls: str | None) -> str:
+    if cls is None:
+        return "—"  # none (it printed `None`)
     return f"`{cls}({info.twin_arguments})`" if info.twin_arguments else f"`{cls}`"
 
 

@@ -440,6 +440,8 @@ MUON_INFO = OptimizerInfo(
     # tests/test_modern_muon.py compares with both directly
     torch_twin=None,
     keras_twin=None,
+    torch_equivalent="Muon",
+    keras_equivalent="Muon",
     improves="direction (momentum orthogonalized: every direction of a weight matrix moves alike)",
     samples=(
         {"weight_decay": 0.0, "nesterov": False},
