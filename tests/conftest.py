@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import settings
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -41,3 +42,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     terminalreporter.section("Keras 3 parity: worst relative error")
     for (name, dtype), error in sorted(worst.items()):
         terminalreporter.write_line(f"{name:<10} {dtype:<8} {error:.3g}")
+
+
+@pytest.fixture()
+def one_thread():
+    """One torch thread, as trials run in the executors (and no thread contention on a shared
+    machine); the population and halving tests use it (``pytestmark``)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -27,14 +27,8 @@ POLICY = HalvingPolicy()
 TIMING = {"seconds", "cpu_seconds", "seconds_per_step", "warmup_seconds", "curve_seconds"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+#: one torch thread, as trials run in the executors (the fixture is in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def kept_by_rule(values: list[float], eta: int = POLICY.reduction_factor) -> list[bool]:

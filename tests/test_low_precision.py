@@ -21,13 +21,8 @@ from optimlab.optim.sgd import SGD
 SHAPE = (32, 128)  # 4,096 elements: the smallest tensor that is quantized (16 blocks)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tensors of 4,096 elements: threads only contend on the shared CI cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: one torch thread (the fixture is in conftest.py): threads only contend on the shared cores
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _torchao_adamw8bit(monkeypatch: pytest.MonkeyPatch):

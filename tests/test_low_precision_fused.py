@@ -24,12 +24,8 @@ LARGE = (*SHAPES, (2 * CHUNK + 3 * quantize.BLOCK_SIZE,))
 STEPS, LR = 20, 1e-2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: one torch thread (the fixture is in conftest.py): threads only contend on the shared cores
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(impl: str, dtype=torch.float32, steps: int = STEPS, shapes=SHAPES, **options):

@@ -21,12 +21,8 @@ SHAPES = ((32, 128), (7,), (300,))
 STEPS, LR = 12, 1e-2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: one torch thread (the fixture is in conftest.py): threads only contend on the shared cores
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(name: str, impl: str, dtype=torch.float32, steps: int = STEPS, shapes=SHAPES, **options):

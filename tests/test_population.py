@@ -37,14 +37,8 @@ MEMBERS = [(1e-3, 0), (3e-2, 1), (1.0, 2)]
 STEPS, EVALS = 16, 6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread, as trials run in the executors (and no thread contention on a shared
-    machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+#: one torch thread, as trials run in the executors (the fixture is in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def float64(problem: Problem) -> Problem:

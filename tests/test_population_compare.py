@@ -21,14 +21,8 @@ SMALL = ["--optimizers", "sgd", "--steps", "12", "--seeds", "2", "--grid-points"
 SMALL += ["--workers", "1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+#: one torch thread, as trials run in the executors (the fixture is in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def stored(out: Path) -> dict[str, object]:

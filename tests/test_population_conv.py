@@ -16,13 +16,8 @@ from optimlab.lab.train import train
 from optimlab.problems import get_problem
 from tests.test_population import assert_same_trial, float64, specs_for
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+#: one torch thread, as trials run in the executors (the fixture is in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(

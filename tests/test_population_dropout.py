@@ -24,12 +24,8 @@ from tests.test_population import assert_same_trial, float64, specs_for
 MEMBERS = [(1e-2, 0), (0.1, 1), (0.03, 2), (1.0, 3)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+#: one torch thread, as trials run in the executors (the fixture is in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(

@@ -16,13 +16,8 @@ from optimlab.lab.population_agreement import measure, nudged
 from optimlab.lab.trial import TrialSpec
 from optimlab.problems import get_problem
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+#: one torch thread, as trials run in the executors (the fixture is in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_a_member_differs_from_its_single_trial_by_no_more_than_the_one_ulp_spread():

@@ -47,12 +47,8 @@ CASES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+#: one torch thread, as trials run in the executors (the fixture is in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def draws(dtype: torch.dtype, rows=ROWS) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:

@@ -16,14 +16,8 @@ ARGS = ["compare", "--problems", "quadratic-deep", "--optimizers", "sgd", "--ste
 ARGS += ["--seeds", "1", "--evals", "2", "--workers", "1", "--tuner", "optuna", "--trials", "6"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+#: one torch thread, as trials run in the executors (the fixture is in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def study_trials(directory: Path) -> list:

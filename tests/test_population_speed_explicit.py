@@ -19,13 +19,8 @@ from optimlab.lab.population_batched import BatchedConv1d, explicit_forward
 from optimlab.problems import get_problem
 from tests.test_population import float64
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+#: one torch thread, as trials run in the executors (the fixture is in conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(
