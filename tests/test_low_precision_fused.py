@@ -13,9 +13,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from optimlab.optim.adam import Adam, AdamW
+from optimlab.optim.adam import Adam
 from optimlab.optim.kernels.layout import CHUNK
 from optimlab.optim.low_precision import quantize
+from optimlab.optim.registry import get_info
 
 #: quantized (16 blocks), too small (stays float32), not whole blocks (float32)
 SHAPES = ((32, 128), (7,), (300,))
@@ -28,11 +29,12 @@ STEPS, LR = 20, 1e-2
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _run(impl: str, dtype=torch.float32, steps: int = STEPS, shapes=SHAPES, **options):
-    """`steps` AdamW steps on gradients spanning 2.5 decades per tensor; (params, optimizer)."""
+def run_optimizer(name: str, impl: str, dtype, steps: int, shapes, **options):
+    """`steps` steps of optimizer `name` on gradients spanning 2.5 decades per tensor;
+    (params, optimizer). tests/test_low_precision_kernels.py runs the other optimizers with it."""
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(shape).to(dtype)) for shape in shapes]
-    optimizer = AdamW(params, lr=LR, impl=impl, **options)
+    optimizer = get_info(name).cls(params, lr=options.pop("lr", LR), impl=impl, **options)
     generator = torch.Generator().manual_seed(1)
     for _ in range(steps):
         for p in params:
@@ -40,6 +42,11 @@ def _run(impl: str, dtype=torch.float32, steps: int = STEPS, shapes=SHAPES, **op
             p.grad = (torch.randn(p.shape, generator=generator) * scale).to(dtype)
         optimizer.step()
     return params, optimizer
+
+
+def _run(impl: str, dtype=torch.float32, steps: int = STEPS, shapes=SHAPES, **options):
+    """`steps` AdamW steps (see `run_optimizer`)."""
+    return run_optimizer("adamw", impl, dtype, steps, shapes, **options)
 
 
 OPTIONS = [

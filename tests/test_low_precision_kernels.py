@@ -15,6 +15,7 @@ import torch
 
 from optimlab.optim.low_precision import quantize
 from optimlab.optim.registry import get_info
+from tests.test_low_precision_fused import run_optimizer
 
 #: quantized (16 blocks), too small (stays float32), not whole blocks (float32)
 SHAPES = ((32, 128), (7,), (300,))
@@ -26,17 +27,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(name: str, impl: str, dtype=torch.float32, steps: int = STEPS, shapes=SHAPES, **options):
-    """`steps` steps of optimizer `name` on gradients spanning 2.5 decades per tensor."""
-    torch.manual_seed(0)
-    params = [torch.nn.Parameter(torch.randn(shape).to(dtype)) for shape in shapes]
-    optimizer = get_info(name).cls(params, lr=options.pop("lr", LR), impl=impl, **options)
-    generator = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        for p in params:
-            scale = torch.logspace(-2, 0.5, p.shape[-1])
-            p.grad = (torch.randn(p.shape, generator=generator) * scale).to(dtype)
-        optimizer.step()
-    return params, optimizer
+    """`steps` steps of optimizer `name` (tests/test_low_precision_fused.py's runner)."""
+    return run_optimizer(name, impl, dtype, steps, shapes, **options)
 
 
 CASES = [

@@ -59,6 +59,19 @@ def unfusable_reason(
     return None
 
 
+def refusal(
+    optimizer: Any, group: dict[str, Any], reason: tuple[type[Exception], str]
+) -> Exception:
+    """The error for ``impl="fused"`` (or ``fused=True``) on a group a fused kernel cannot take,
+    naming the option and what to use instead."""
+    error, why = reason
+    chosen = "fused=True" if group.get("fused") else "impl='fused'"
+    return error(
+        f"{type(optimizer).__name__}({chosen}): {why}; use impl='auto' (and fused=None) "
+        f"to fall back to the reference rule where the fused kernel does not apply"
+    )
+
+
 def fused_step(
     optimizer: Any,
     spec: KernelSpec | None,
@@ -76,12 +89,7 @@ def fused_step(
     reason = unfusable_reason(spec, group, params, grads)
     if reason is not None:
         if required:
-            error, why = reason
-            chosen = "fused=True" if group.get("fused") else "impl='fused'"
-            raise error(
-                f"{type(optimizer).__name__}({chosen}): {why}; use impl='auto' (and fused=None) "
-                f"to fall back to the reference rule where the fused kernel does not apply"
-            )
+            raise refusal(optimizer, group, reason)
         return False
     assert spec is not None
     if isinstance(group["lr"], torch.Tensor):

@@ -20,7 +20,7 @@ import torch
 
 from optimlab.optim import low_precision
 from optimlab.optim.kernels import lowprec_adam, lowprec_codec
-from optimlab.optim.kernels.dispatch import follow_torch_threads
+from optimlab.optim.kernels.dispatch import follow_torch_threads, refusal
 from optimlab.optim.kernels.layout import CHUNK
 from optimlab.optim.kernels.spec import FROM_GRADIENT, KernelSpec
 from optimlab.optim.low_precision import quantize as quantization
@@ -114,12 +114,7 @@ def fused_step(
     reason = unfusable_reason(group, params, grads)
     if reason is not None:
         if required:
-            error, why = reason
-            chosen = "fused=True" if group.get("fused") else "impl='fused'"
-            raise error(
-                f"{type(optimizer).__name__}({chosen}): {why}; use impl='auto' (and fused=None) "
-                f"to fall back to the reference rule where the fused kernel does not apply"
-            )
+            raise refusal(optimizer, group, reason)
         return None
     owner = type(optimizer).__name__
     state_dtype = group.get("state_dtype", "float32")
