@@ -245,7 +245,7 @@ class Options:
     search: str | None = None
     log_dir: str | None = None
     #: auto: train each population (the rates and seeds of one optimizer) batched; off: singly
-    population: str = "off"
+    population: str = "auto"
     #: the command a rerun uses (``optimlab demo`` for the demo)
     program: tuple[str, ...] = ("optimlab", "compare")
 
@@ -749,10 +749,10 @@ def command(
         "rho, eps, weight_decay (only those an optimizer has; default: lr).",
     ),
     population: str = typer.Option(
-        "off",
+        "auto",
         "--population",
-        help="auto: train the rates and seeds of one optimizer as one batched model where "
-        "possible (else singly, said once); off: every trial alone.",
+        help="auto (the default): train the rates and seeds of one optimizer as one batched "
+        "model where possible (else singly, said once); off: every trial alone.",
     ),
 ) -> int:
     """Tune, repeat and rank optimizers on training problems; write DIR/index.html."""
