@@ -10,6 +10,12 @@ Reads two finished comparison directories (their summary.json) — a full-suite 
 - both runs' wall clock and summed trial CPU seconds.
 
     .venv/bin/python benchmarks/suite_agreement.py FULL_DIR QUICK_DIR [--json PATH]
+    .venv/bin/python benchmarks/suite_agreement.py FULL_DIR --split-half
+
+``--split-half``: how reproducible is one run's own ranking? Its seed reruns are split into two
+halves (seeds 0 … N/2−1 and N/2 … N−1, at the same tuned rates: the grid is seed 0's), each
+half is summarized as a run of its own, and the two halves' rankings are compared the same way.
+A quick suite cannot agree with the full suite better than the full suite agrees with itself.
 
 Issue 14 asks the quick suite for τ ≥ 0.8 against the full suite's overall ranking with
 `make demo` at ≤ 3 minutes; docs/compare.md reports this script's output for the two real runs.
@@ -111,20 +117,68 @@ def table(result: dict[str, Any]) -> str:
     lines.append("| run | suite | problems | trials | wall s | trial CPU s |")
     lines.append("| --- | --- | ---: | ---: | ---: | ---: |")
     for name, t in result["times"].items():
+        wall, cpu = (
+            "—" if v is None else f"{v:.0f}" for v in (t["wall_seconds"], t["trial_cpu_seconds"])
+        )
         lines.append(
-            f"| {name} | {t['suite']} | {t['problems']} | {t['trials']} | "
-            f"{t['wall_seconds']:.0f} | {t['trial_cpu_seconds']:.0f} |"
+            f"| {name} | {t['suite']} | {t['problems']} | {t['trials']} | {wall} | {cpu} |"
         )
     return "\n".join(lines)
+
+
+def half_summaries(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's summary recomputed twice from its store: once over the first half of its seed
+    reruns, once over the second (same grid, so the same tuned rates)."""
+    from optimlab.cli.compare import build_comparison
+    from optimlab.lab.protocol import Comparison
+    from optimlab.lab.store import ResultStore
+    from optimlab.lab.summary import summarize_store
+
+    run = load(directory)["run"]
+    comparison = build_comparison(
+        run["suite"],
+        ",".join(p["problem"] for p in run["problems"]),
+        ",".join(run["optimizers"]),
+        run["seeds"],
+        run["schedule"],
+        None,
+        evals=run["evals"],
+    )
+    seed_trials = Comparison.seed_trials
+    seeds = run["seeds"]
+    halves = []
+    for chosen in (range(seeds // 2), range(seeds // 2, seeds)):
+
+        def some_seeds(self, problem, steps, c, lr, chosen=chosen):  # noqa: ANN001, ANN202
+            return [t for t in seed_trials(self, problem, steps, c, lr) if t.seed in chosen]
+
+        Comparison.seed_trials = some_seeds  # type: ignore[method-assign]
+        try:
+            halves.append(summarize_store(comparison, ResultStore(directory, create=False)))
+        finally:
+            Comparison.seed_trials = seed_trials  # type: ignore[method-assign]
+    return halves[0], halves[1]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("full", type=Path, help="the full suite's output directory")
-    parser.add_argument("quick", type=Path, help="the quick suite's output directory")
+    parser.add_argument(
+        "quick", type=Path, nargs="?", help="the quick suite's output directory"
+    )
     parser.add_argument("--json", type=Path, help="also write the numbers as JSON here")
+    parser.add_argument(
+        "--split-half",
+        action="store_true",
+        help="compare the first half of FULL_DIR's seeds with the second half instead",
+    )
     args = parser.parse_args(argv)
-    result = agreement(load(args.full), load(args.quick))
+    if args.split_half:
+        result = agreement(*half_summaries(args.full))
+    elif args.quick is None:
+        parser.error("QUICK_DIR is required (or --split-half)")
+    else:
+        result = agreement(load(args.full), load(args.quick))
     print(table(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -251,7 +251,7 @@ def test_recommendation_names_rate_result_and_ties() -> None:
     info = {"task": "classification", "learned": True, "optimizers": {"adam": entry}}
     assert problem_recommendation("digits-mlp", info) == (
         "digits-mlp: adam at lr 0.0719 — test accuracy 98.0 ± 0.3 %, tied with nadam and "
-        "rmsprop (difference within noise)"
+        "rmsprop (not significantly different with 3 seeds)"
     )
 
 
@@ -531,7 +531,7 @@ def test_hand_made_summary_ties_overlaps_and_leaves_out_the_unlearned_problem() 
     answers = summary["recommendations"]
     assert answers["problems"]["digits-logreg"] == (
         "digits-logreg: adam at lr 0.01 — test accuracy 97.9 ± 0.4 %, tied with nadam "
-        "(difference within noise)"
+        "(not significantly different with 3 seeds)"
     )
     assert answers["problems"][stuck].startswith(f"{stuck}: no optimizer learned this problem")
     assert "left out, not learned: " + stuck in answers["overall"]
@@ -601,3 +601,20 @@ def test_an_optuna_rate_is_at_the_edge_only_near_its_range_ends() -> None:
     grid = SimpleNamespace(tuner=None)
     assert _at_edge(grid, 0.273, [0.001, 0.01, 0.273])
     assert not _at_edge(grid, 0.01, [0.001, 0.01, 0.273])
+
+
+def test_ctrl_c_before_any_trial_prints_the_command(monkeypatch, capsys, tmp_path) -> None:
+    """Ctrl-C while torch and the problems load (tens of seconds on a loaded machine) said only
+    "interrupted before any trial ran": the newcomer had to rebuild the command by hand."""
+    import optimlab.cli.compare as command
+
+    def interrupted(options):  # noqa: ANN001, ANN202
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "build", interrupted)
+    out = str(tmp_path / "run")
+    code = main(["compare", "--problems", "digits-mlp", "--steps", "50", "--out", out])
+    assert code == 130
+    err = " ".join(capsys.readouterr().err.split())
+    assert "interrupted before any trial ran" in err
+    assert f"optimlab compare --problems digits-mlp --out {out} --steps 50" in err

@@ -155,6 +155,16 @@ def test_the_command_stores_pruned_points_resumes_and_exports_them(tmp_path, cap
     assert sorted(hollow[0].get_offsets()[:, 0]) == sorted(t.spec.lr for t in pruned)
     assert summary["run"]["trial_status"]["pruned"] == len(pruned)
     assert "trials run" in first
+    # the terminal and the report say how many points halving stopped, and name the tuner
+    # (a newcomer read "12 trials (8 ok, 1 diverged, 0 failed)": the pruned were missing)
+    assert f"{len(pruned)} grid points stopped early by successive halving" in " ".join(
+        first.split()
+    )
+    page = (tmp_path / "run" / "index.html").read_text()
+    assert f"{len(pruned)} stopped early by successive halving)" in page
+    assert "successive halving over the grid (Optuna&#39;s SuccessiveHalvingPruner" in page or (
+        "successive halving over the grid (Optuna's SuccessiveHalvingPruner" in page
+    )
     # resumed: nothing is trained again, pruned points included
     assert main([*ARGS, "--population", population, "--out", out]) == 0
     assert f"0 trials run, {len(rows)} reused" in " ".join(capsys.readouterr().out.split())

@@ -465,9 +465,11 @@ def render(setup: Setup, counts: dict[str, int], seconds: float) -> None:
             output.print(table)
     if summary["ranked_problems"]:  # else the answer's "overall: no ranking" says why
         output.print(ranking_table(summary))
+    pruned = summary["run"]["trial_status"].get("pruned", 0)
+    stopped = f"; {pruned} grid points stopped early by successive halving" if pruned else ""
     output.print(
         f"{counts['run']} trials run, {counts['reused']} reused from {setup.store.path} "
-        f"in {seconds:.1f} s with {setup.where}",
+        f"in {seconds:.1f} s with {setup.where}{stopped}",
         markup=False,
         highlight=False,
     )
@@ -653,7 +655,11 @@ def compare(options: Options) -> int:
     try:
         setup = build(options)
     except KeyboardInterrupt:
-        print("\ninterrupted before any trial ran", file=sys.stderr)
+        print(
+            f"\ninterrupted before any trial ran (nothing stored yet); this command starts it "
+            f"again:\n  {options.resume_command()}",
+            file=sys.stderr,
+        )
         raise typer.Exit(INTERRUPTED) from None
     counts, seconds = run(setup)  # Ctrl-C here: what is stored, how to resume
     print(f"compare: writing the report to {options.out} …", file=sys.stderr, flush=True)
