@@ -56,8 +56,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from optimlab.lab import population_loss
 from optimlab.lab.population_batched import explicit_forward
 from optimlab.lab.population_conv import batchable
+from optimlab.lab.population_memory import keep_freed_memory
 from optimlab.lab.schedules import make_schedule, parse_schedule
 from optimlab.lab.train import EVAL_CHUNK, StopIf, eval_steps, optimizer_kwargs
 from optimlab.lab.trial import TrialResult, TrialSpec, jsonable
@@ -268,12 +270,14 @@ class BatchedModel:
 
     The built-in models run a forward written out by hand over the stacked weights
     (`optimlab.lab.population_batched`: batched matmuls, a convolution with its own backward),
-    without vmap; the loss is the problem's own, vmapped. Other models run under vmap; their
+    without vmap; the loss is torch's cross-entropy laid out classes-major where it rounds as
+    torch's own (`optimlab.lab.population_loss`), else the problem's own, vmapped. Other models run under vmap; their
     ``Conv1d`` layers as one matmul per member (`optimlab.lab.population_conv`), which vmap
     batches into one ``bmm`` over the members (vmap's own ``conv1d`` is no faster per member
     than a single trial's)."""
 
     def __init__(self, models: Sequence[nn.Module]) -> None:
+        keep_freed_memory()  # the next step reuses this step's pages (population_memory)
         self.module = batchable(models[0])
         self.explicit = explicit_forward(models[0])
         self.size = len(models)
@@ -315,11 +319,12 @@ class BatchedModel:
         if self.explicit is not None:
             self.module.train()
             outputs = self.explicit(self.parameters(), self.buffers, inputs, masks, True)
-            # the loss is the single trial's function, vmapped: a cross-entropy laid out
-            # classes-major (log-softmax over a long axis, ≈ 4× faster) rounds differently in
-            # float32, enough to take a member past the one-ulp spread of single trials
-            # (tests/test_population_float32.py)
-            losses = vmap(loss_fn, randomness="error")(outputs, targets)
+            # torch's cross-entropy laid out classes-major where it rounds as torch's own
+            # (optimlab.lab.population_loss), else the problem's loss function, vmapped
+            if population_loss.applies(loss_fn, outputs, targets):
+                losses = population_loss.member_cross_entropy(outputs, targets)
+            else:
+                losses = vmap(loss_fn, randomness="error")(outputs, targets)
             if wrapped is not None:
                 penalties = vmap(lambda p: functional_call(wrapped, _prefixed(p), ()))
                 losses = losses + penalties(self.parameters())
