@@ -149,7 +149,7 @@ def half_summaries(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     halves = []
     for chosen in (range(seeds // 2), range(seeds // 2, seeds)):
 
-        def some_seeds(self, problem, steps, c, lr, chosen=chosen):  # noqa: ANN001, ANN202
+        def some_seeds(self, problem, steps, c, lr, chosen=chosen):
             return [t for t in seed_trials(self, problem, steps, c, lr) if t.seed in chosen]
 
         Comparison.seed_trials = some_seeds  # type: ignore[method-assign]
@@ -163,9 +163,7 @@ def half_summaries(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("full", type=Path, help="the full suite's output directory")
-    parser.add_argument(
-        "quick", type=Path, nargs="?", help="the quick suite's output directory"
-    )
+    parser.add_argument("quick", type=Path, nargs="?", help="the quick suite's output directory")
     parser.add_argument("--json", type=Path, help="also write the numbers as JSON here")
     parser.add_argument(
         "--split-half",

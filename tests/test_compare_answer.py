@@ -608,7 +608,7 @@ def test_ctrl_c_before_any_trial_prints_the_command(monkeypatch, capsys, tmp_pat
     "interrupted before any trial ran": the newcomer had to rebuild the command by hand."""
     import optimlab.cli.compare as command
 
-    def interrupted(options):  # noqa: ANN001, ANN202
+    def interrupted(options):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(command, "build", interrupted)
