@@ -34,7 +34,7 @@ def test_compare_with_and_without_populations_stores_the_same_trials(tmp_path, c
     with the single trials to float32 rounding."""
     args = ["compare", "--problems", "digits-mlp:width=16", *SMALL]
     assert main([*args, "--population", "auto", "--out", str(tmp_path / "auto")]) == 0
-    assert main([*args, "--out", str(tmp_path / "off")]) == 0  # off: the default
+    assert main([*args, "--population", "off", "--out", str(tmp_path / "off")]) == 0
     capsys.readouterr()
     batched, single = stored(tmp_path / "auto"), stored(tmp_path / "off")
     assert set(batched) == set(single) and len(batched) == 3 + 1 + 2
