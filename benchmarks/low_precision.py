@@ -104,6 +104,65 @@ def check_codes(stride: int = 7, chunk: int = 1 << 24) -> int:
     return wrong
 
 
+#: block maxima of `check_block_codes`: 1 (the division exact), and three whose reciprocal
+#: rounds (so x · fl(1/max) differs from fl(x / max) in the last bits)
+BLOCK_CHECK_MAXIMA = (1.0, 0.7310585, 3.1415927e-3, 123.456)
+
+
+def check_block_codes(stride: int = 7, chunk: int = 255 * (1 << 16)) -> int:
+    """The kernel's block coding (``lowprec_codec.encode8_block_exact``: x · fl(1/max) coded
+    16 at a time, flagged vectors divided and looked up) against the reference's
+    (``quantize.quantize`` on the same 256-value blocks: fl(x / max), ``torch.searchsorted``
+    and the tie rule), for every `stride`-th float32 pattern s in [-1, 1] scaled to x =
+    fl(s · M) (clipped to [-M, M]) in blocks led by M, for each M of `BLOCK_CHECK_MAXIMA`, both
+    maps; returns the number of differences."""
+    import numba
+    import numpy as np
+
+    from optimlab.optim.kernels import lowprec_codec
+    from optimlab.optim.low_precision import quantize
+
+    @numba.njit
+    def encode(blocks, scale, thresholds, bucket, linear, signed, codes):
+        for b in range(blocks.shape[0]):
+            lowprec_codec.encode8_block_exact(
+                blocks[b], scale, codes[b], thresholds, bucket, linear, signed
+            )
+
+    wrong = 0
+    for signed in (True, False):
+        thresholds, bucket = lowprec_codec.code_tables(signed)
+        linear = lowprec_codec.linear_code_tables(signed)
+        checked = differ = 0
+        for first in range(0, 1 << 32, chunk * stride):
+            patterns = np.arange(first, min(first + chunk * stride, 1 << 32), stride, np.uint64)
+            values = patterns.astype(np.uint32).view(np.float32)
+            with np.errstate(invalid="ignore"):
+                values = values[np.abs(values) <= 1]  # (NaN: `check_codes`)
+            if not len(values):
+                continue
+            padded = np.concatenate([values, np.zeros(-len(values) % 255, np.float32)])
+            for peak in BLOCK_CHECK_MAXIMA:
+                top = np.float32(peak)
+                scaled = np.clip(padded * top, -top, top).reshape(-1, 255)
+                blocks = np.concatenate(
+                    [np.full((len(scaled), 1), top, np.float32), scaled], axis=1
+                )
+                codes = np.empty(blocks.shape, np.uint8)
+                encode(blocks, top, thresholds, bucket, linear, signed, codes)
+                expected, maxima = quantize.quantize(torch.from_numpy(blocks), signed)
+                assert bool((maxima == top).all())
+                differ += int(np.count_nonzero(codes != expected.numpy()))
+                checked += blocks.size
+        print(
+            f"{'signed' if signed else 'unsigned'} map, blocks scaled by "
+            f"{', '.join(f'{m:g}' for m in BLOCK_CHECK_MAXIMA)}: {checked:,} values, "
+            f"{differ} differences"
+        )
+        wrong += differ
+    return wrong
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tensors", type=int, default=64)
@@ -125,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.check_codes is not None:
-        return 1 if check_codes(args.check_codes) else 0
+        wrong = check_codes(args.check_codes) + check_block_codes(args.check_codes)
+        return 1 if wrong else 0
     # (factory, weights' dtype, bytes per parameter one step moves at least: weights, gradient
     # and state read, weights and state written; 8-bit state adds two float32 maxima per 256)
     maxima = 2 * 2 * 4 / 256

@@ -308,3 +308,47 @@ def test_the_code_check_of_the_benchmark_finds_no_difference(capsys) -> None:
     out = capsys.readouterr().out
     assert "signed map: 2,147 values, 0 differences" in out
     assert "unsigned map: 2,147 values, 0 differences" in out
+
+
+@pytest.mark.parametrize("scalar", [False, True], ids=["vector", "scalar-fallback"])
+def test_the_kernels_block_coding_without_division_is_the_references_code(
+    scalar: bool, monkeypatch
+) -> None:
+    """``encode8_block_exact`` codes x · fl(1/max) and divides only the flagged vectors: on
+    ``_code_cases``'s values scaled by maxima whose reciprocal rounds (x = fl(s·M), so x / M
+    and x · fl(1/M) differ in the last bits near every threshold), by a huge maximum (2¹¹⁰:
+    all divided) and by 1e-12, and on a block holding NaN, its codes and ``largest_magnitude_bits``'
+    maximum are ``quantize.quantize``'s on the same blocks."""
+    import numba
+    import numpy as np
+
+    from optimlab.optim.kernels import lowprec_codec
+
+    monkeypatch.setattr(lowprec_codec, "FORCE_SCALAR_ENCODE", scalar)
+
+    @numba.njit  # compiled here, after the flag is set: codegen reads it
+    def encode_blocks(blocks, thresholds, bucket, linear, signed, codes, maxima):
+        for b in range(blocks.shape[0]):
+            scale = lowprec_codec.bits_float(lowprec_codec.largest_magnitude_bits(blocks[b]))
+            scale = max(scale, np.float32(1e-12)) if scale == scale else scale
+            maxima[b] = scale
+            lowprec_codec.encode8_block_exact(
+                blocks[b], scale, codes[b], thresholds, bucket, linear, signed
+            )
+
+    for signed in (True, False):
+        thresholds, bucket = lowprec_codec.code_tables(signed)
+        linear = lowprec_codec.linear_code_tables(signed)
+        values, _ = _code_cases(signed)
+        parts = []
+        for peak in (0.7310585, 3.1415927e-3, 123.456, 2.0**110, 1e-12):
+            top = np.float32(peak)
+            parts.append(np.clip(values * top, -top, top).reshape(-1, 256))
+        blocks = np.concatenate(parts)
+        blocks[-1, 3] = np.nan  # the whole block's maximum is NaN: every code 255
+        codes = np.empty(blocks.shape, np.uint8)
+        maxima = np.empty(len(blocks), np.float32)
+        encode_blocks(blocks, thresholds, bucket, linear, signed, codes, maxima)
+        expected, expected_maxima = quantize.quantize(torch.from_numpy(blocks), signed)
+        assert np.array_equal(maxima, expected_maxima.numpy(), equal_nan=True)
+        assert np.array_equal(codes, expected.numpy())

@@ -43,7 +43,18 @@ order of independent operations (and usually not at all):
   them with `encode8` (about 1 % of vectors). Why the rest is exact: float32 rounding leaves the
   computed t within 2⁻¹⁵ of the real a·A + B, and every exact threshold (both signs) within
   2⁻¹⁴ of its integer (asserted when the tables are built), so a t more than 2⁻¹² from every
-  integer is strictly between the same two thresholds as a itself.
+  integer is strictly between the same two thresholds as a itself. The octave is the biased
+  exponent itself (the permute reads its low 5 bits), the decade below is tabled as an integer
+  and the distance to T is counted in ulps of the octave (256 of them, ≥ 2⁻¹⁶·T): integer
+  operations where the first version spent float conversions and products.
+* **A whole block without the division** (`encode8_block_exact`, the kernels' path): the codes
+  of fl(x / max) for 256 values x, computed as the codes of x · fl(1 / max) by the same
+  arithmetic — three roundings relative apart from the quotient, which moves t by less than
+  3·2⁻¹⁶ and stays inside the flagged band (see `encode8_block`) — so no division pass over
+  the block and no scratch round trip; the flagged vectors are divided and looked up. The 16
+  vectors are one straight-line body (the tables loaded once, the sign handling of the map
+  compiled in, the codes packed 64 at a time), and the block maximum is a vector reduction
+  (`largest_magnitude_bits`).
 """
 
 from __future__ import annotations
@@ -283,8 +294,10 @@ def decode8_block(typingctx, table, codes, scale, out):
 
 #: flagged when t lies this close to an integer (a threshold), in codes
 _NEAR_THRESHOLD = 2.0**-12
-#: ... or a this close to a decade boundary, relatively
+#: ... or a this close to a decade boundary T, relatively (at least: the band is
+#: `_NEAR_BOUNDARY_ULPS` float32 steps of T's octave, 2⁻¹⁵ of its lower end ≥ 2⁻¹⁶·T)
 _NEAR_BOUNDARY = 2.0**-16
+_NEAR_BOUNDARY_ULPS = 256
 #: biased exponent of the first octave tabled (2⁻³¹); smaller values code as 0 (zero entry)
 _FIRST_EXPONENT = 96
 #: layout of `linear_code_tables`: 32 octaves (T, decade below), 16 segments (A, B, last
@@ -357,11 +370,27 @@ def linear_code_tables(signed: bool) -> np.ndarray:
         octaves[:, octave] = (bound, np.count_nonzero(boundaries <= low))
     assert boundaries[0] > 2.0 ** (_FIRST_EXPONENT - 127)  # below the first octave: zero
     parameters[_SIGNED_AT] = 1.0 if signed else 0.0
-    return parameters.astype(np.float32)
+    result = parameters.astype(np.float32)
+    # the decade below each octave as int32 bits (the kernel adds the side to it as an integer)
+    result[32 : 2 * 32] = octaves[1].astype(np.int32).view(np.float32)
+    # the flagged band around T in ulps of its octave holds the negative side's boundaries
+    # and 2⁻¹⁶·T, and the octave is the biased exponent's low 5 bits
+    assert _FIRST_EXPONENT % 32 == 0
+    if signed:
+        steps = mirrored.astype(np.float32).view(np.int32).astype(np.int64) - boundaries[
+            :-1
+        ].astype(np.float32).view(np.int32)
+        assert np.all(np.abs(steps) <= _NEAR_BOUNDARY_ULPS // 4)
+    return result
 
 
-def _encode_vector(builder, values, parameters, codes):
-    """The AVX-512 body of `encode8_vector16`; returns the i1 'needs the exact path' flag."""
+def _encode_vector(builder, values, parameters, codes, reciprocal=None, rows=None, signed=None):
+    """The AVX-512 body of `encode8_vector16`; returns the i1 'needs the exact path' flag.
+
+    With `reciprocal` (a float32 splat of fl(1 / max)) the 16 values are x, coded as
+    x · reciprocal (`encode8_block`); `rows`: the parameter rows already loaded, by index;
+    `signed`: which map, when known at compile time (else read from the parameters).
+    """
     i1, i8, i32, f32 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.FloatType()
     lanes = 16
 
@@ -379,6 +408,8 @@ def _encode_vector(builder, values, parameters, codes):
     row_pointer = builder.bitcast(parameters, vector(f32).as_pointer())
 
     def row(index):
+        if rows is not None:
+            return rows[index]
         return builder.load(builder.gep(row_pointer, [ir.Constant(i32, index)]), align=4)
 
     permute32 = function(
@@ -389,14 +420,20 @@ def _encode_vector(builder, values, parameters, codes):
     floor = function("llvm.floor.v16f32", vector(f32), [vector(f32)])
 
     value = builder.load(builder.bitcast(values, vector(f32).as_pointer()), align=4)
+    if reciprocal is not None:
+        value = builder.fmul(value, reciprocal)
     bits = builder.bitcast(value, vector(i32))
     negative = builder.icmp_signed("<", bits, splat(0, i32))
     a = builder.bitcast(builder.and_(bits, splat(0x7FFFFFFF, i32)), vector(f32))
-    exponent = builder.and_(builder.lshr(bits, splat(23, i32)), splat(0xFF, i32))
-    octave = builder.sub(exponent, splat(_FIRST_EXPONENT, i32))
-    octave = builder.select(builder.icmp_signed("<", octave, splat(0, i32)), splat(0, i32), octave)
+    # the octave: the permute reads the index's low 5 bits only, and _FIRST_EXPONENT is a
+    # multiple of 32, so the biased exponent (raised to the first octave's) is the index;
+    # exponents above the last octave (a ≥ 2, inf, NaN) wrap around, and are flagged below
+    a_bits = builder.and_(bits, splat(0x7FFFFFFF, i32))
+    octave = builder.lshr(a_bits, splat(23, i32))
     octave = builder.select(
-        builder.icmp_signed(">", octave, splat(31, i32)), splat(31, i32), octave
+        builder.icmp_unsigned("<", octave, splat(_FIRST_EXPONENT, i32)),
+        splat(_FIRST_EXPONENT, i32),
+        octave,
     )
 
     def by_octave(index):
@@ -404,8 +441,8 @@ def _encode_vector(builder, values, parameters, codes):
 
     boundary, below = (by_octave(k) for k in range(_OCTAVE_ROWS))
     up = builder.fcmp_ordered(">=", a, boundary)
-    decade = builder.fadd(below, builder.select(up, splat(1.0, f32), splat(0.0, f32)))
-    decade = builder.fptosi(decade, vector(i32))
+    # (the decade below is tabled as int32 bits: one masked integer add picks the side)
+    decade = builder.add(builder.bitcast(below, vector(i32)), builder.zext(up, vector(i32)))
 
     def by_decade(index):
         return builder.call(permute16, [row(2 * _OCTAVE_ROWS + index), decade])
@@ -415,14 +452,18 @@ def _encode_vector(builder, values, parameters, codes):
     whole = builder.call(floor, [t])
     fraction = builder.fsub(t, whole)
     code = builder.select(builder.fcmp_ordered(">", whole, last), last, whole)
-    distance = builder.bitcast(
-        builder.and_(
-            builder.bitcast(builder.fsub(a, boundary), vector(i32)), splat(0x7FFFFFFF, i32)
-        ),
-        vector(f32),
+    # the distance to the boundary in ulps: a and T share the octave, so the bit patterns'
+    # difference counts float32 steps of that octave (no float subtraction, no product)
+    absolute = function("llvm.abs.v16i32", vector(i32), [vector(i32), i1])
+    distance = builder.call(
+        absolute,
+        [builder.sub(a_bits, builder.bitcast(boundary, vector(i32))), ir.Constant(i1, 0)],
     )
-    signed_value = builder.load(builder.gep(parameters, [ir.Constant(i32, _SIGNED_AT)]))
-    signed = builder.fcmp_ordered("!=", signed_value, ir.Constant(f32, 0.0))
+    if signed is not None:  # a constant: LLVM drops the other map's instructions
+        signed = ir.Constant(i1, int(signed))
+    else:
+        signed_value = builder.load(builder.gep(parameters, [ir.Constant(i32, _SIGNED_AT)]))
+        signed = builder.fcmp_ordered("!=", signed_value, ir.Constant(f32, 0.0))
     mirrored = builder.fsub(splat(254.0, f32), code)
     mirrored = builder.select(
         builder.fcmp_ordered("<", mirrored, splat(0.0, f32)), splat(0.0, f32), mirrored
@@ -435,18 +476,21 @@ def _encode_vector(builder, values, parameters, codes):
     flags = [
         builder.fcmp_ordered("<", fraction, splat(_NEAR_THRESHOLD, f32)),
         builder.fcmp_ordered(">", fraction, splat(1 - _NEAR_THRESHOLD, f32)),
-        builder.fcmp_ordered("<=", distance, builder.fmul(boundary, splat(_NEAR_BOUNDARY, f32))),
+        builder.icmp_unsigned("<=", distance, splat(_NEAR_BOUNDARY_ULPS, i32)),
         builder.fcmp_unordered(">", a, splat(1.0, f32)),  # above 1, or NaN
         builder.and_(negative, builder.select(signed, splat(False, i1), splat(True, i1))),
     ]
     flag = flags[0]
     for other in flags[1:]:
         flag = builder.or_(flag, other)
-    result = builder.trunc(builder.fptoui(code, vector(i32)), vector(i8))
-    builder.store(result, builder.bitcast(codes, vector(i8).as_pointer()), align=1)
-    return builder.icmp_unsigned(
+    any_flag = builder.icmp_unsigned(
         "!=", builder.bitcast(flag, ir.IntType(lanes)), ir.Constant(ir.IntType(lanes), 0)
     )
+    if codes is None:  # the caller stores the codes (int32 lanes, 0 ... 255)
+        return any_flag, builder.fptoui(code, vector(i32))
+    result = builder.trunc(builder.fptoui(code, vector(i32)), vector(i8))
+    builder.store(result, builder.bitcast(codes, vector(i8).as_pointer()), align=1)
+    return any_flag
 
 
 def vector_encode_supported() -> bool:
@@ -495,6 +539,173 @@ def encode8_vector16(typingctx, values, start, parameters, codes):
         )
 
     return signature, codegen
+
+
+#: values per `encode8_block` call: one 8-bit block, 16 vectors of 16
+_BLOCK_VALUES = 256
+
+
+def _encode8_block(signed: bool):
+    """`encode8_block`'s intrinsic for one map (its sign handling compiled in)."""
+
+    def encode8_block(typingctx, values, reciprocal, parameters, codes):
+        return _encode8_block_signature(signed, values, reciprocal, parameters, codes)
+
+    return intrinsic(encode8_block)
+
+
+def _encode8_block_signature(signed, values, reciprocal, parameters, codes):
+    """`encode8_block`: code the 256 values x of one block, scaled by ``reciprocal = fl(1 / max)``, into
+    ``codes[0:256]``; returns a uint32 whose bit q is set when values 16·q … 16·q + 15 must be
+    coded again as ``encode8(fl(x / max))`` (all bits without AVX-512F).
+
+    The code is the reference's code of ``fl(x / max)``, not of ``x · reciprocal``: the two
+    differ by at most 3 float32 roundings relative (2⁻²⁴ each: the reciprocal, the product, the
+    quotient), which moves t = a·A + B by at most 3·2⁻²⁴·(a·A) < 3·2⁻¹⁶ (a·A < 2⁸ on both
+    maps), and a by 3·2⁻²⁴ relative. With `encode8_vector16`'s budget (t within 2⁻¹⁵ of its
+    real value, thresholds within 2⁻¹⁴ of their integers) the total, 9·2⁻¹⁶, stays inside the
+    flagged band (2⁻¹² = 16·2⁻¹⁶), and a value more than 2⁻¹⁶ from a decade boundary T
+    relatively stays on its side. The argument needs a normal reciprocal: the caller passes
+    maxima up to 2¹⁰⁰ only (and never NaN) and divides otherwise. One straight-line body for the
+    16 vectors: the parameter rows are loaded once, the division pass is gone.
+    """
+    if not (
+        isinstance(values, types.Array)
+        and values.dtype == types.float32
+        and reciprocal == types.float32
+        and isinstance(parameters, types.Array)
+        and parameters.dtype == types.float32
+        and isinstance(codes, types.Array)
+        and codes.dtype == types.uint8
+    ):
+        return None
+    signature = types.uint32(values, reciprocal, parameters, codes)
+
+    def codegen(context, builder, sig, args):
+        i32, f32 = ir.IntType(32), ir.FloatType()
+        if not vector_encode_supported() or FORCE_SCALAR_ENCODE:
+            return ir.Constant(i32, 0xFFFF)
+        lanes = 16
+        value_ptr = _data_pointer(context, builder, sig.args[0], args[0], f32)
+        code_ptr = _data_pointer(context, builder, sig.args[3], args[3], ir.IntType(8))
+        parameter_ptr = _data_pointer(context, builder, sig.args[2], args[2], f32)
+        row_pointer = builder.bitcast(parameter_ptr, ir.VectorType(f32, lanes).as_pointer())
+        rows = [
+            builder.load(builder.gep(row_pointer, [ir.Constant(i32, index)]), align=4)
+            for index in range(_PARAMETERS // lanes)
+        ]
+        first = builder.insert_element(
+            ir.Constant(ir.VectorType(f32, lanes), ir.Undefined), args[1], ir.Constant(i32, 0)
+        )
+        scale = builder.shuffle_vector(
+            first, first, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+        )
+        mask = ir.Constant(i32, 0)
+        codes = []
+        for q in range(_BLOCK_VALUES // lanes):
+            offset = ir.Constant(i32, q * lanes)
+            flag, code = _encode_vector(
+                builder,
+                builder.gep(value_ptr, [offset]),
+                parameter_ptr,
+                None,
+                reciprocal=scale,
+                rows=rows,
+                signed=signed,
+            )
+            codes.append(code)
+            bit = builder.shl(builder.zext(flag, i32), ir.Constant(i32, q))
+            mask = builder.or_(mask, bit)
+        for part in range(_BLOCK_VALUES // _LANES):
+            _store_packed(builder, codes[4 * part : 4 * part + 4], code_ptr, part)
+        return mask
+
+    return signature, codegen
+
+
+#: `encode8_block` of the signed map (first moments) and of the unsigned one (second moments):
+#: `parameters` must be that map's `linear_code_tables`
+encode8_block_signed = _encode8_block(True)
+encode8_block_unsigned = _encode8_block(False)
+
+
+def _store_packed(builder, codes, code_ptr, part):
+    """Store four vectors of 16 int32 codes as 64 bytes at ``code_ptr + 64·part``: two
+    saturating packs (``vpackusdw``, ``vpackuswb``: 3 instructions for 64 codes, where four
+    narrowing stores ``vpmovdb`` are slow on Zen 4) and one dword permute that undoes the packs'
+    per-128-bit-lane interleaving (dword 4·L + k of the packed vector holds codes 4·L … 4·L + 3
+    of vector k)."""
+    i8, i16, i32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+
+    def function(name, result, argument):
+        return cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(result, [argument, argument]), name
+        )
+
+    words = function("llvm.x86.avx512.packusdw.512", _vector(i16, 32), _vector(i32, 16))
+    bytes_ = function("llvm.x86.avx512.packuswb.512", _vector(i8, 64), _vector(i16, 32))
+    low = builder.call(words, codes[:2])
+    high = builder.call(words, codes[2:])
+    packed = builder.bitcast(builder.call(bytes_, [low, high]), _vector(i32, 16))
+    order = ir.Constant(_vector(i32, 16), [4 * lane + k for k in range(4) for lane in range(4)])
+    ordered = builder.shuffle_vector(packed, packed, order)
+    target = builder.gep(
+        builder.bitcast(code_ptr, _vector(i32, 16).as_pointer()), [ir.Constant(i32, part)]
+    )
+    builder.store(ordered, target, align=1)
+
+
+@intrinsic
+def largest_magnitude_bits(typingctx, values):
+    """max over j < 256 of ``bits(values[j]) & 0x7FFFFFFF``: the block maximum of |x| on the
+    bit patterns (for non-negative floats the integer order is the numeric order, and NaN's
+    pattern exceeds every other, as torch.amax returns NaN). 16 vector loads and an unsigned
+    maximum tree: LLVM leaves numba's scalar loop of the same reduction unvectorized."""
+    if not (isinstance(values, types.Array) and values.dtype == types.float32):
+        return None
+    signature = types.uint32(values)
+
+    def codegen(context, builder, sig, args):
+        i32, lanes = ir.IntType(32), 16
+        word = ir.VectorType(i32, lanes)
+        pointer = _data_pointer(context, builder, sig.args[0], args[0], word)
+        umax = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(word, [word, word]), "llvm.umax.v16i32"
+        )
+        reduce = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i32, [word]), "llvm.vector.reduce.umax.v16i32"
+        )
+        magnitude = ir.Constant(word, [0x7FFFFFFF] * lanes)
+        parts = [
+            builder.and_(
+                builder.load(builder.gep(pointer, [ir.Constant(i32, q)]), align=4), magnitude
+            )
+            for q in range(_BLOCK_VALUES // lanes)
+        ]
+        while len(parts) > 1:
+            parts = [builder.call(umax, parts[i : i + 2]) for i in range(0, len(parts), 2)]
+        return builder.call(reduce, parts)
+
+    return signature, codegen
+
+
+@numba.njit(inline="always")
+def encode8_block_exact(values, scale, codes, thresholds, bucket, linear, signed):
+    """``codes[j] = encode8(fl(values[j] / scale))`` for the 256 values of one block:
+    `encode8_block` on x · fl(1 / scale), its flagged vectors (and every vector when the
+    maximum is above 2¹⁰⁰ or NaN, where fl(1 / scale) is not normal) divided and looked up."""
+    if scale <= np.float32(2.0**100):
+        if signed:
+            flagged = encode8_block_signed(values, np.float32(1.0) / scale, linear, codes)
+        else:
+            flagged = encode8_block_unsigned(values, np.float32(1.0) / scale, linear, codes)
+    else:
+        flagged = np.uint32(0xFFFF)
+    if flagged:
+        for q in range(16):
+            if (flagged >> np.uint32(q)) & np.uint32(1):
+                for i in range(16 * q, 16 * q + 16):
+                    codes[i] = encode8(values[i] / scale, thresholds, bucket)
 
 
 @numba.njit(inline="always")
