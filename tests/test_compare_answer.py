@@ -618,3 +618,17 @@ def test_ctrl_c_before_any_trial_prints_the_command(monkeypatch, capsys, tmp_pat
     err = " ".join(capsys.readouterr().err.split())
     assert "interrupted before any trial ran" in err
     assert f"optimlab compare --problems digits-mlp --out {out} --steps 50" in err
+
+
+@pytest.mark.parametrize(
+    "bad", [["--schedule", "step:every=2"], ["--optimizers", "adam:lr=nan"], ["--population", "x"]]
+)
+def test_a_rejected_command_leaves_no_output_directory(bad, tmp_path, capsys) -> None:
+    """A newcomer's rejected commands (exit 2) had each left an empty --out directory."""
+    out = tmp_path / "never"
+    assert main(["compare", "--problems", "digits-mlp", "--out", str(out), *bad]) == 2
+    assert not out.exists()
+    # an existing directory is never removed
+    out.mkdir()
+    assert main(["compare", "--problems", "digits-mlp", "--out", str(out), *bad]) == 2
+    assert out.is_dir()

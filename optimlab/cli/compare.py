@@ -306,6 +306,11 @@ def build(options: Options) -> Setup:
     if o.workers is not None and o.workers < 1:
         raise typer.BadParameter(f"{o.workers}; allowed: an integer >= 1", param_hint="--workers")
     check_scale_options(o.executor, o.ray_address, o.ray_retries, o.tuner, o.trials, o.search)
+    if o.population not in ("auto", "off"):
+        raise typer.BadParameter(
+            f"unknown mode {o.population!r}; valid: auto, off", param_hint="--population"
+        )
+    created = not Path(o.out).exists()  # removed again if the options turn out bad
     try:
         check_writable(o.out)  # before any work, even building the problems
         if o.log_dir is not None:
@@ -315,24 +320,26 @@ def build(options: Options) -> Setup:
         raise typer.BadParameter(str(error), param_hint=hint) from None
     if o.log_dir is not None:
         check_log_dir()
-    if o.population not in ("auto", "off"):
-        raise typer.BadParameter(
-            f"unknown mode {o.population!r}; valid: auto, off", param_hint="--population"
+    try:
+        comparison = build_comparison(
+            o.suite,
+            o.problems,
+            o.optimizers,
+            o.seeds,
+            o.schedule,
+            o.steps,
+            o.grid_points,
+            o.tuner,
+            o.trials,
+            o.search,
+            o.out,
+            o.evals,
         )
-    comparison = build_comparison(
-        o.suite,
-        o.problems,
-        o.optimizers,
-        o.seeds,
-        o.schedule,
-        o.steps,
-        o.grid_points,
-        o.tuner,
-        o.trials,
-        o.search,
-        o.out,
-        o.evals,
-    )
+    except typer.BadParameter:
+        # a rejected command leaves no trace: the empty directory it made for --out goes
+        if created and not any(Path(o.out).iterdir()):
+            Path(o.out).rmdir()
+        raise
     if comparison.tuner is not None and o.population == "auto":
         comparison.tuner.ask_in_populations()  # a population's worth of points per ask
     try:
