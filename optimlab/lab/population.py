@@ -178,7 +178,14 @@ def _optimizer_verdict(name: str, hyperparameters: str, custom: Any) -> str | No
                 single.step()
             rows.append(row.detach())
     except Exception as error:
-        return f"it does not take a learning rate per member ({one_line(error)})"
+        # the class's own words, not the wrapper's (the newcomer read "does not build from
+        # (params, lr=a tensor of 2 rows): RuntimeError: …" as an internal error)
+        while error.__cause__ is not None and isinstance(error.__cause__, Exception):
+            error = error.__cause__
+        return (
+            f"its class refuses a learning rate given as a tensor of one rate per member "
+            f"({one_line(error)})"
+        )
     if not torch.allclose(stacked.detach(), torch.stack(rows), rtol=1e-12, atol=1e-14):
         return "its update couples the elements of a tensor (not elementwise)"
     return None
