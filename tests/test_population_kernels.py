@@ -184,6 +184,7 @@ def test_the_fallback_says_why_in_one_readable_line_per_reason(tmp_path, capsys)
         "population: single trials for optimizer soap: SOAP is not element-wise (a tensor's "
         "norm, factored moment or matrix shape enters each update, so a stacked tensor's rows "
         "cannot be separate members)",
-        "population: single trials for optimizer torch.optim:SGD: its class refuses a learning "
-        "rate given as a tensor of one rate per member (ValueError: Tensor lr must be 1-element)",
+        "population: single trials for optimizer torch.optim:SGD: it does not take a learning "
+        "rate per member: its class refuses a tensor of rates (ValueError: Tensor lr must be "
+        "1-element)",
     ]

@@ -184,9 +184,11 @@ def test_a_run_page_follows_a_running_compare(
     first trial landed, shows the next ones without a reload (and never locks the writer)."""
     out = results / "running"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    # single trials, stored one by one: the page must see them arrive (a population's members
+    # land together, and this small run's two populations end within seconds)
     command = [sys.executable, "-m", "optimlab.cli", "compare", "--problems", "quadratic-deep",
                "--optimizers", "sgd,adam", "--steps", "300", "--grid-points", "12", "--seeds", "3",
-               "--workers", "1", "--out", str(out)]  # fmt: skip
+               "--workers", "1", "--population", "off", "--out", str(out)]  # fmt: skip
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 180  # a worker process starts (torch): slow on a busy box

@@ -183,8 +183,8 @@ def _optimizer_verdict(name: str, hyperparameters: str, custom: Any) -> str | No
         while error.__cause__ is not None and isinstance(error.__cause__, Exception):
             error = error.__cause__
         return (
-            f"its class refuses a learning rate given as a tensor of one rate per member "
-            f"({one_line(error)})"
+            f"it does not take a learning rate per member: its class refuses a tensor of "
+            f"rates ({one_line(error)})"
         )
     if not torch.allclose(stacked.detach(), torch.stack(rows), rtol=1e-12, atol=1e-14):
         return "its update couples the elements of a tensor (not elementwise)"
