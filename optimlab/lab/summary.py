@@ -15,8 +15,8 @@ passes within 25 steps while their final losses are 86–89.
 Performance profile (Dolan & Moré 2002). With t(p, s) the steps to target of optimizer s on
 problem p, r(p, s) = t(p, s) / min over s of t(p, s) (∞ if s never reaches the target), and
 ρ_s(τ) = share of problems with r(p, s) ≤ τ, for τ from 1 to 4. The overall ranking orders the
-optimizers by the mean of ρ_s over that τ grid (the normalized area under the profile), ties
-broken by their mean per-problem rank.
+optimizers by the mean of ρ_s over that τ grid (the normalized area under the profile); the
+ones a bootstrap over their seeds cannot separate share a rank (`optimlab.lab.profile_bootstrap`).
 
 Per-problem rank: by test accuracy (classification) or final test loss (regression, language
 models) across the seeds, with ties where the difference is within noise (`optimlab.lab.significance`: Welch's
@@ -39,8 +39,9 @@ from typing import Any
 import numpy as np
 
 from optimlab import __version__
+from optimlab.lab.profile_bootstrap import REPLICATES, SeedCurves, bootstrap_scores, supported_ranks
 from optimlab.lab.protocol import Comparison, Contender, best_lr
-from optimlab.lab.significance import chance_accuracy, learned, tied_ranks
+from optimlab.lab.significance import ALPHA, chance_accuracy, learned, tied_ranks
 from optimlab.lab.store import ResultStore, StoredTrial
 from optimlab.lab.trial import jsonable, perplexity
 
@@ -198,6 +199,7 @@ def summarize(
         tol: {} for tol in TARGET_TOLERANCES
     }
     per_problem_ranking: dict[str, list[str]] = {}
+    seed_curves: dict[str, dict[str, SeedCurves | None]] = {}
     labels = [c.label for c in comparison.optimizers]
     for problem, steps in comparison.problems:
         canonical, plabel = comparison.resolved[problem]
@@ -207,11 +209,21 @@ def summarize(
             "classification" if test_targets.get(problem) is not None else "regression"
         )
         for c in comparison.optimizers:
-            entry, curve = _pair(
+            entry, curve, seeds = _pair(
                 comparison, problem, steps, c, trials, test_targets.get(problem), task
             )
             entries[c.label] = entry
             curves[c.label] = curve
+            seed_curves.setdefault(plabel, {})[c.label] = SeedCurves.from_curves(
+                [
+                    (
+                        t.result.status == "ok",
+                        t.result.metrics.get("curve", {}).get("step"),
+                        t.result.metrics.get("curve", {}).get("train_loss"),
+                    )
+                    for t in seeds
+                ]
+            )
         # the targets: a share 1 - tol of the best reduction of the mean training loss
         targets = {tol: target_loss(curves.values(), tol) for tol in TARGET_TOLERANCES}
         for label, curve in curves.items():
@@ -272,12 +284,18 @@ def summarize(
                 "mean_rank": float(np.mean(ranks)) if ranks else None,
             }
         )
-    overall.sort(key=lambda r: (-r["profile_score"], r["mean_rank"] or math.inf))
-    previous: tuple[Any, Any] | None = None
-    for position, row in enumerate(overall, start=1):
-        key = (row["profile_score"], row["mean_rank"])  # equal on both: a shared rank
-        row["rank"] = overall[position - 2]["rank"] if key == previous else position
-        previous = key
+    # the ranks the seeds support: optimizers within the bootstrap's noise of a group's best
+    # share its rank (see optimlab.lab.profile_bootstrap)
+    replicates = bootstrap_scores(
+        {p: seed_curves[p] for p in learned_problems}, ranked_labels, RANKING_TOLERANCE, TAUS
+    )
+    ranks = supported_ranks(ranked_labels, replicates) if ranked_labels else {}
+    for row in overall:
+        row["rank"] = ranks[row["optimizer"]]
+        row["tied_with"] = [
+            other for other in ranks if other != row["optimizer"] and ranks[other] == row["rank"]
+        ]
+    overall.sort(key=lambda r: (r["rank"], -r["profile_score"], r["mean_rank"] or math.inf))
     unranked = [
         {"optimizer": label, "reason": _unranked_reason(problems, label)}
         for label in labels
@@ -313,6 +331,11 @@ def summarize(
             "recommendations": recommendations(problems, overall, unranked),
             "per_problem_ranking": per_problem_ranking,
             "target_tolerance": RANKING_TOLERANCE,
+            "ranking_ties": {
+                "method": "bootstrap over seeds",
+                "replicates": REPLICATES,
+                "alpha": ALPHA,
+            },
             "performance_profile": {"tau": TAUS, **profile},
             "performance_profiles": {
                 tolerance_key(tol): {"tau": TAUS, **profiles[tol]} for tol in TARGET_TOLERANCES
@@ -330,7 +353,7 @@ def _pair(
     trials: dict[str, StoredTrial],
     test_targets: np.ndarray | None,
     task: str = "classification",
-) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+) -> tuple[dict[str, Any], dict[str, list[Any]], list[StoredTrial]]:
     grid = [trials[s.key] for s in comparison.grid_trials(problem, steps, c) if s.key in trials]
     lr = best_lr(grid)
     sensitivity = [
@@ -386,7 +409,7 @@ def _pair(
         if t.result.status == "ok" and t.result.metrics.get(metric) is not None
     ]
     entry["status"], entry["reason"] = _status(entry, grid, lr)
-    return entry, mean_curve(seeds, seconds=True)
+    return entry, mean_curve(seeds, seconds=True), seeds
 
 
 def _last_val_loss(trial: StoredTrial) -> float | None:
@@ -611,8 +634,9 @@ def _score(entry: dict[str, Any], task: str) -> float:
 def recommendations(
     problems: dict[str, dict[str, Any]], overall: list[dict[str, Any]], unranked: list[dict]
 ) -> dict[str, Any]:
-    """The one-line answers: per problem and overall (the overall leaders, tied if their
-    profile scores are equal; the problems left out and why)."""
+    """The one-line answers: per problem and overall (the overall leaders: every
+    optimizer of rank 1, tied where the seeds do not separate them; the problems left out and
+    why)."""
     per_problem = {p: problem_recommendation(p, info) for p, info in problems.items()}
     learned_count = sum(info["learned"] for info in problems.values())
     left_out = [p for p, info in problems.items() if not info["learned"]]
@@ -630,7 +654,7 @@ def recommendations(
             f"{'s' if learned_count != 1 else ''})"
         )
         if len(leaders) > 1:
-            line += ", tied"
+            line += ", tied (a bootstrap over the seeds does not separate them)"
         if learned_count == 1:
             # the score ranks speed to the training-loss target; with one problem the answer
             # to read is that problem's own (its test metric, with ties)
