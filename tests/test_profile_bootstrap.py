@@ -114,3 +114,17 @@ def test_diverged_seeds_do_not_count_and_a_fully_diverged_optimizer_ranks_last()
     alone = {"p": {k: problems["p"][k] for k in ("steady", "lost")}}
     scores = bootstrap_scores(alone, ["steady", "lost"], 0.01, TAUS, replicates=200)
     assert supported_ranks(["steady", "lost"], scores) == {"steady": 1, "lost": 2}
+
+
+def test_enough_replicates_to_separate_many_optimizers() -> None:
+    # twelve optimizers, each seed of the i-th reaching the target later than the (i-1)-th's: a
+    # bootstrap too small for Holm over eleven comparisons (2 / (R + 1) > 0.05 / 11) would tie
+    # them all; the default number of replicates separates every one
+    labels = [f"o{i:02d}" for i in range(12)]
+    problems = {
+        "p": {label: curves(*[decay(0.95 - 0.05 * i)] * 3) for i, label in enumerate(labels)},
+        "q": {label: curves(*[decay(0.9 - 0.05 * i)] * 3) for i, label in enumerate(labels)},
+    }
+    scores = bootstrap_scores(problems, labels, 0.01, TAUS)
+    assert supported_ranks(labels, scores) == {label: i + 1 for i, label in enumerate(labels)}
+    assert len(set(supported_ranks(labels, scores[:201]).values())) == 1

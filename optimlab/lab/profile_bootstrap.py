@@ -28,6 +28,7 @@ seed, so the same results give the same ranks.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -37,6 +38,13 @@ from optimlab.lab.significance import ALPHA, holm
 
 #: bootstrap replicates of the overall score (the p-value's resolution is 2 / (R + 1))
 REPLICATES = 1000
+
+
+def replicates_for(optimizers: int, alpha: float = ALPHA) -> int:
+    """Enough replicates for Holm's first step to be reachable: its smallest p-value,
+    2 / (R + 1), must be well below α / (m − 1) for m optimizers (with 200 replicates and nine
+    optimizers nothing could ever be separated); `REPLICATES` up to 25 optimizers."""
+    return max(REPLICATES, math.ceil(8 * max(optimizers - 1, 1) / alpha))
 
 
 @dataclass(frozen=True)
@@ -84,10 +92,13 @@ def bootstrap_scores(
     labels: list[str],
     tolerance: float,
     taus: list[float],
-    replicates: int = REPLICATES,
+    replicates: int | None = None,
     seed: int = 0,
 ) -> np.ndarray:
-    """(replicates + 1, len(labels)) profile scores; row 0 from the seeds as run."""
+    """(replicates + 1, len(labels)) profile scores; row 0 from the seeds as run
+    (`replicates`: default `replicates_for(len(labels))`)."""
+    if replicates is None:
+        replicates = replicates_for(len(labels))
     rng = np.random.default_rng(seed)
     tau_grid = np.asarray(taus, dtype=float)
     # ratios[r, p, l]: steps to target over the best steps on problem p (inf: never reached)

@@ -39,7 +39,12 @@ from typing import Any
 import numpy as np
 
 from optimlab import __version__
-from optimlab.lab.profile_bootstrap import REPLICATES, SeedCurves, bootstrap_scores, supported_ranks
+from optimlab.lab.profile_bootstrap import (
+    SeedCurves,
+    bootstrap_scores,
+    replicates_for,
+    supported_ranks,
+)
 from optimlab.lab.protocol import Comparison, Contender, best_lr
 from optimlab.lab.significance import ALPHA, chance_accuracy, learned, tied_ranks
 from optimlab.lab.store import ResultStore, StoredTrial
@@ -333,7 +338,7 @@ def summarize(
             "target_tolerance": RANKING_TOLERANCE,
             "ranking_ties": {
                 "method": "bootstrap over seeds",
-                "replicates": REPLICATES,
+                "replicates": replicates_for(len(ranked_labels)),
                 "alpha": ALPHA,
             },
             "performance_profile": {"tau": TAUS, **profile},
