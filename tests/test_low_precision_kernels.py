@@ -60,7 +60,7 @@ def _rmsprop_momentum(name: str, options: dict) -> bool:
     return name == "rmsprop" and options.get("momentum", 0) > 0
 
 
-@pytest.mark.parametrize("state_dtype", ["int8", "bf16"])
+@pytest.mark.parametrize("state_dtype", ["int8", "bf16", "fp8"])
 @pytest.mark.parametrize(("name", "options"), CASES)
 def test_kernel_stores_what_the_reference_stores(
     name: str, options: dict, state_dtype: str
@@ -88,7 +88,9 @@ def test_kernel_stores_what_the_reference_stores(
             assert other.dtype == value.dtype and other.shape == value.shape, key
             if key.startswith("momentum_buffer") and _rmsprop_momentum(name, options):
                 continue  # bounded below: the float32 kernel's own rounding differs
-            if value.dtype in (torch.uint8, torch.bfloat16) or key.endswith("_absmax"):
+            if value.dtype == torch.float8_e4m3fn:  # (compared as bits: NaN codes included)
+                other, value = other.view(torch.uint8), value.view(torch.uint8)
+            if value.dtype in (torch.uint8, torch.bfloat16) or key.endswith(("_absmax", "_scale")):
                 assert torch.equal(other, value), (key, (other != value).float().mean())
             else:  # float32 state of small tensors, step, mu_product: float32 rounding
                 torch.testing.assert_close(other, value, rtol=1e-5, atol=1e-7)
