@@ -77,6 +77,11 @@ def test_kernel_stores_what_the_reference_stores(
             # a buffer code one level apart (below) moves the weight by lr · one level once:
             # measured 1.23× the rounding bound (int8), allowed 4×
             bound = 4 * bound
+        if state_dtype == "fp8" and options.get("centered"):
+            # e4m3's 3 mantissa bits cancel v − ḡ² to 0 in a few elements, which then step by
+            # lr·g/ε (to −8,262 in 20 steps) and amplify float32 ordering differences: measured
+            # 5.8e-4 relative there with every code and scale equal (asserted below)
+            bound = bound + 1e-3 * a.detach().abs()
         assert torch.all((a - b).abs() <= bound), ((a - b).abs() / bound).max()
         mine, theirs = actual.state[b], expected.state[a]
         assert mine.keys() == theirs.keys()
