@@ -1,13 +1,14 @@
 """Low-precision optimizer state: bytes per parameter and step time, one run.
 
 AdamW on one workload (default: step_speed.py's large one, 64 tensors of 2^19 elements, 32M
-parameters): torch.optim's fused AdamW (the bar), optimlab's fused kernel with float32, bf16 and
-int8 state, bfloat16 weights with int8 state and stochastic rounding (``--with-reference``: the
-int8 reference rule too), and torchao's AdamW8bit run eagerly (its ``torch.compile`` needs a C++
+parameters): torch.optim's fused AdamW (the bar), optimlab's fused kernel with float32, bf16,
+int8 and fp8 (e4m3) state, bfloat16 weights with int8 state and stochastic rounding (``--with-reference``: the
+int8 reference rule too), and torchao's AdamW8bit and AdamWFp8 run eagerly (its ``torch.compile`` needs a C++
 toolchain; eager is what runs here; it and the reference rule take seconds per step, so they
 take `--slow-repeat` of the rounds). It prints the bytes one step must move per parameter (the floor), the state bytes
 per parameter measured from the state tensors, ms/step (median of interleaved steps: load drift
-touches every row alike) and the ratios to torch's fused AdamW and to torchao's AdamW8bit.
+touches every row alike), the ratios to torch's fused AdamW (wall time, and CPU time of the
+process, which suffers less on a loaded machine) and to torchao's AdamW8bit.
 
     .venv/bin/python benchmarks/low_precision.py [--tensors 64] [--size 524288] [--repeat 7] [--slow-repeat 3] [--with-reference] [--json PATH]
 
@@ -15,7 +16,11 @@ touches every row alike) and the ratios to torch's fused AdamW and to torchao's 
 16 codes at a time, flagged ones by the table) against the reference rule
 (``quantize.quantize``: ``torch.searchsorted`` and the tie rule) on every STRIDE-th (default 7th)
 float32 bit pattern in [-1, 1], NaN included, for both maps, and prints the differences and the
-share of 16-value vectors the arithmetic path flagged.
+share of 16-value vectors the arithmetic path flagged; and the kernel's fp8 coding
+(``lowprec_fp8.encode_fp8_divided``: fl(x / scale) cast to e4m3fn on the bits) against torch's
+``(x / scale).to(torch.float8_e4m3fn)`` on ``--fp8-values`` (default 10⁸) random values of random
+magnitudes (NaN and ±inf included) and scales, plus every float32 quotient within 8 ulps of each
+e4m3 rounding midpoint.
 """
 
 from __future__ import annotations
@@ -32,13 +37,60 @@ import torch
 from optimlab.optim.adam import AdamW
 
 
-def _torchao_adamw8bit() -> Callable | None:
+def _torchao(name: str = "AdamW8bit") -> Callable | None:
     try:
         import torchao.optim.adam as torchao_adam
     except ImportError:
         return None
     torchao_adam.torch.compile = lambda fn, **_: fn  # eager: no compiler needed
-    return torchao_adam.AdamW8bit
+    return getattr(torchao_adam, name)
+
+
+def check_fp8_codes(count: int = 10**8, chunk: int = 1 << 22, seed: int = 0) -> int:
+    """The kernel's fp8 code of x / scale against torch's cast of the same quotient, on `count`
+    random (x, scale) pairs and on the quotients next to every rounding midpoint of e4m3fn;
+    returns the number of differences."""
+    import numba
+    import numpy as np
+
+    from optimlab.optim.kernels import lowprec_fp8
+
+    @numba.njit
+    def encode(values, scale, codes):
+        for b in range(0, values.shape[0], 256):
+            lowprec_fp8.encode_fp8_divided(values[b : b + 256], scale, codes[b : b + 256], 256)
+
+    rng = np.random.default_rng(seed)
+    checked = differ = 0
+    while checked < count:
+        # |x| log-uniform over 2^-150 .. 2^130 (subnormal codes, saturation, float32 subnormals),
+        # both signs, then a few NaN/inf; one scale per chunk as in a block
+        magnitude = np.exp2(rng.uniform(-150, 130, chunk)).astype(np.float32)
+        values = np.where(rng.random(chunk) < 0.5, -magnitude, magnitude).astype(np.float32)
+        values[rng.integers(0, chunk, 64)] = np.float32(np.nan)
+        values[rng.integers(0, chunk, 64)] = np.float32(np.inf)
+        scale = np.float32(np.exp2(rng.uniform(-40, 40)))
+        codes = np.empty(chunk, np.uint8)
+        encode(values, scale, codes)
+        quotient = torch.from_numpy(values) / torch.tensor(scale)
+        expected = quotient.to(torch.float8_e4m3fn).view(torch.uint8).numpy()
+        differ += int(np.count_nonzero(codes != expected))
+        checked += chunk
+    # midpoints: halfway between neighbouring e4m3fn values (and past 448), ±8 float32 ulps
+    grid = np.unique(np.abs(lowprec_fp8.values()[np.isfinite(lowprec_fp8.values())]))
+    middles = np.append((grid[:-1] + grid[1:]) / 2, np.float32(464.0)).astype(np.float32)
+    bits = middles.view(np.uint32).astype(np.int64)[:, None] + np.arange(-8, 9)[None, :]
+    near = bits.reshape(-1).astype(np.uint32).view(np.float32)
+    near = np.concatenate([near, -near, np.zeros(-2 * len(near) % 256, np.float32)])
+    codes = np.empty(len(near), np.uint8)
+    encode(near, np.float32(1.0), codes)
+    expected = torch.from_numpy(near).to(torch.float8_e4m3fn).view(torch.uint8).numpy()
+    near_differ = int(np.count_nonzero(codes != expected))
+    print(
+        f"fp8 (e4m3fn): {checked:,} random values, {differ} differences; {len(near):,} values "
+        f"within 8 ulps of a rounding midpoint, {near_differ} differences"
+    )
+    return differ + near_differ
 
 
 def _state_bytes(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> float:
@@ -180,11 +232,19 @@ def main(argv: list[str] | None = None) -> int:
         const=7,
         default=None,
         metavar="STRIDE",
-        help="check the 8-bit coding on every STRIDE-th float32 pattern instead",
+        help="check the 8-bit coding on every STRIDE-th float32 pattern instead (and fp8's)",
+    )
+    parser.add_argument(
+        "--fp8-values", type=int, default=10**8, help="random values of the fp8 code check"
+    )
+    parser.add_argument(
+        "--only-fp8", action="store_true", help="with --check-codes: the fp8 check alone"
     )
     args = parser.parse_args(argv)
     if args.check_codes is not None:
-        wrong = check_codes(args.check_codes) + check_block_codes(args.check_codes)
+        wrong = check_fp8_codes(args.fp8_values)
+        if not args.only_fp8:
+            wrong += check_codes(args.check_codes) + check_block_codes(args.check_codes)
         return 1 if wrong else 0
     # (factory, weights' dtype, bytes per parameter one step moves at least: weights, gradient
     # and state read, weights and state written; 8-bit state adds two float32 maxima per 256)
@@ -206,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
             torch.float32,
             16 + maxima,
         ),
+        "optimlab fp8 state": (
+            lambda ps: AdamW(ps, state_dtype="fp8", impl="fused"),
+            torch.float32,
+            16 + maxima,
+        ),
         "optimlab fused, bf16 weights + int8 state + SR": (
             lambda ps: AdamW(ps, state_dtype="int8", stochastic_rounding=True, impl="fused"),
             torch.bfloat16,
@@ -218,13 +283,14 @@ def main(argv: list[str] | None = None) -> int:
             torch.float32,
             16 + maxima,
         )
-    torchao = _torchao_adamw8bit()
+    torchao, torchao_fp8 = _torchao("AdamW8bit"), _torchao("AdamWFp8")
     if torchao is not None:
         factories["torchao AdamW8bit (eager)"] = (
             lambda ps: torchao(ps),
             torch.float32,
             16 + maxima,
         )
+        factories["torchao AdamWFp8"] = (lambda ps: torchao_fp8(ps), torch.float32, 16 + maxima)
     runs = {}
     for name, (factory, dtype, floor) in factories.items():
         params = [
@@ -234,20 +300,22 @@ def main(argv: list[str] | None = None) -> int:
             p.grad = torch.randn(args.size, dtype=dtype)
         optimizer = factory(params)
         optimizer.step()  # state created, kernels compiled
-        runs[name] = (optimizer, params, floor, [])
-    slow = ("optimlab reference, int8 state", "torchao AdamW8bit (eager)")
+        runs[name] = (optimizer, params, floor, [], [])
+    slow = ("optimlab reference, int8 state", "torchao AdamW8bit (eager)", "torchao AdamWFp8")
     for round_ in range(args.repeat):  # interleaved: load drift touches every row alike
-        for name, (optimizer, _, _, times) in runs.items():
+        for name, (optimizer, _, _, times, cpu) in runs.items():
             if name in slow and round_ >= args.slow_repeat:
                 continue  # seconds per step: a few steps suffice
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             optimizer.step()
             times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
     bar = statistics.median(runs["torch fused AdamW (fp32)"][3])
+    bar_cpu = statistics.median(runs["torch fused AdamW (fp32)"][4])
     peer = statistics.median(runs["torchao AdamW8bit (eager)"][3]) if torchao else None
     rows = []
     n = args.tensors * args.size
-    for name, (optimizer, params, floor, times) in runs.items():
+    for name, (optimizer, params, floor, times, cpu) in runs.items():
         seconds = statistics.median(times)
         rows.append(
             {
@@ -257,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ms": seconds * 1e3,
                 "gbs": floor * n / seconds / 1e9,
                 "vs_torch_fused": bar / seconds,
+                "vs_torch_fused_cpu": bar_cpu / statistics.median(cpu),
                 "vs_torchao": peer / seconds if peer else None,
             }
         )
@@ -267,14 +336,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         "| implementation | B/param moved | state B/param | ms/step | GB/s | "
-        "× torch fused (speed) | × torchao (speed) |"
+        "× torch fused (speed) | × torch fused (CPU time) | × torchao (speed) |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         versus = f"{r['vs_torchao']:.1f}" if r["vs_torchao"] else "—"
         print(
             f"| {r['name']} | {r['bytes_per_param']:.2f} | {r['state_bytes']:.3f} | "
-            f"{r['ms']:.2f} | {r['gbs']:.1f} | {r['vs_torch_fused']:.2f} | {versus} |"
+            f"{r['ms']:.2f} | {r['gbs']:.1f} | {r['vs_torch_fused']:.2f} | "
+            f"{r['vs_torch_fused_cpu']:.2f} | {versus} |"
         )
     if args.json:
         with open(args.json, "w") as f:

@@ -214,7 +214,7 @@ def _saved(optimizer: torch.optim.Optimizer) -> dict:
     return torch.load(buffer, weights_only=True)
 
 
-@pytest.mark.parametrize("state_dtype", ["bf16", "int8"])
+@pytest.mark.parametrize("state_dtype", ["bf16", "int8", "fp8"])
 def test_low_precision_state_saves_and_loads_bit_for_bit(state_dtype: str) -> None:
     w, optimizer = _trained(state_dtype)
     clone = torch.nn.Parameter(w.detach().clone())
@@ -224,7 +224,9 @@ def test_low_precision_state_saves_and_loads_bit_for_bit(state_dtype: str) -> No
     after = loaded.state[clone]
     assert before.keys() == after.keys()
     for key in before:
-        assert before[key].dtype == after[key].dtype and torch.equal(before[key], after[key])
+        assert before[key].dtype == after[key].dtype
+        bits = (lambda t: t.view(torch.uint8)) if before[key].dtype == torch.float8_e4m3fn else None
+        assert torch.equal(*(bits(t) if bits else t for t in (before[key], after[key])))
     grad = torch.randn(SHAPE)  # and the next step is the same step
     w.grad, clone.grad = grad, grad.clone()
     optimizer.step()
@@ -270,9 +272,9 @@ def test_unsupported_state_dtype_is_a_clear_error() -> None:
         Adagrad(w, state_dtype="int8")
     with pytest.raises(
         ValueError,
-        match=r"Adam: invalid state_dtype='fp8'; state_dtype must be 'float32' or 'bf16' or 'int8'",
+        match=r"Adam: invalid state_dtype='fp16'; state_dtype must be 'float32' or 'bf16' or 'int8' or 'fp8'",
     ):
-        Adam(w, state_dtype="fp8")
+        Adam(w, state_dtype="fp16")
 
 
 def test_stochastic_rounding_on_float32_parameters_is_a_clear_error() -> None:

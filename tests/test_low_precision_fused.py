@@ -60,7 +60,7 @@ OPTIONS = [
 
 
 @pytest.mark.parametrize("options", OPTIONS)
-@pytest.mark.parametrize("state_dtype", ["int8", "bf16"])
+@pytest.mark.parametrize("state_dtype", ["int8", "bf16", "fp8"])
 def test_fused_low_precision_state_matches_the_reference(state_dtype: str, options) -> None:
     reference, expected = _run("reference", state_dtype=state_dtype, **options)
     fused, actual = _run("fused", state_dtype=state_dtype, **options)
@@ -75,7 +75,9 @@ def test_fused_low_precision_state_matches_the_reference(state_dtype: str, optio
         for key, value in theirs.items():
             other = mine[key]
             assert other.dtype == value.dtype and other.shape == value.shape, key
-            if value.dtype in (torch.uint8, torch.bfloat16) or key.endswith("_absmax"):
+            if value.dtype == torch.float8_e4m3fn:  # (compared as bits)
+                other, value = other.view(torch.uint8), value.view(torch.uint8)
+            if value.dtype in (torch.uint8, torch.bfloat16) or key.endswith(("_absmax", "_scale")):
                 # the stored form: measured equal everywhere; allowed: 0.1 % one level apart
                 differ = (other != value).float().mean().item()
                 assert differ <= 1e-3, (key, differ)

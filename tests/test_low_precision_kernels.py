@@ -60,7 +60,7 @@ def _rmsprop_momentum(name: str, options: dict) -> bool:
     return name == "rmsprop" and options.get("momentum", 0) > 0
 
 
-@pytest.mark.parametrize("state_dtype", ["int8", "bf16"])
+@pytest.mark.parametrize("state_dtype", ["int8", "bf16", "fp8"])
 @pytest.mark.parametrize(("name", "options"), CASES)
 def test_kernel_stores_what_the_reference_stores(
     name: str, options: dict, state_dtype: str
@@ -77,6 +77,11 @@ def test_kernel_stores_what_the_reference_stores(
             # a buffer code one level apart (below) moves the weight by lr · one level once:
             # measured 1.23× the rounding bound (int8), allowed 4×
             bound = 4 * bound
+        if state_dtype == "fp8" and options.get("centered"):
+            # e4m3's 3 mantissa bits cancel v − ḡ² to 0 in a few elements, which then step by
+            # lr·g/ε (to −8,262 in 20 steps) and amplify float32 ordering differences: measured
+            # 5.8e-4 relative there with every code and scale equal (asserted below)
+            bound = bound + 1e-3 * a.detach().abs()
         assert torch.all((a - b).abs() <= bound), ((a - b).abs() / bound).max()
         mine, theirs = actual.state[b], expected.state[a]
         assert mine.keys() == theirs.keys()
@@ -88,7 +93,9 @@ def test_kernel_stores_what_the_reference_stores(
             assert other.dtype == value.dtype and other.shape == value.shape, key
             if key.startswith("momentum_buffer") and _rmsprop_momentum(name, options):
                 continue  # bounded below: the float32 kernel's own rounding differs
-            if value.dtype in (torch.uint8, torch.bfloat16) or key.endswith("_absmax"):
+            if value.dtype == torch.float8_e4m3fn:  # (compared as bits: NaN codes included)
+                other, value = other.view(torch.uint8), value.view(torch.uint8)
+            if value.dtype in (torch.uint8, torch.bfloat16) or key.endswith(("_absmax", "_scale")):
                 assert torch.equal(other, value), (key, (other != value).float().mean())
             else:  # float32 state of small tensors, step, mu_product: float32 rounding
                 torch.testing.assert_close(other, value, rtol=1e-5, atol=1e-7)

@@ -73,7 +73,7 @@ class Adam(Optimizer):
     RANGES = {"lr": NON_NEGATIVE, "eps": POSITIVE}
     FLAGS = ("amsgrad",)
     STATE = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-    STATE_DTYPES = ("float32", "bf16", "int8")  # optimlab.optim.low_precision
+    STATE_DTYPES = ("float32", "bf16", "int8", "fp8")  # optimlab.optim.low_precision
     kernel = staticmethod(kernel_factory("adam", lambda kernel: kernel.make_spec(step_scalars)))
     low_precision_kernel = staticmethod(kernel_factory("lowprec_adam", lambda kernel: kernel))
 

@@ -64,7 +64,7 @@ class Adamax(Optimizer):
     }
     RANGES = {"lr": NON_NEGATIVE, "eps": POSITIVE}
     STATE = ("step", "exp_avg", "exp_inf")
-    STATE_DTYPES = ("float32", "bf16", "int8")  # optimlab.optim.low_precision
+    STATE_DTYPES = ("float32", "bf16", "int8", "fp8")  # optimlab.optim.low_precision
     low_precision_kernel = staticmethod(kernel_factory("lowprec_rules", lambda k: k.ADAMAX))
     kernel = staticmethod(
         kernel_factory("adamax", lambda kernel: kernel.make_spec(bias_correction))

@@ -102,7 +102,7 @@ class NAdam(Optimizer):
     }
     RANGES = {"lr": NON_NEGATIVE, "eps": POSITIVE, "momentum_decay": NON_NEGATIVE}
     STATE = ("step", "mu_product", "exp_avg", "exp_avg_sq")
-    STATE_DTYPES = ("float32", "bf16", "int8")  # optimlab.optim.low_precision
+    STATE_DTYPES = ("float32", "bf16", "int8", "fp8")  # optimlab.optim.low_precision
     low_precision_kernel = staticmethod(kernel_factory("lowprec_rules", lambda k: k.NADAM))
     kernel = staticmethod(
         kernel_factory(

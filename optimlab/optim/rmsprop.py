@@ -77,7 +77,7 @@ class RMSprop(Optimizer):
     RANGES = {"lr": NON_NEGATIVE, "alpha": UNIT_CLOSED, "eps": POSITIVE, "momentum": NON_NEGATIVE}
     FLAGS = ("centered",)
     STATE = ("step", "square_avg", "momentum_buffer", "grad_avg")
-    STATE_DTYPES = ("float32", "bf16", "int8")  # optimlab.optim.low_precision
+    STATE_DTYPES = ("float32", "bf16", "int8", "fp8")  # optimlab.optim.low_precision
     low_precision_kernel = staticmethod(kernel_factory("lowprec_rules", lambda k: k.RMSPROP))
     kernel = staticmethod(kernel_factory("rmsprop"))
 

@@ -75,7 +75,7 @@ class SGD(Optimizer):
     RANGES = {"lr": NON_NEGATIVE, "momentum": NON_NEGATIVE, "dampening": UNIT_CLOSED}
     FLAGS = ("nesterov",)
     STATE = ("momentum_buffer",)
-    STATE_DTYPES = ("float32", "bf16", "int8")  # optimlab.optim.low_precision
+    STATE_DTYPES = ("float32", "bf16", "int8", "fp8")  # optimlab.optim.low_precision
     low_precision_kernel = staticmethod(kernel_factory("lowprec_rules", lambda k: k.SGD))
     kernel = staticmethod(kernel_factory("sgd"))
     COUNTS_STEPS = False

@@ -11,9 +11,10 @@ write p (4), two codes (2), plus two block maxima per 256 elements read and writ
 ≈ 16 B against float32 Adam's 28 (the floor is 1.75× lower). bfloat16 state: 20 B. bfloat16
 weights save another 4 B (2 read, 2 written, and a bfloat16 gradient).
 
-Each tensor is stored in one of three forms (``modes``): float32 state (tensors too small to
-quantize, or ``state_dtype="float32"`` with bfloat16 weights), bfloat16 state, or 8-bit codes with
-one float32 absolute maximum per block (``low_precision.quantize``). The weights are float32 or
+Each tensor is stored in one of four forms (``modes``): float32 state (tensors too small to
+quantize, or ``state_dtype="float32"`` with bfloat16 weights), bfloat16 state, 8-bit codes with
+one float32 absolute maximum per block (``low_precision.quantize``), or float8_e4m3fn codes with
+one float32 scale per block (``low_precision.fp8``, coded by ``lowprec_fp8``; 16 B as for int8). The weights are float32 or
 bfloat16, the latter rounded to nearest or stochastically (``lowprec_codec``).
 
 Kernel arguments (one call per group; see ``lowprec_dispatch``)::
@@ -49,17 +50,20 @@ from optimlab.optim.kernels.lowprec_codec import (
     linear_code_tables,
     random16,
 )
+from optimlab.optim.kernels.lowprec_fp8 import encode_fp8_divided
 from optimlab.optim.kernels.skeleton import prologue
 
 #: elements per block (``low_precision.quantize.BLOCK_SIZE``; the dispatcher checks they agree)
 BLOCK = 256
-#: the state forms a tensor's moments are stored in
-MODE_FLOAT32, MODE_BF16, MODE_INT8 = 0, 1, 2
+#: the state forms a tensor's moments are stored in (``MODE_FP8``: ``low_precision.fp8``)
+MODE_FLOAT32, MODE_BF16, MODE_INT8, MODE_FP8 = 0, 1, 2, 3
 #: the weights' kind, the flag after Adam's own
 WEIGHTS_FLOAT32, WEIGHTS_BF16, WEIGHTS_BF16_STOCHASTIC = 0, 1, 2
 KIND = len(Flags._fields)
 #: the smallest block maximum (``quantize.MIN_ABSMAX``) as float32, as torch's clamp rounds it
 MIN_ABSMAX = np.float32(1e-12)
+#: the largest finite e4m3fn value: an fp8 block's scale is its maximum over this
+FP8_LARGEST = np.float32(448.0)
 _ABS = np.uint32(0x7FFFFFFF)
 
 #: `encode8_vector16`'s parameters of the signed and the unsigned map (numba freezes them into
@@ -110,9 +114,13 @@ def _update(p, g, m, v, vmax, n, k, flags):
 
 # ---- state: one block in, one block out -------------------------------------------------------
 @numba.njit(inline="always")
-def _load(address, maxima, start, n, mode, table, out):
-    """Decode n elements of one state from `start` into the float32 scratch `out`."""
-    if mode == MODE_INT8:
+def _load(address, maxima, start, n, mode, table, fp8_table, out):
+    """Decode n elements of one state from `start` into the float32 scratch `out`
+    (`table`: the 8-bit map; `fp8_table`: the e4m3fn codes' values; `maxima`: the blocks'
+    maxima or fp8 scales)."""
+    if mode >= MODE_INT8:  # (8-bit codes: MODE_INT8 or MODE_FP8)
+        if mode == MODE_FP8:
+            table = fp8_table  # (float(code) · scale: the same lookup and product)
         codes = pointer_view(address, start, start + n, _U8)
         scale = pointer_view(maxima, start // BLOCK, start // BLOCK + 1, _F32)[0]
         if n == BLOCK:  # (8-bit state is whole blocks; the loop is the same rule, element-wise)
@@ -134,7 +142,22 @@ def _load(address, maxima, start, n, mode, table, out):
 def _store(address, maxima, start, n, mode, thresholds, bucket, values):
     """Encode n float32 `values` into one state from `start` (a whole block when 8-bit);
     `values` is scratch, overwritten."""
-    if mode == MODE_INT8:
+    if mode == MODE_FP8:
+        # torchao's AdamWFp8: scale = max(amax, 1e-12) / 448, code = fl8(x / scale)
+        if n == BLOCK:
+            largest = largest_magnitude_bits(values)
+        else:
+            largest = np.uint32(0)
+            for j in range(n):
+                bits = np.uint32(float_bits(values[j]) & _ABS)
+                largest = bits if bits > largest else largest
+        amax = bits_float(np.uint32(largest))
+        if amax < MIN_ABSMAX:
+            amax = MIN_ABSMAX
+        scale = amax / FP8_LARGEST
+        encode_fp8_divided(values, scale, pointer_view(address, start, start + n, _U8), n)
+        pointer_view(maxima, start // BLOCK, start // BLOCK + 1, _F32)[0] = scale
+    elif mode == MODE_INT8:
         # the block maximum of |x| on the bit patterns: for non-negative floats the integer
         # order is the numeric order, and NaN's pattern exceeds every other (torch.amax's NaN)
         if n == BLOCK:  # (LLVM leaves the scalar loop below unvectorized: 10× slower)
@@ -183,6 +206,7 @@ def _chunk(c, param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, key
     kind = flags[KIND]
     key = keys[t]
     maps, thresholds, buckets = tables
+    fp8 = maps[2]
     m = np.empty(BLOCK, np.float32)
     v = np.empty(BLOCK, np.float32)
     vmax = np.empty(BLOCK, np.float32)
@@ -190,10 +214,10 @@ def _chunk(c, param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, key
     g = np.empty(BLOCK, np.float32)
     for start in range(lo, hi, BLOCK):
         n = min(BLOCK, hi - start)
-        _load(ptrs[0], ptrs[1], start, n, mode, maps[0], m)
-        _load(ptrs[2], ptrs[3], start, n, mode, maps[1], v)
+        _load(ptrs[0], ptrs[1], start, n, mode, maps[0], fp8, m)
+        _load(ptrs[2], ptrs[3], start, n, mode, maps[1], fp8, v)
         if amsgrad:
-            _load(ptrs[4], ptrs[5], start, n, mode, maps[1], vmax)
+            _load(ptrs[4], ptrs[5], start, n, mode, maps[1], fp8, vmax)
         if kind == WEIGHTS_FLOAT32:
             weights = pointer_view(param_ptrs[t], start, start + n, _F32)
             _update(

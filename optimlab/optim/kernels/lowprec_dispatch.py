@@ -1,11 +1,12 @@
 """Running a low-precision fused kernel (``lowprec_adam``, ``lowprec_rules``) on one parameter group.
 
 The state stays where the reference path keeps it (``optimizer.state[p]``: uint8 codes and
-``<key>_absmax`` maxima, bfloat16 tensors, or float32 for small tensors), created the same way
+``<key>_absmax`` maxima, float8_e4m3fn codes and ``<key>_scale`` scales, bfloat16 tensors, or
+float32 for small tensors), created the same way
 (``low_precision.state.store`` of zeros), so state_dicts, ``impl="reference"`` and the kernel
 read and write one format and can take turns. The kernel gets the addresses of those tensors.
 
-A group the kernel takes: CPU, contiguous, one dtype per group (float32 weights with bf16/int8
+A group the kernel takes: CPU, contiguous, one dtype per group (float32 weights with bf16/int8/fp8
 state; bfloat16 weights with any state, rounded to nearest or stochastically), a Python-number
 learning rate. A tensor whose state is stored in another form than the group now asks for
 (``state_dtype`` changed between steps) steps through the reference once, which converts it.
@@ -46,7 +47,7 @@ def unfusable_reason(
     if dtype not in (torch.float32, torch.bfloat16):
         return TypeError, (
             f"parameter 0 has dtype {params[0].dtype}; the low-precision kernels take float32 "
-            f"parameters (int8 or bf16 state) or bfloat16 parameters"
+            f"parameters (int8, fp8 or bf16 state) or bfloat16 parameters"
         )
     if dtype == torch.float32 and group.get("state_dtype", "float32") == "float32":
         return ValueError, "float32 parameters with float32 state are the ordinary kernel's"
@@ -69,6 +70,8 @@ def _mode(state_dtype: str, param: torch.Tensor, min_size: int) -> int:
     """The form the group asks for this tensor's state (small tensors stay float32)."""
     if state_dtype == "int8" and quantization.quantizable(param, min_size):
         return lowprec_adam.MODE_INT8
+    if state_dtype == "fp8" and quantization.quantizable(param, min_size):
+        return lowprec_adam.MODE_FP8
     if state_dtype == "bf16" and quantization.quantizable(param, min_size):
         return lowprec_adam.MODE_BF16
     return lowprec_adam.MODE_FLOAT32
@@ -90,6 +93,15 @@ def _stored_mode(state: dict[str, Any], key: str, param: torch.Tensor) -> int | 
             and maxima.numel() * quantization.BLOCK_SIZE == value.numel()
         )
         return lowprec_adam.MODE_INT8 if ok else None
+    scales = state.get(key + storage.SCALE_SUFFIX)
+    if scales is not None:
+        ok = (
+            value.dtype == torch.float8_e4m3fn
+            and scales.dtype == torch.float32
+            and scales.is_contiguous()
+            and scales.numel() * quantization.BLOCK_SIZE == value.numel()
+        )
+        return lowprec_adam.MODE_FP8 if ok else None
     return _STORED.get(value.dtype)
 
 
@@ -154,6 +166,8 @@ def fused_step(
             state_ptrs[t, 2 * row] = state[key].data_ptr()
             if mode == lowprec_adam.MODE_INT8:
                 state_ptrs[t, 2 * row + 1] = state[key + storage.ABSMAX_SUFFIX].data_ptr()
+            elif mode == lowprec_adam.MODE_FP8:
+                state_ptrs[t, 2 * row + 1] = state[key + storage.SCALE_SUFFIX].data_ptr()
         for scalar in spec.scalar_state:  # step (and NAdam's mu_product), as the reference's
             if scalar.name not in state:
                 dtype = scalar.dtype_for([], torch.float32)

@@ -2,9 +2,9 @@
 
 Two options every optimlab optimizer accepts (besides the seed of the second):
 
-* ``state_dtype``: ``"float32"`` (default), ``"bf16"`` or ``"int8"`` for the optimizers that
-  declare it in ``STATE_DTYPES`` (see ``state`` for the storage and ``quantize`` for the 8-bit
-  scheme, torchao's AdamW8bit). The update rule itself is unchanged: it runs on the decoded float
+* ``state_dtype``: ``"float32"`` (default), ``"bf16"``, ``"int8"`` or ``"fp8"`` for the
+  optimizers that declare it in ``STATE_DTYPES`` (see ``state`` for the storage, ``quantize``
+  for the 8-bit scheme, torchao's AdamW8bit, and ``fp8`` for torchao's AdamWFp8). The update rule itself is unchanged: it runs on the decoded float
   state, and the new state is encoded again after it.
 * ``stochastic_rounding`` (bfloat16 parameters only) with ``rounding_seed``: the float32 result
   of each update is rounded to bfloat16 up or down at random, unbiased (see ``rounding``).
@@ -13,11 +13,11 @@ Every optimizer with low-precision state has a fused kernel for them, one pass t
 updates and encodes each block of 256 elements: ``kernels.lowprec_adam`` for Adam and AdamW,
 ``kernels.lowprec_rules`` (the float32 kernel's element loop on decoded blocks) for AdaMax,
 NAdam, RMSprop and SGD/Momentum/NAG. ``impl="auto"`` takes it where it applies (CPU,
-contiguous, float32 weights with bf16/int8 state or bfloat16 weights) and the reference rule
+contiguous, float32 weights with bf16/int8/fp8 state or bfloat16 weights) and the reference rule
 elsewhere; ``impl="fused"`` on a class without one (``low_precision_kernel = None``) is an error.
 
 ``min_quantized_size`` (default 4,096, torchao's rule) is the fewest elements a tensor needs for
-bf16/int8 state; smaller tensors (and sizes not a multiple of 256) keep float32 state.
+bf16/int8/fp8 state; smaller tensors (and sizes not a multiple of 256) keep float32 state.
 """
 
 from __future__ import annotations
