@@ -632,3 +632,17 @@ def test_a_rejected_command_leaves_no_output_directory(bad, tmp_path, capsys) ->
     out.mkdir()
     assert main(["compare", "--problems", "digits-mlp", "--out", str(out), *bad]) == 2
     assert out.is_dir()
+
+
+def test_one_seed_ties_the_overall_ranking_and_says_why(tmp_path) -> None:
+    # a bootstrap of one seed redraws that seed: no spread, so without the rule every score
+    # difference would be "significant"; one seed says nothing about noise
+    args = ["compare", "--problems", "digits-logreg", "--optimizers", "sgd,adam",
+            "--steps", "40", "--grid-points", "2", "--seeds", "1", "--evals", "4",
+            "--workers", "1", "--out", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    scores = {row["optimizer"]: row["profile_score"] for row in summary["ranking"]}
+    assert scores["sgd"] != scores["adam"]
+    assert [row["rank"] for row in summary["ranking"]] == [1, 1]
+    assert "one seed each: differences cannot be tested" in summary["recommendations"]["overall"]

@@ -128,3 +128,13 @@ def test_enough_replicates_to_separate_many_optimizers() -> None:
     scores = bootstrap_scores(problems, labels, 0.01, TAUS)
     assert supported_ranks(labels, scores) == {label: i + 1 for i, label in enumerate(labels)}
     assert len(set(supported_ranks(labels, scores[:201]).values())) == 1
+
+
+def test_a_single_seed_is_never_separated() -> None:
+    # one seed each: every redraw is the seed itself, so the replicates show no spread; the
+    # scores differ, but one seed says nothing about noise (as Welch's test on one seed)
+    problems = {"p": {"fast": curves(decay(0.9)), "slow": curves(decay(0.37))}}
+    scores = bootstrap_scores(problems, ["fast", "slow"], 0.01, TAUS, replicates=200)
+    assert scores[0, 0] > scores[0, 1] and np.all(scores[1:] == scores[0])
+    untested = {"fast": True, "slow": False}
+    assert supported_ranks(["fast", "slow"], scores, testable=untested) == {"fast": 1, "slow": 1}

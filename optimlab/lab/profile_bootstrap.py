@@ -145,20 +145,34 @@ def bootstrap_scores(
     return share.mean(axis=-1)
 
 
-def supported_ranks(labels: list[str], scores: np.ndarray, alpha: float = ALPHA) -> dict[str, int]:
+def supported_ranks(
+    labels: list[str],
+    scores: np.ndarray,
+    alpha: float = ALPHA,
+    testable: dict[str, bool] | None = None,
+) -> dict[str, int]:
     """Ranks with ties from `bootstrap_scores`: groups formed as `tied_ranks` forms them, in order
     of the reported score (row 0), ending at the first optimizer significantly worse than the
-    group's best (bootstrap p-value, Holm). Ranks follow the scores: 1, 1, 3, 3, 3, 6, …"""
+    group's best (bootstrap p-value, Holm). Ranks follow the scores: 1, 1, 3, 3, 3, 6, …
+
+    `testable[label]`: False when the label ran a single seed on every problem. Redrawing one
+    seed gives that seed back, so its score would look noise-free and every difference
+    "significant"; as with Welch's test on one seed, a pair with such a side is not tested
+    (p = 1: tied)."""
     point = scores[0]
     replicate = scores[1:]
     remaining = sorted(range(len(labels)), key=lambda i: -point[i])
     ranks: dict[str, int] = {}
+
+    def p_value(best: int, other: int) -> float:
+        if testable is not None and not (testable[labels[best]] and testable[labels[other]]):
+            return 1.0
+        worse = np.sum(replicate[:, other] >= replicate[:, best])
+        return min(1.0, 2 * (1 + worse) / (1 + len(replicate)))
+
     while remaining:
         best, others = remaining[0], remaining[1:]
-        p_values = [
-            min(1.0, 2 * (1 + np.sum(replicate[:, o] >= replicate[:, best])) / (1 + len(replicate)))
-            for o in others
-        ]
+        p_values = [p_value(best, o) for o in others]
         worse = holm(p_values, alpha)
         cut = worse.index(True) if True in worse else len(others)
         # equal reported scores always share a rank

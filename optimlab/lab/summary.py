@@ -294,7 +294,15 @@ def summarize(
     replicates = bootstrap_scores(
         {p: seed_curves[p] for p in learned_problems}, ranked_labels, RANKING_TOLERANCE, TAUS
     )
-    ranks = supported_ranks(ranked_labels, replicates) if ranked_labels else {}
+    # one seed per problem: redrawing it measures no noise (see supported_ranks)
+    testable = {
+        label: any(
+            (curve := seed_curves[p].get(label)) is not None and int(curve.ok.sum()) >= 2
+            for p in learned_problems
+        )
+        for label in ranked_labels
+    }
+    ranks = supported_ranks(ranked_labels, replicates, testable=testable) if ranked_labels else {}
     for row in overall:
         row["rank"] = ranks[row["optimizer"]]
         row["tied_with"] = [
@@ -333,7 +341,7 @@ def summarize(
             "ranking": overall,
             "unranked": unranked,
             "ranked_problems": learned_problems,
-            "recommendations": recommendations(problems, overall, unranked),
+            "recommendations": recommendations(problems, overall, unranked, comparison.seeds),
             "per_problem_ranking": per_problem_ranking,
             "target_tolerance": RANKING_TOLERANCE,
             "ranking_ties": {
@@ -637,7 +645,10 @@ def _score(entry: dict[str, Any], task: str) -> float:
 
 
 def recommendations(
-    problems: dict[str, dict[str, Any]], overall: list[dict[str, Any]], unranked: list[dict]
+    problems: dict[str, dict[str, Any]],
+    overall: list[dict[str, Any]],
+    unranked: list[dict],
+    seeds: int | None = None,
 ) -> dict[str, Any]:
     """The one-line answers: per problem and overall (the overall leaders: every
     optimizer of rank 1, tied where the seeds do not separate them; the problems left out and
@@ -659,7 +670,11 @@ def recommendations(
             f"{'s' if learned_count != 1 else ''})"
         )
         if len(leaders) > 1:
-            line += ", tied (a bootstrap over the seeds does not separate them)"
+            line += (
+                ", tied (one seed each: differences cannot be tested)"
+                if seeds == 1
+                else ", tied (a bootstrap over the seeds does not separate them)"
+            )
         if learned_count == 1:
             # the score ranks speed to the training-loss target; with one problem the answer
             # to read is that problem's own (its test metric, with ties)
