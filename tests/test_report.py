@@ -68,6 +68,11 @@ def test_summary_schema(report: Path) -> None:
             r["optimizer"] for r in ranking if r is not row and r["rank"] == row["rank"]
         ]
     assert summary["ranking_ties"]["replicates"] == 1000
+    html = (report / "index.html").read_text()
+    table = html[html.index('id="overall-ranking"') :].split("</table>")[0]
+    for row in ranking:
+        if row["tied_with"]:
+            assert f"(tied with {', '.join(row['tied_with'])})" in table
     assert {row["optimizer"] for row in ranking} == {"sgd", "adam", "adagrad"}
     scores = [row["profile_score"] for row in ranking]
     assert scores == sorted(scores, reverse=True)
