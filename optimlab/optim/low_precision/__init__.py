@@ -80,7 +80,7 @@ def check_group(
             owner,
             "min_quantized_size",
             size,
-            f"an integer >= 1 (the fewest elements a tensor needs for bf16/int8 state; its size "
+            f"an integer >= 1 (the fewest elements a tensor needs for bf16/int8/fp8 state; its size "
             f"must also be a multiple of {quantize.BLOCK_SIZE}; default {quantize.MIN_ELEMENTS})",
         )
     seed = option(group, "rounding_seed")
