@@ -516,7 +516,7 @@ def hand_made_summary(only_stuck: bool = False) -> dict:
 
 def test_hand_made_summary_ties_overlaps_and_leaves_out_the_unlearned_problem() -> None:
     summary = hand_made_summary()
-    easy = summary["problems"]["digits-logreg"]
+    easy = summary["problems"]["quadratic-deep"]
     assert {label: e["rank"] for label, e in easy.items()} == {
         "adam": 1,
         "nadam": 1,
@@ -646,3 +646,13 @@ def test_one_seed_ties_the_overall_ranking_and_says_why(tmp_path) -> None:
     assert scores["sgd"] != scores["adam"]
     assert [row["rank"] for row in summary["ranking"]] == [1, 1]
     assert "one seed each: differences cannot be tested" in summary["recommendations"]["overall"]
+
+
+def test_a_fixed_rate_that_diverges_says_so_not_every_rate(tmp_path) -> None:
+    args = ["compare", "--problems", "quadratic-deep", "--optimizers", "adam,sgd:lr=1e12",
+            "--steps", "20", "--grid-points", "2", "--seeds", "1", "--evals", "2",
+            "--workers", "1", "--out", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    entry = json.loads((tmp_path / "summary.json").read_text())["problems"]["quadratic-deep"]
+    assert entry["sgd:lr=1e12"]["status"] == "diverged"
+    assert entry["sgd:lr=1e12"]["reason"] == "it diverged at lr 1e+12, the only rate run"
