@@ -139,37 +139,32 @@ def _load(address, maxima, start, n, mode, table, fp8_table, out):
 
 
 @numba.njit(inline="always")
+def _block_absmax(values, n):
+    """max(max |values[:n]|, MIN_ABSMAX) (NaN if any is NaN, as torch.amax), found on the bit
+    patterns: for non-negative floats the integer order is the numeric order, and NaN's
+    pattern exceeds every other."""
+    if n == BLOCK:  # (LLVM leaves the scalar loop below unvectorized: 10× slower)
+        largest = largest_magnitude_bits(values)
+    else:
+        largest = np.uint32(0)
+        for j in range(n):
+            bits = np.uint32(float_bits(values[j]) & _ABS)
+            largest = bits if bits > largest else largest
+    amax = bits_float(np.uint32(largest))
+    return MIN_ABSMAX if amax < MIN_ABSMAX else amax
+
+
+@numba.njit(inline="always")
 def _store(address, maxima, start, n, mode, thresholds, bucket, values):
     """Encode n float32 `values` into one state from `start` (a whole block when 8-bit);
     `values` is scratch, overwritten."""
     if mode == MODE_FP8:
         # torchao's AdamWFp8: scale = max(amax, 1e-12) / 448, code = fl8(x / scale)
-        if n == BLOCK:
-            largest = largest_magnitude_bits(values)
-        else:
-            largest = np.uint32(0)
-            for j in range(n):
-                bits = np.uint32(float_bits(values[j]) & _ABS)
-                largest = bits if bits > largest else largest
-        amax = bits_float(np.uint32(largest))
-        if amax < MIN_ABSMAX:
-            amax = MIN_ABSMAX
-        scale = amax / FP8_LARGEST
+        scale = _block_absmax(values, n) / FP8_LARGEST
         encode_fp8_divided(values, scale, pointer_view(address, start, start + n, _U8), n)
         pointer_view(maxima, start // BLOCK, start // BLOCK + 1, _F32)[0] = scale
     elif mode == MODE_INT8:
-        # the block maximum of |x| on the bit patterns: for non-negative floats the integer
-        # order is the numeric order, and NaN's pattern exceeds every other (torch.amax's NaN)
-        if n == BLOCK:  # (LLVM leaves the scalar loop below unvectorized: 10× slower)
-            largest = largest_magnitude_bits(values)
-        else:
-            largest = np.uint32(0)
-            for j in range(n):
-                bits = np.uint32(float_bits(values[j]) & _ABS)
-                largest = bits if bits > largest else largest
-        scale = bits_float(np.uint32(largest))
-        if scale < MIN_ABSMAX:
-            scale = MIN_ABSMAX
+        scale = _block_absmax(values, n)
         codes = pointer_view(address, start, start + n, _U8)
         signed = thresholds[0] < 0  # (the signed map's first threshold is negative)
         linear = _LINEAR_SIGNED if signed else _LINEAR_UNSIGNED

@@ -84,24 +84,20 @@ def _stored_mode(state: dict[str, Any], key: str, param: torch.Tensor) -> int | 
         return None
     if not value.is_contiguous() or not value.is_cpu:
         return None
-    maxima = state.get(key + storage.ABSMAX_SUFFIX)
-    if maxima is not None:
-        ok = (
-            value.dtype == torch.uint8
-            and maxima.dtype == torch.float32
-            and maxima.is_contiguous()
-            and maxima.numel() * quantization.BLOCK_SIZE == value.numel()
-        )
-        return lowprec_adam.MODE_INT8 if ok else None
-    scales = state.get(key + storage.SCALE_SUFFIX)
-    if scales is not None:
-        ok = (
-            value.dtype == torch.float8_e4m3fn
-            and scales.dtype == torch.float32
-            and scales.is_contiguous()
-            and scales.numel() * quantization.BLOCK_SIZE == value.numel()
-        )
-        return lowprec_adam.MODE_FP8 if ok else None
+    # 8-bit codes with one float32 per block: int8's block maxima or fp8's scales
+    for suffix, dtype, mode in (
+        (storage.ABSMAX_SUFFIX, torch.uint8, lowprec_adam.MODE_INT8),
+        (storage.SCALE_SUFFIX, torch.float8_e4m3fn, lowprec_adam.MODE_FP8),
+    ):
+        per_block = state.get(key + suffix)
+        if per_block is not None:
+            ok = (
+                value.dtype == dtype
+                and per_block.dtype == torch.float32
+                and per_block.is_contiguous()
+                and per_block.numel() * quantization.BLOCK_SIZE == value.numel()
+            )
+            return mode if ok else None
     return _STORED.get(value.dtype)
 
 
