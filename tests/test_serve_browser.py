@@ -185,9 +185,11 @@ def test_a_run_page_follows_a_running_compare(
     out = results / "running"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     # single trials, stored one by one: the page must see them arrive (a population's members
-    # land together, and this small run's two populations end within seconds)
+    # land together, and this small run's two populations end within seconds). 2,000 steps
+    # (≈ 1 s a trial, ≈ 30 s in all): a run of 300-step trials could end while a loaded
+    # machine was still loading the page, and no more trials would ever arrive (seen once)
     command = [sys.executable, "-m", "optimlab.cli", "compare", "--problems", "quadratic-deep",
-               "--optimizers", "sgd,adam", "--steps", "300", "--grid-points", "12", "--seeds", "3",
+               "--optimizers", "sgd,adam", "--steps", "2000", "--grid-points", "12", "--seeds", "3",
                "--workers", "1", "--population", "off", "--out", str(out)]  # fmt: skip
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
