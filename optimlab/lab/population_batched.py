@@ -31,6 +31,7 @@ classes-major, where it rounds as torch's own) or the problem's own function und
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -95,10 +96,7 @@ def _name(prefix: str, name: str) -> str:
 def _compile(module: nn.Module, prefix: str) -> Layer | None:
     kind = type(module)
     if kind is nn.Sequential:
-        layers = [_compile(child, f"{prefix}{n}.") for n, child in module.named_children()]
-        if any(layer is None for layer in layers):
-            return None
-        return _sequence(layers)  # type: ignore[arg-type]
+        return _compile_sequence(list(module.named_children()), prefix)
     if kind is Block:
         body = _compile(module.body, f"{prefix}body.")
         if body is None:
@@ -125,6 +123,29 @@ def _compile(module: nn.Module, prefix: str) -> Layer | None:
         name = _name(prefix, "theta")
         return lambda c, x: c.params[name].unsqueeze(1) - x
     return None
+
+
+def _compile_sequence(children: list[tuple[str, nn.Module]], prefix: str) -> Layer | None:
+    """A ``Sequential``'s layers in order; a ReLU followed by a convolution is one layer, the
+    convolution of relu(h) (`BatchedConv1d` with ``relu_input``: the ReLU applied while the
+    windows are copied, no activation tensor and no separate ReLU backward)."""
+    layers: list[Layer | None] = []
+    i = 0
+    while i < len(children):
+        name, child = children[i]
+        if type(child) is nn.ReLU and i + 1 < len(children):
+            after_name, after = children[i + 1]
+            if type(after) is nn.Conv1d:
+                fused = _conv(after, f"{prefix}{after_name}.", relu_input=True)
+                if fused is not None:
+                    layers.append(fused)
+                    i += 2
+                    continue
+        layers.append(_compile(child, f"{prefix}{name}."))
+        i += 1
+    if any(layer is None for layer in layers):
+        return None
+    return _sequence(layers)  # type: ignore[arg-type]
 
 
 def _sequence(layers: list[Layer]) -> Layer:
@@ -250,14 +271,59 @@ def _taps(
     return taps
 
 
+#: (tap j, its output positions t0..t1 inclusive, add or first write) per run of a col2im
+_Run = tuple[int, int, int, bool]
+
+
+@functools.lru_cache(maxsize=64)
+def _col2im_plan(
+    kernel: int, stride: int, padding: int, length: int, positions: int
+) -> tuple[tuple[_Run, ...], tuple[int, ...]]:
+    """How to add the windows' gradients back into the input's without zero-filling it: the
+    taps that cover the most input positions first; a run of a tap's positions that no earlier
+    tap wrote is copied, a run that one did is added. Returns the runs (j, t0, t1, add) and the
+    input positions no tap reads (zeroed)."""
+    taps = sorted(
+        _taps(kernel, stride, padding, length, positions), key=lambda tap: tap[1] - tap[2]
+    )
+    written = [False] * length
+    runs: list[_Run] = []
+    for j, first, last, _, _ in taps:
+        t0 = first
+        for t in range(first, last + 1):
+            here = written[stride * t + j - padding]
+            if t == last or written[stride * (t + 1) + j - padding] != here:
+                runs.append((j, t0, t, here))
+                t0 = t + 1
+        for t in range(first, last + 1):
+            written[stride * t + j - padding] = True
+    return tuple(runs), tuple(i for i, w in enumerate(written) if not w)
+
+
+#: a layer whose windows hold at least this many numbers (C·k) computes its bias in the
+#: product, its windows padded to a multiple of 8 rows (docs/compare.md "Speed")
+PAD_FROM = 32
+
+
 class BatchedConv1d(torch.autograd.Function):
     """``conv1d`` of M members at once, position-major: x (M, C, L, B), weight (M, O, C, k),
-    bias (M, O) → (M, O, T, B), T = (L + 2p − k) // s + 1, with a written-out backward.
+    bias (M, O) → (M, O, T, B), T = (L + 2p − k) // s + 1, with a written-out backward;
+    ``relu_input``: the convolution of relu(x) (the ReLU of the layer before, fused).
 
     Position-major (the minibatch innermost) makes every window copy and every gradient
     addition a run of B contiguous numbers, and the output of one layer the next one's input
     without a copy: cols[(c, j), (t, b)] = x[c, s·t + j − p, b] (0 on the padding) is k slice
-    copies, no padded copy of the input and no ``unfold``."""
+    copies, no padded copy of the input and no ``unfold``.
+
+    - The ReLU before the layer is applied while the windows are copied (``clamp_min`` into
+      them, no activation tensor), and its mask (x > 0) on the input's gradient, in place.
+    - With C·k ≥ `PAD_FROM` the windows get a row of ones and zero rows up to a multiple of 8,
+      the weight the bias as a column: out = [W | b] @ [cols; 1], and the weight's gradient
+      ∂out · [cols; 1; 0]ᵀ holds the bias's as its column C·k. torch's products with 75 rows
+      in the result (25 channels × 3 taps) ran at 41 GFLOP/s, with 80 at 60 (36 members,
+      one thread).
+    - The input's gradient: ∂cols = Wᵀ ∂out, put back by one copy or addition per tap's run
+      (`_col2im_plan`: no zero-filled buffer)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -267,50 +333,81 @@ class BatchedConv1d(torch.autograd.Function):
         bias: torch.Tensor,
         stride: int,
         padding: int,
+        relu_input: bool = False,
     ) -> torch.Tensor:
         members, channels, length, batch = x.shape
         out_channels, kernel = weight.shape[1], weight.shape[3]
         positions = (length + 2 * padding - kernel) // stride + 1
         taps = _taps(kernel, stride, padding, length, positions)
-        cols = x.new_empty(members, channels, kernel, positions, batch)
+        window = channels * kernel
+        fused_bias = window >= PAD_FROM
+        rows = -(-(window + 1) // 8) * 8 if fused_bias else window
+        cols = x.new_empty(members, rows, positions * batch)
+        windows = cols[:, :window].view(members, channels, kernel, positions, batch)
         for j, first, last, start, stop in taps:
-            cols[:, :, j, first : last + 1] = x[:, :, start:stop:stride]
-            cols[:, :, j, :first] = 0
-            cols[:, :, j, last + 1 :] = 0
+            source, target = x[:, :, start:stop:stride], windows[:, :, j, first : last + 1]
+            if relu_input:
+                torch.clamp_min(source, 0, out=target)
+            else:
+                target.copy_(source)
+            windows[:, :, j, :first] = 0
+            windows[:, :, j, last + 1 :] = 0
         for j in set(range(kernel)) - {tap[0] for tap in taps}:  # taps only on the padding
-            cols[:, :, j] = 0
-        cols = cols.view(members, channels * kernel, positions * batch)
-        flat_weight = weight.reshape(members, out_channels, channels * kernel)
-        out = torch.baddbmm(bias.unsqueeze(2), flat_weight, cols)
-        ctx.save_for_backward(cols, flat_weight)
-        ctx.geometry = (channels, length, kernel, stride, positions, batch, taps)
+            windows[:, :, j] = 0
+        flat_weight = weight.reshape(members, out_channels, window)
+        if fused_bias:
+            cols[:, window] = 1
+            cols[:, window + 1 :] = 0
+            out = torch.bmm(torch.cat([flat_weight, bias.unsqueeze(2)], 2), cols[:, : window + 1])
+        else:
+            out = torch.baddbmm(bias.unsqueeze(2), flat_weight, cols)
+        ctx.save_for_backward(cols, flat_weight, x if relu_input else None)
+        ctx.geometry = (channels, length, kernel, stride, padding, positions, batch)
+        ctx.fused_bias, ctx.relu_input = fused_bias, relu_input
         return out.view(members, out_channels, positions, batch)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        cols, flat_weight = ctx.saved_tensors
-        channels, length, kernel, stride, positions, batch, taps = ctx.geometry
+        cols, flat_weight, x = ctx.saved_tensors
+        channels, length, kernel, stride, padding, positions, batch = ctx.geometry
         members, out_channels = grad.shape[:2]
+        window = channels * kernel
         grad = grad.reshape(members, out_channels, positions * batch)
         grad_x = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[1]:
-            grad_weight = torch.bmm(grad, cols.transpose(1, 2)).view(
-                members, out_channels, channels, kernel
-            )
-        if ctx.needs_input_grad[2]:
-            grad_bias = grad.sum(2)
+        if ctx.fused_bias:
+            both = torch.bmm(grad, cols.transpose(1, 2))  # (M, O, rows): [∂W | ∂b | 0]
+            grad_weight = both[:, :, :window].reshape(members, out_channels, channels, kernel)
+            grad_bias = both[:, :, window]
+        else:
+            if ctx.needs_input_grad[1]:
+                grad_weight = torch.bmm(grad, cols.transpose(1, 2)).view(
+                    members, out_channels, channels, kernel
+                )
+            if ctx.needs_input_grad[2]:
+                grad_bias = grad.sum(2)
         if ctx.needs_input_grad[0]:
-            # ∂cols = Wᵀ ∂out; tap j's position t adds into input position s·t + j − p
+            # ∂cols = Wᵀ ∂out; tap j's position t goes to input position s·t + j − p
             grad_cols = torch.bmm(flat_weight.transpose(1, 2), grad).view(
                 members, channels, kernel, positions, batch
             )
-            grad_x = grad.new_zeros(members, channels, length, batch)
-            for j, first, last, start, stop in taps:
-                grad_x[:, :, start:stop:stride] += grad_cols[:, :, j, first : last + 1]
-        return grad_x, grad_weight, grad_bias, None, None
+            grad_x = grad.new_empty(members, channels, length, batch)
+            runs, untouched = _col2im_plan(kernel, stride, padding, length, positions)
+            for j, t0, t1, add in runs:
+                start = stride * t0 + j - padding
+                target = grad_x[:, :, start : stride * t1 + j - padding + 1 : stride]
+                source = grad_cols[:, :, j, t0 : t1 + 1]
+                if add:
+                    target.add_(source)
+                else:
+                    target.copy_(source)
+            for position in untouched:
+                grad_x[:, :, position] = 0
+            if ctx.relu_input:  # relu's mask, in place: ∂x · (x > 0)
+                torch.ops.aten.threshold_backward.grad_input(grad_x, x, 0, grad_input=grad_x)
+        return grad_x, grad_weight, grad_bias, None, None, None
 
 
-def _conv(module: nn.Conv1d, prefix: str) -> Layer | None:
+def _conv(module: nn.Conv1d, prefix: str, relu_input: bool = False) -> Layer | None:
     if (
         module.groups != 1
         or module.dilation != (1,)
@@ -323,7 +420,7 @@ def _conv(module: nn.Conv1d, prefix: str) -> Layer | None:
     stride, padding = module.stride[0], int(module.padding[0])
 
     def run(c: _Context, h: torch.Tensor) -> torch.Tensor:
-        return BatchedConv1d.apply(h, c.params[weight], c.params[bias], stride, padding)
+        return BatchedConv1d.apply(h, c.params[weight], c.params[bias], stride, padding, relu_input)
 
     return run
 
