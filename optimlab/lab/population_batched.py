@@ -355,7 +355,7 @@ def _relu_mask(grad: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> None:
 
 class BatchedConv1d(torch.autograd.Function):
     """``conv1d`` of M members at once, position-major: x (M, C, L, B), weight (M, O, C, k),
-    bias (M, O) → (M, O, T, B), T = (L + 2p − k) // s + 1, with a written-out backward;
+    bias (M, O) or None → (M, O, T, B), T = (L + 2p − k) // s + 1, with a written-out backward;
     ``relu_input``: the convolution of relu(x) (the ReLU of the layer before, fused).
 
     Position-major (the minibatch innermost) makes every window copy and every gradient
@@ -380,7 +380,7 @@ class BatchedConv1d(torch.autograd.Function):
         ctx: Any,
         x: torch.Tensor,
         weight: torch.Tensor,
-        bias: torch.Tensor,
+        bias: torch.Tensor | None,
         stride: int,
         padding: int,
         relu_input: bool = False,
@@ -390,7 +390,7 @@ class BatchedConv1d(torch.autograd.Function):
         positions = (length + 2 * padding - kernel) // stride + 1
         taps = _taps(kernel, stride, padding, length, positions)
         window = channels * kernel
-        fused_bias = window >= PAD_FROM
+        fused_bias = bias is not None and window >= PAD_FROM
         rows = -(-(window + 1) // 8) * 8 if fused_bias else window
         cols = x.new_empty(members, rows, positions * batch)
         windows = cols[:, :window].view(members, channels, kernel, positions, batch)
@@ -411,11 +411,13 @@ class BatchedConv1d(torch.autograd.Function):
             cols[:, window] = 1
             cols[:, window + 1 :] = 0
             out = torch.bmm(torch.cat([flat_weight, bias.unsqueeze(2)], 2), cols[:, : window + 1])
+        elif bias is None:
+            out = torch.bmm(flat_weight, cols)
         else:
             out = torch.baddbmm(bias.unsqueeze(2), flat_weight, cols)
         ctx.save_for_backward(cols, flat_weight, x if relu_input else None)
         ctx.geometry = (channels, length, kernel, stride, padding, positions, batch)
-        ctx.fused_bias, ctx.relu_input = fused_bias, relu_input
+        ctx.fused_bias, ctx.has_bias, ctx.relu_input = fused_bias, bias is not None, relu_input
         return out.view(members, out_channels, positions, batch)
 
     @staticmethod
@@ -435,7 +437,7 @@ class BatchedConv1d(torch.autograd.Function):
                 grad_weight = torch.bmm(grad, cols.transpose(1, 2)).view(
                     members, out_channels, channels, kernel
                 )
-            if ctx.needs_input_grad[2]:
+            if ctx.has_bias and ctx.needs_input_grad[2]:
                 grad_bias = grad.sum(2)
         if ctx.needs_input_grad[0]:
             # ∂cols = Wᵀ ∂out; tap j's position t goes to input position s·t + j − p
@@ -466,14 +468,15 @@ def _conv(module: nn.Conv1d, prefix: str, relu_input: bool = False) -> Layer | N
         or module.dilation != (1,)
         or module.padding_mode != "zeros"
         or isinstance(module.padding, str)
-        or module.bias is None
     ):
         return None
     weight, bias = _name(prefix, "weight"), _name(prefix, "bias")
     stride, padding = module.stride[0], int(module.padding[0])
+    has_bias = module.bias is not None
 
     def run(c: _Context, h: torch.Tensor) -> torch.Tensor:
-        return BatchedConv1d.apply(h, c.params[weight], c.params[bias], stride, padding, relu_input)
+        b = c.params[bias] if has_bias else None
+        return BatchedConv1d.apply(h, c.params[weight], b, stride, padding, relu_input)
 
     return run
 
