@@ -12,7 +12,12 @@ import torch
 from torch import nn
 
 from optimlab.lab.population import BatchedModel
-from optimlab.lab.population_batched import PAD_FROM, BatchedConv1d, BatchedLinear
+from optimlab.lab.population_batched import (
+    PAD_FROM,
+    BatchedConv1d,
+    BatchedLinear,
+    BatchedLinearChain,
+)
 from optimlab.problems import get_problem
 from tests.test_population import float64
 
@@ -113,6 +118,52 @@ def test_the_linear_layer_after_relu_is_linear_of_relu(inputs, outputs, with_bia
 
     mine = _grads(lambda h, w, b: BatchedLinear.apply(h, w, b, True), (h, w, b), upstream)
     for a, e in zip(mine, _grads(reference, (h, w, b), upstream)):
+        assert (a is None) == (e is None)
+        if e is not None:
+            assert torch.allclose(a, e, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_the_linear_chain_is_its_layers_one_after_another(input_grad):
+    """`BatchedLinearChain` over a narrow layer (the wide product), a layer without bias and
+    layers with and without the ReLU before them: values and every gradient equal linear and
+    relu per member under autograd (float64)."""
+    g = torch.Generator().manual_seed(3)
+    members, batch = 3, 7
+    sizes = [(9, 5, True, False), (5, 6, False, True), (6, 6, True, True), (6, 2, True, True)]
+    h = torch.randn(members, batch, 9, generator=g, dtype=torch.float64)
+    tensors = []
+    for inputs, outputs, biased, _ in sizes:
+        tensors.append(torch.randn(members, outputs, inputs, generator=g, dtype=torch.float64))
+        tensors.append(
+            torch.randn(members, outputs, generator=g, dtype=torch.float64) if biased else None
+        )
+    relus = tuple(relu for *_, relu in sizes)
+    upstream = torch.randn(members, batch, 2, generator=g, dtype=torch.float64)
+
+    def reference(h, *tensors):
+        out = []
+        for i in range(members):
+            x = h[i]
+            for j, relu in enumerate(relus):
+                bias = tensors[2 * j + 1]
+                x = nn.functional.linear(
+                    torch.relu(x) if relu else x,
+                    tensors[2 * j][i],
+                    None if bias is None else bias[i],
+                )
+            out.append(x)
+        return torch.stack(out)
+
+    def grads(function):
+        leaves = [None if t is None else t.clone().requires_grad_() for t in tensors]
+        x = h.clone().requires_grad_(input_grad)
+        y = function(x, *leaves)
+        (y * upstream).sum().backward()
+        return [y.detach(), x.grad, *(None if t is None else t.grad for t in leaves)]
+
+    mine = grads(lambda h, *tensors: BatchedLinearChain.apply(h, relus, *tensors))
+    for a, e in zip(mine, grads(reference), strict=True):
         assert (a is None) == (e is None)
         if e is not None:
             assert torch.allclose(a, e, rtol=1e-12, atol=1e-12)

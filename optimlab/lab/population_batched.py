@@ -140,33 +140,63 @@ def _flatten(children: list[tuple[str, nn.Module]], prefix: str) -> list[tuple[s
     return flat
 
 
-#: the layers that take the ReLU before them (``relu_input``): the ReLU applied in their
-#: forward, its mask in place on the input gradient they computed (no separate ReLU backward)
-_RELU_INPUT: dict[type, Callable[[Any, str, bool], Layer | None]] = {}
-
-
 def _compile_sequence(children: list[tuple[str, nn.Module]], prefix: str) -> Layer | None:
-    """A ``Sequential``'s layers in order; a ReLU followed by a convolution or a linear layer
-    is one layer: `BatchedConv1d` or `BatchedLinear` with ``relu_input`` (the convolution
-    applies the ReLU while it copies its windows; both put the ReLU's mask on the input
-    gradient they computed, in place)."""
+    """A ``Sequential``'s layers in order, with two fusions:
+
+    - a ReLU followed by a convolution is one layer, `BatchedConv1d` with ``relu_input`` (the
+      ReLU applied while it copies its windows, its mask on the input gradient in place),
+      and so is a ReLU followed by a `DropConnectLinear` (`BatchedLinear`);
+    - consecutive linear layers (``nn.Linear``), each after a ReLU or not, are one
+      `BatchedLinearChain`."""
     flat = _flatten(children, prefix)
     layers: list[Layer | None] = []
+    chain: list[tuple[str, nn.Linear, bool]] = []  # (prefix, layer, after a ReLU)
     i = 0
     while i < len(flat):
         name, child = flat[i]
-        if type(child) is nn.ReLU and i + 1 < len(flat) and type(flat[i + 1][1]) in _RELU_INPUT:
-            after_name, after = flat[i + 1]
-            fused = _RELU_INPUT[type(after)](after, after_name, True)
+        relu = type(child) is nn.ReLU and i + 1 < len(flat)
+        after_name, after = flat[i + 1] if relu else (name, child)
+        if type(after) is nn.Linear:
+            chain.append((after_name, after, relu))
+            i += 2 if relu else 1
+            continue
+        if chain:
+            layers.append(_linear_chain(chain))
+            chain = []
+        if relu and type(after) is DropConnectLinear:
+            layers.append(_linear(after, after_name, relu_input=True))
+            i += 2
+            continue
+        if relu and type(after) is nn.Conv1d:
+            fused = _conv(after, after_name, relu_input=True)
             if fused is not None:
                 layers.append(fused)
                 i += 2
                 continue
         layers.append(_compile(child, name))
         i += 1
+    if chain:
+        layers.append(_linear_chain(chain))
     if any(layer is None for layer in layers):
         return None
     return _sequence(layers)  # type: ignore[arg-type]
+
+
+def _linear_chain(chain: list[tuple[str, nn.Linear, bool]]) -> Layer:
+    """Consecutive linear layers as one `BatchedLinearChain` (one layer: `BatchedLinear`)."""
+    if len(chain) == 1:
+        name, module, relu = chain[0]
+        return _linear(module, name, relu)
+    names = [
+        (_name(p, "weight"), _name(p, "bias") if m.bias is not None else None) for p, m, _ in chain
+    ]
+    relus = tuple(relu for _, _, relu in chain)
+
+    def run(c: _Context, h: torch.Tensor) -> torch.Tensor:
+        tensors = [c.params[n] if n is not None else None for pair in names for n in pair]
+        return BatchedLinearChain.apply(h, relus, *tensors)
+
+    return run
 
 
 def _sequence(layers: list[Layer]) -> Layer:
@@ -190,6 +220,44 @@ def _linear(module: nn.Linear, prefix: str, relu_input: bool = False) -> Layer:
         return BatchedLinear.apply(h, w, c.params[bias] if has_bias else None, relu_input)
 
     return run
+
+
+def _linear_forward(
+    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """bias + h Wᵀ over the members, (M, B, O), in the faster orientation (`BatchedLinear`)."""
+    batch, inputs, outputs = h.shape[1], h.shape[2], weight.shape[1]
+    if outputs < inputs and outputs < batch:  # the wide product: (O × I) @ (I × B)
+        if bias is None:
+            return torch.bmm(weight, h.transpose(1, 2)).transpose(1, 2)
+        return torch.baddbmm(bias.unsqueeze(2), weight, h.transpose(1, 2)).transpose(1, 2)
+    if bias is None:
+        return torch.bmm(h, weight.transpose(1, 2))
+    return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+
+
+def _linear_backward(
+    grad: torch.Tensor,
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    needs: tuple[bool, bool, bool],
+    relu_input: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """(∂h, ∂W, ∂b) of `_linear_forward` where `needs` says so (`BatchedLinear`); with
+    ``relu_input`` h is relu(input) and ∂h gets the ReLU's mask, in place."""
+    grad_h = grad_weight = grad_bias = None
+    if needs[0]:
+        grad_h = torch.bmm(grad, weight)
+        if relu_input:
+            _relu_mask(grad_h, h, out=grad_h)
+    if needs[1]:
+        if h.shape[2] >= weight.shape[1]:
+            grad_weight = torch.bmm(grad.transpose(1, 2), h)
+        else:
+            grad_weight = torch.bmm(h.transpose(1, 2), grad).transpose(1, 2)
+    if needs[2]:
+        grad_bias = grad.sum(1)
+    return grad_h, grad_weight, grad_bias
 
 
 class BatchedLinear(torch.autograd.Function):
@@ -220,31 +288,69 @@ class BatchedLinear(torch.autograd.Function):
             h = torch.relu(h)
         ctx.save_for_backward(h, weight)
         ctx.has_bias, ctx.relu_input = bias is not None, relu_input
-        batch, inputs, outputs = h.shape[1], h.shape[2], weight.shape[1]
-        if outputs < inputs and outputs < batch:  # the wide product: (O × I) @ (I × B)
-            if bias is None:
-                return torch.bmm(weight, h.transpose(1, 2)).transpose(1, 2)
-            return torch.baddbmm(bias.unsqueeze(2), weight, h.transpose(1, 2)).transpose(1, 2)
-        if bias is None:
-            return torch.bmm(h, weight.transpose(1, 2))
-        return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+        return _linear_forward(h, weight, bias)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
         h, weight = ctx.saved_tensors
-        grad_h = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_h = torch.bmm(grad, weight)
-            if ctx.relu_input:
-                _relu_mask(grad_h, h, out=grad_h)
-        if ctx.needs_input_grad[1]:
-            if h.shape[2] >= weight.shape[1]:
-                grad_weight = torch.bmm(grad.transpose(1, 2), h)
-            else:
-                grad_weight = torch.bmm(h.transpose(1, 2), grad).transpose(1, 2)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad.sum(1)
-        return grad_h, grad_weight, grad_bias, None
+        needs = ctx.needs_input_grad
+        return (
+            *_linear_backward(
+                grad, h, weight, (needs[0], needs[1], ctx.has_bias and needs[2]), ctx.relu_input
+            ),
+            None,
+        )
+
+
+class BatchedLinearChain(torch.autograd.Function):
+    """Consecutive linear layers of M members, each optionally after a ReLU, as one autograd
+    node: h ↦ L_n(…L_1(h)), L_i(h) = bias_i + act_i(h) W_iᵀ with act_i the ReLU or nothing
+    (``relus``), each layer's products those of `BatchedLinear`.
+
+    One node instead of one per layer and one per ReLU: the deep-mlp nets' layers are small
+    products (36 × (128 × 32) · (32 × 32)) for which autograd's per-node work (a Python
+    ``Function`` call forward and backward, the ReLU's own node and its new tensor) was a
+    measured ≈ 9 % of a forward and backward (docs/compare.md "Speed"). ``tensors`` are the
+    layers' (weight, bias or None) in order."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, h: torch.Tensor, relus: tuple[bool, ...], *tensors: torch.Tensor | None
+    ) -> torch.Tensor:
+        inputs = []
+        for i, relu in enumerate(relus):
+            if relu:
+                h = torch.relu(h)
+            inputs.append(h)
+            h = _linear_forward(h, tensors[2 * i], tensors[2 * i + 1])  # type: ignore[arg-type]
+        ctx.save_for_backward(*inputs, *(t for t in tensors if t is not None))
+        ctx.relus, ctx.biased = relus, [t is not None for t in tensors[1::2]]
+        return h
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        layers = len(ctx.relus)
+        saved = list(ctx.saved_tensors)
+        inputs, rest = saved[:layers], saved[layers:]
+        weights: list[torch.Tensor] = []
+        for biased in ctx.biased:  # (weight, bias) pairs back from the saved tensors
+            weights.append(rest.pop(0))
+            if biased:
+                rest.pop(0)
+        needs = ctx.needs_input_grad
+        grads: list[torch.Tensor | None] = [None] * (2 * layers)
+        for i in reversed(range(layers)):
+            grad_h, grads[2 * i], grads[2 * i + 1] = _linear_backward(
+                grad,
+                inputs[i],
+                weights[i],
+                (i > 0 or needs[0], needs[2 + 2 * i], ctx.biased[i] and needs[3 + 2 * i]),
+                ctx.relus[i],
+            )
+            if grad_h is None:
+                break
+            grad = grad_h
+        return (grad if needs[0] else None, None, *grads)
 
 
 def _batchnorm(module: nn.BatchNorm1d, prefix: str) -> Layer | None:
@@ -498,6 +604,3 @@ def _cnn(module: CNN1d, prefix: str) -> Layer | None:
         return logits.transpose(1, 2)
 
     return run
-
-
-_RELU_INPUT.update({nn.Linear: _linear, DropConnectLinear: _linear, nn.Conv1d: _conv})
