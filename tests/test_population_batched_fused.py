@@ -15,6 +15,7 @@ from optimlab.lab.population import BatchedModel
 from optimlab.lab.population_batched import (
     PAD_FROM,
     BatchedConv1d,
+    BatchedHead,
     BatchedLinear,
     BatchedLinearChain,
 )
@@ -169,6 +170,32 @@ def test_the_linear_chain_is_its_layers_one_after_another(input_grad):
             assert torch.allclose(a, e, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("relu_input", [False, True])
+def test_the_cnn_head_after_relu_is_linear_of_the_flattened_features(relu_input):
+    """`BatchedHead` against linear(flatten(relu(z))) per member in the single trial's (B, C, T)
+    layout, values and gradients under autograd, and gradcheck (float64)."""
+    g = torch.Generator().manual_seed(4)
+    members, channels, positions, batch, classes = 2, 3, 4, 5, 6
+    z = torch.randn(members, channels, positions, batch, generator=g, dtype=torch.float64)
+    w = torch.randn(members, classes, channels * positions, generator=g, dtype=torch.float64)
+    b = torch.randn(members, classes, generator=g, dtype=torch.float64)
+    upstream = torch.randn(members, batch, classes, generator=g, dtype=torch.float64)
+
+    def reference(z, w, b):
+        h = torch.relu(z) if relu_input else z
+        return torch.stack(
+            [nn.functional.linear(h[i].permute(2, 0, 1).flatten(1), w[i], b[i]) for i in range(2)]
+        )
+
+    def head(z, w, b):
+        return BatchedHead.apply(z, w, b, relu_input)
+
+    for a, e in zip(_grads(head, (z, w, b), upstream), _grads(reference, (z, w, b), upstream)):
+        assert torch.allclose(a, e, rtol=1e-12, atol=1e-12)
+    leaves = [t.clone().requires_grad_() for t in (z, w, b)]
+    assert torch.autograd.gradcheck(head, leaves)
+
+
 def _relu_nodes(loss: torch.Tensor) -> int:
     """ReLU backward nodes in the autograd graph of `loss`."""
     seen, stack, count = set(), [loss.grad_fn], 0
@@ -189,7 +216,7 @@ def _relu_nodes(loss: torch.Tensor) -> int:
             "deep-mlp:depth=3:width=6:activation=relu",
             0,
         ),  # each block's ReLU fused into the next linear layer
-        ("mnist1d-cnn:channels=11", 1),  # the ReLU before the head stays
+        ("mnist1d-cnn:channels=11", 0),  # the last one into the head (BatchedHead)
         (
             "deep-mlp:depth=2:width=6:activation=relu:residual=true",
             2,

@@ -587,20 +587,58 @@ def _conv(module: nn.Conv1d, prefix: str, relu_input: bool = False) -> Layer | N
     return run
 
 
+class BatchedHead(torch.autograd.Function):
+    """The CNN's head on position-major features, after their ReLU (fused): z (M, C, T, B),
+    weight (M, K, C·T), bias (M, K) → logits (M, B, K) as a view of
+    (M, K, B) = bias + W (K × C·T) @ relu(z) (C·T × B), the features flattened in (channel,
+    position) order as ``flatten(1)`` of the single trial's (B, C, T), without a copy.
+
+    Backward: ∂W = ∂logitsᵀ · hᵀ, ∂b = Σ_b ∂logits, ∂z = (Wᵀ ∂logitsᵀ) · (h > 0), the ReLU's
+    mask in place on the product just computed (no separate ReLU node and tensor)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, relu_input: bool
+    ) -> torch.Tensor:
+        h = torch.relu(z) if relu_input else z
+        flat = h.reshape(h.shape[0], -1, h.shape[3])  # (M, C·T, B)
+        ctx.save_for_backward(flat, weight)
+        ctx.shape, ctx.relu_input = z.shape, relu_input
+        return torch.baddbmm(bias.unsqueeze(2), weight, flat).transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        flat, weight = ctx.saved_tensors
+        grad = grad.transpose(1, 2)  # (M, K, B)
+        grad_z = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_z = torch.bmm(weight.transpose(1, 2), grad)
+            if ctx.relu_input:
+                _relu_mask(grad_z, flat, out=grad_z)
+            grad_z = grad_z.view(ctx.shape)
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.bmm(grad, flat.transpose(1, 2))
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(2)
+        return grad_z, grad_weight, grad_bias, None
+
+
 def _cnn(module: CNN1d, prefix: str) -> Layer | None:
     """`CNN1d`: x (M, B, L) → position-major (M, 1, L, B) → the features (M, C, T, B) → the
-    head on the features flattened in (channel, position) order, as ``flatten(1)`` of the
-    single trial's (B, C, T): logits (M, K, B) = bias + W (K × C·T) @ h (C·T × B), no copy of
-    h, returned as an (M, B, K) view."""
-    features = _compile(module.features, f"{prefix}features.")
+    head (`BatchedHead`, with the features' last ReLU fused into it), logits (M, B, K)."""
+    if type(module.features) is not nn.Sequential:
+        return None
+    layers = list(module.features.named_children())
+    relu_input = bool(layers) and type(layers[-1][1]) is nn.ReLU
+    if relu_input:
+        layers = layers[:-1]
+    features = _compile_sequence(layers, f"{prefix}features.")
     if features is None or type(module.head) is not nn.Linear or module.head.bias is None:
         return None
     weight, bias = _name(prefix, "head.weight"), _name(prefix, "head.bias")
 
     def run(c: _Context, x: torch.Tensor) -> torch.Tensor:
-        h = features(c, x.transpose(1, 2).unsqueeze(1))  # (M, C, T, B)
-        flat = h.reshape(h.shape[0], -1, h.shape[3])  # (M, C·T, B)
-        logits = torch.baddbmm(c.params[bias].unsqueeze(2), c.params[weight], flat)
-        return logits.transpose(1, 2)
+        z = features(c, x.transpose(1, 2).unsqueeze(1))  # (M, C, T, B)
+        return BatchedHead.apply(z, c.params[weight], c.params[bias], relu_input)
 
     return run
