@@ -11,14 +11,19 @@ Member i computes what its single trial computes, in the same order of layers an
 masks; only the grouping of the arithmetic differs (float rounding):
 
 - ``Linear`` (`BatchedLinear`): h (M, B, I) ↦ bias + h Wᵀ as one ``baddbmm`` over the
-  members, each product of the forward and backward in its faster orientation.
+  members, each product of the forward and backward in its faster orientation; consecutive
+  linear layers (with ReLUs between them) are one autograd node, `BatchedLinearChain`.
 - ``Conv1d`` (`BatchedConv1d`): activations are position-major, (M, C, L, B), the minibatch
   innermost; out (O × T·B) = W (O × C·k) @ cols (C·k × T·B) per member (the product with the
   weight on the left is the wide one, docs/compare.md "Speed"), cols the input's windows,
   copied as k runs of B contiguous numbers. Its backward is written out: ∂W = ∂out · colsᵀ
-  and, for the input, ∂cols = Wᵀ · ∂out added back by k strided additions (one per kernel
-  tap) — no ``unfold`` backward (a scatter into zero-filled buffers) and no layout copies,
-  which were 60 % of the vmap'd formulation's CPU time.
+  and, for the input, ∂cols = Wᵀ · ∂out written back once per input position — no
+  ``unfold`` backward (a scatter into zero-filled buffers) and no layout copies, which were
+  60 % of the vmap'd formulation's CPU time.
+- A ReLU is fused into the layer after it (a convolution, a linear layer, the CNN's head
+  `BatchedHead`): applied in that layer's forward, its mask put in place on the input gradient
+  the layer computes (`_compile_sequence`; ``Block``s without a skip connection are flattened
+  into their sequence, so the ReLU that ends one block meets the next block's layer).
 - ``BatchNorm1d`` in training: each member's batch statistics over its own minibatch (and, for
   convolutions, positions), its running statistics updated in place as torch does
   (r ← (1 − m)·r + m·stat, the variance unbiased).
@@ -473,9 +478,9 @@ class BatchedConv1d(torch.autograd.Function):
       them, no activation tensor), and its mask (x > 0) on the input's gradient, in place.
     - With C·k ≥ `PAD_FROM` the windows get a row of ones and zero rows up to a multiple of 8,
       the weight the bias as a column: out = [W | b] @ [cols; 1], and the weight's gradient
-      ∂out · [cols; 1; 0]ᵀ holds the bias's as its column C·k. torch's products with 75 rows
-      in the result (25 channels × 3 taps) ran at 41 GFLOP/s, with 80 at 60 (36 members,
-      one thread).
+      ∂out · [cols; 1; 0]ᵀ holds the bias's as its column C·k. torch's ∂W product of
+      mnist1d-cnn's second layer took 3.00 ms with 75 rows (25 channels × 3 taps) and 2.27 ms
+      with 80 (36 members, one thread; docs/compare.md "Speed").
     - The input's gradient: ∂cols = Wᵀ ∂out, put back once per input position (`_col2im_plan`:
       a copy where one tap reads a run of positions, the sum of the taps' where several do),
       no zero-filled buffer. (The ReLU's mask fused into those strided copies measured slower
