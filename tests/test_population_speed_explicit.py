@@ -83,7 +83,8 @@ def test_the_built_in_models_run_the_explicit_forward_and_others_vmap():
     "spec",
     [
         "mnist1d-cnn:channels=3:batchnorm=true",
-        "mnist1d-cnn:channels=3",
+        "mnist1d-cnn:channels=11",  # C·k = 33: the bias in the product
+        "deep-mlp:depth=3:width=6:activation=relu",  # each ReLU fused into the next block's linear layer
         "deep-mlp:depth=3:width=6:batchnorm=true:dropout=0.3:dropconnect=0.2:residual=true",
         "deep-mlp:depth=2:width=6:activation=tanh",
         "quadratic-deep",
