@@ -28,13 +28,14 @@ scaling: r is normal while s_b ≤ 64). At 2⁻¹²⁰ the float32 exponent of y
 exponent, and e4m3's subnormals (|q| < 2⁻⁶) land on float32's subnormals with e4m3's step at
 bit 20, so the code is y's bits rounded at bit 20, ties to even (add ``0x7FFFF + bit 20``,
 shift by 20), at most 0x7E, and the sign: 5 integer operations and a multiply per element.
-**Exactness**: y · 2¹²⁰ and torch's quotient fl(x / s_b) are both within 2⁻²⁴ (relative) of
-real values 2⁻²⁴ apart, so they differ by less than 3 ulps of y (1.5 where y is subnormal:
-its rounding is absolute, 2⁻¹⁵⁰, the other errors far below); they round to different codes
-only if a rounding midpoint (bits 0–19 of y equal to 0x80000) lies within that distance. A lane
+**Exactness**: torch's quotient fl(x / s_b) is within 2⁻²⁴ (relative) of x / s_b, and
+y · 2¹²⁰ within 2·2⁻²⁴ (the reciprocal's rounding and the product's), so the two differ by
+less than 3 ulps of y (1.5 where y is subnormal: its rounding is absolute, 2⁻¹⁵⁰, the other
+errors far below); they round to different codes only if a rounding midpoint (bits 0–19 of y
+equal to 0x80000) lies within that distance, or on it (a tie). A lane
 whose bits 0–19 are within 8 of 0x80000 is *flagged* and coded again from the true quotient
 (`encode_fp8`), as is one whose y is 0 though x is not (y subnormal, flushed to zero by a
-process that flushes). A block whose scale is above 64 (r would be subnormal) or NaN is coded
+process that flushes) and a NaN. A block whose scale is above 64 (r would be subnormal) or NaN is coded
 whole from quotients. Checked against torch's cast on every 4,099th float32 pattern and every
 value near a midpoint, scaled by several block scales (``tests/test_fp8_state.py``,
 ``benchmarks/low_precision.py --check-codes``).
@@ -98,6 +99,7 @@ _U_MIDPOINT = np.uint32(0x80000)
 _U_LOW = np.uint32(0xFFFFF)
 _U_LARGEST = np.uint32(0x7E)
 _U_SIGN = np.uint32(0x80000000)
+_U_INFINITY = np.uint32(0x7F800000)
 
 
 @numba.njit(inline="always")
@@ -124,7 +126,9 @@ def decode_fp8_block(codes, scale, out, n):
 @numba.njit(inline="always")
 def _code_of_scaled(y):
     """(code, flagged) of y = x · fl(1/s) · 2⁻¹²⁰: y's bits rounded at bit 20 (ties to even),
-    at most 0x7E, with the sign; flagged when bits 0–19 lie within `_NEAR` of the midpoint.
+    at most 0x7E, with the sign; flagged when bits 0–19 lie within `_NEAR` of the midpoint, or
+    y is NaN (a block holds NaN only when its scale is NaN, which is divided whole; flagged
+    anyway, so that the function is the rule for every input).
     (Every step is wrapped in uint32: numba widens shifts and mixed operations to 64 bits,
     which would halve the lanes per vector.)"""
     u = float_bits(y)
@@ -134,7 +138,7 @@ def _code_of_scaled(y):
     code = np.uint32(np.uint32(a + _U_HALF + odd) >> np.uint32(20))
     code = code if code < _U_LARGEST else _U_LARGEST
     distance = np.uint32(np.uint32(a & _U_LOW) - np.uint32(_U_MIDPOINT - _NEAR))
-    near = distance <= np.uint32(2 * _NEAR)
+    near = (distance <= np.uint32(2 * _NEAR)) | (a > _U_INFINITY)  # (NaN: the rule's 0x7F)
     return np.uint8(np.uint32(code | np.uint32(sign >> np.uint32(24)))), near
 
 
