@@ -17,7 +17,8 @@ process, which suffers less on a loaded machine) and to torchao's AdamW8bit.
 (``quantize.quantize``: ``torch.searchsorted`` and the tie rule) on every STRIDE-th (default 7th)
 float32 bit pattern in [-1, 1], NaN included, for both maps, and prints the differences and the
 share of 16-value vectors the arithmetic path flagged; and the kernel's fp8 coding
-(``lowprec_fp8.encode_fp8_divided``: fl(x / scale) cast to e4m3fn on the bits) against torch's
+(``lowprec_fp8.encode_fp8_divided``: fl(x / scale) cast to e4m3fn on the bits, and the kernels'
+``encode_fp8_block``: x · fl(1/scale) on the bits, flagged lanes divided) against torch's
 ``(x / scale).to(torch.float8_e4m3fn)`` on ``--fp8-values`` (default 10⁸) random values of random
 magnitudes (NaN and ±inf included) and scales, plus every float32 quotient within 8 ulps of each
 e4m3 rounding midpoint.
@@ -47,18 +48,22 @@ def _torchao(name: str = "AdamW8bit") -> Callable | None:
 
 
 def check_fp8_codes(count: int = 10**8, chunk: int = 1 << 22, seed: int = 0) -> int:
-    """The kernel's fp8 code of x / scale against torch's cast of the same quotient, on `count`
-    random (x, scale) pairs and on the quotients next to every rounding midpoint of e4m3fn;
-    returns the number of differences."""
+    """The kernel's fp8 codes of x / scale against torch's cast of the same quotient, on `count`
+    random (x, scale) pairs and on the quotients next to every rounding midpoint of e4m3fn (and
+    those quotients times three scales whose reciprocal rounds), both codings: the rule on the
+    true quotient (``encode_fp8_divided``) and the kernels' block coding without division
+    (``encode_fp8_block``); returns the number of differences."""
     import numba
     import numpy as np
 
     from optimlab.optim.kernels import lowprec_fp8
 
     @numba.njit
-    def encode(values, scale, codes):
+    def encode(values, scale, codes, blocked):
         for b in range(0, values.shape[0], 256):
-            lowprec_fp8.encode_fp8_divided(values[b : b + 256], scale, codes[b : b + 256], 256)
+            e = b + 256
+            lowprec_fp8.encode_fp8_divided(values[b:e], scale, codes[b:e], 256)
+            lowprec_fp8.encode_fp8_block(values[b:e], scale, blocked[b:e], 256)
 
     rng = np.random.default_rng(seed)
     checked = differ = 0
@@ -70,11 +75,12 @@ def check_fp8_codes(count: int = 10**8, chunk: int = 1 << 22, seed: int = 0) -> 
         values[rng.integers(0, chunk, 64)] = np.float32(np.nan)
         values[rng.integers(0, chunk, 64)] = np.float32(np.inf)
         scale = np.float32(np.exp2(rng.uniform(-40, 40)))
-        codes = np.empty(chunk, np.uint8)
-        encode(values, scale, codes)
+        codes, blocked = np.empty(chunk, np.uint8), np.empty(chunk, np.uint8)
+        encode(values, scale, codes, blocked)
         quotient = torch.from_numpy(values) / torch.tensor(scale)
         expected = quotient.to(torch.float8_e4m3fn).view(torch.uint8).numpy()
         differ += int(np.count_nonzero(codes != expected))
+        differ += int(np.count_nonzero(blocked != expected))
         checked += chunk
     # midpoints: halfway between neighbouring e4m3fn values (and past 448), ±8 float32 ulps
     grid = np.unique(np.abs(lowprec_fp8.values()[np.isfinite(lowprec_fp8.values())]))
@@ -82,13 +88,20 @@ def check_fp8_codes(count: int = 10**8, chunk: int = 1 << 22, seed: int = 0) -> 
     bits = middles.view(np.uint32).astype(np.int64)[:, None] + np.arange(-8, 9)[None, :]
     near = bits.reshape(-1).astype(np.uint32).view(np.float32)
     near = np.concatenate([near, -near, np.zeros(-2 * len(near) % 256, np.float32)])
-    codes = np.empty(len(near), np.uint8)
-    encode(near, np.float32(1.0), codes)
-    expected = torch.from_numpy(near).to(torch.float8_e4m3fn).view(torch.uint8).numpy()
-    near_differ = int(np.count_nonzero(codes != expected))
+    near_differ = near_checked = 0
+    for scale in map(np.float32, (1.0, 0.7310585 / 448, 3.1415927e-3, 1e-12 / 448)):
+        values = (near * scale).astype(np.float32)  # (scale 1: the quotients themselves)
+        codes, blocked = np.empty(len(near), np.uint8), np.empty(len(near), np.uint8)
+        encode(values, scale, codes, blocked)
+        quotient = torch.from_numpy(values) / torch.tensor(scale)
+        expected = quotient.to(torch.float8_e4m3fn).view(torch.uint8).numpy()
+        near_differ += int(np.count_nonzero(codes != expected))
+        near_differ += int(np.count_nonzero(blocked != expected))
+        near_checked += len(values)
     print(
-        f"fp8 (e4m3fn): {checked:,} random values, {differ} differences; {len(near):,} values "
-        f"within 8 ulps of a rounding midpoint, {near_differ} differences"
+        f"fp8 (e4m3fn), the rule and the block coding: {checked:,} random values, {differ} "
+        f"differences; {near_checked:,} values within 8 ulps of a rounding midpoint (four "
+        f"scales), {near_differ} differences"
     )
     return differ + near_differ
 

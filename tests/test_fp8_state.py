@@ -56,6 +56,74 @@ def test_the_kernels_fp8_code_is_torchs_cast() -> None:
         assert np.array_equal(codes, expected), np.count_nonzero(codes != expected)
 
 
+@numba.njit
+def _encode_block(values, scale, codes):
+    for b in range(0, values.shape[0], 256):
+        lowprec_fp8.encode_fp8_block(values[b : b + 256], scale, codes[b : b + 256], 256)
+
+
+@numba.njit
+def _decode_block(codes, scale, out):
+    for b in range(0, codes.shape[0], 256):
+        lowprec_fp8.decode_fp8_block(codes[b : b + 256], scale, out[b : b + 256], 256)
+
+
+def _torch_codes(values: np.ndarray, scale: np.float32) -> np.ndarray:
+    quotient = torch.from_numpy(values) / torch.tensor(scale)
+    return quotient.to(torch.float8_e4m3fn).view(torch.uint8).numpy()
+
+
+@pytest.mark.parametrize("flush", [False, True], ids=["ieee", "flush-denormal"])
+def test_the_kernels_block_coding_without_division_is_torchs_cast(flush: bool) -> None:
+    # x · fl(1/scale) · 2⁻¹²⁰ rounded at bit 20, near-midpoint lanes divided: the codes of
+    # torch's fl(x / scale) on every 4,099th float32 pattern (NaN, ±inf, subnormals) and on
+    # x = fl(q · scale) for every q within 12 ulps of a rounding midpoint, both signs, for
+    # scales whose reciprocal rounds, the smallest scale, and one above 64 (divided whole);
+    # also in a thread that flushes subnormals (the kernel's y is subnormal for small codes)
+    patterns = np.arange(0, 1 << 32, 4099, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    every = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).float().numpy()
+    grid = np.unique(np.abs(every[np.isfinite(every)]))
+    middles = np.append((grid[:-1] + grid[1:]) / 2, np.float32(464.0)).astype(np.float32)
+    offsets = np.arange(-12, 13)
+    near = (middles.view(np.uint32)[:, None].astype(np.int64) + offsets).astype(np.uint32)
+    near = near.reshape(-1).view(np.float32)
+    differences = {}
+    for scale in map(np.float32, (1.0, 1e-12 / 448, 0.7310585 / 448, 0.0123, 63.9, 100.0)):
+        with np.errstate(all="ignore"):
+            values = np.concatenate([patterns, near * scale, -near * scale]).astype(np.float32)
+            if flush:  # (a subnormal x is 0 to the arithmetic of such a thread: torch's too)
+                values = values[(np.abs(values) >= np.float32(2.0**-126)) | (values == 0)]
+            values = np.concatenate([values, np.zeros(-len(values) % 256, np.float32)])
+            expected = _torch_codes(values, scale)
+        codes = np.empty(len(values), np.uint8)
+        assert torch.set_flush_denormal(flush) or not flush
+        try:
+            with np.errstate(all="ignore"):
+                _encode_block(values, scale, codes)
+        finally:
+            torch.set_flush_denormal(False)
+        differences[float(scale)] = int(np.count_nonzero(codes != expected))
+    assert set(differences.values()) == {0}, differences
+
+
+@pytest.mark.parametrize("flush", [False, True], ids=["ieee", "flush-denormal"])
+def test_the_kernels_decoding_is_torchs_float_times_the_scale(flush: bool) -> None:
+    codes = np.tile(np.arange(256, dtype=np.uint8), 2)
+    for scale in map(np.float32, (1.0, 1e-12 / 448, 0.0123, 3.0e30)):
+        expected = (
+            torch.from_numpy(codes).view(torch.float8_e4m3fn).float() * torch.tensor(scale)
+        ).numpy()
+        out = np.empty(len(codes), np.float32)
+        assert torch.set_flush_denormal(flush) or not flush
+        try:
+            _decode_block(codes, scale, out)
+        finally:
+            torch.set_flush_denormal(False)
+        nan = np.isnan(expected)
+        assert np.array_equal(np.isnan(out), nan)
+        assert np.array_equal(out[~nan].view(np.uint32), expected[~nan].view(np.uint32))
+
+
 def test_the_code_check_of_the_benchmark_finds_no_difference(capsys) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     try:

@@ -14,7 +14,7 @@ weights save another 4 B (2 read, 2 written, and a bfloat16 gradient).
 Each tensor is stored in one of four forms (``modes``): float32 state (tensors too small to
 quantize, or ``state_dtype="float32"`` with bfloat16 weights), bfloat16 state, 8-bit codes with
 one float32 absolute maximum per block (``low_precision.quantize``), or float8_e4m3fn codes with
-one float32 scale per block (``low_precision.fp8``, coded by ``lowprec_fp8``; 16 B as for int8). The weights are float32 or
+one float32 scale per block (``low_precision.fp8``, coded and decoded on the bits by ``lowprec_fp8``; 16 B as for int8). The weights are float32 or
 bfloat16, the latter rounded to nearest or stochastically (``lowprec_codec``).
 
 Kernel arguments (one call per group; see ``lowprec_dispatch``)::
@@ -50,7 +50,7 @@ from optimlab.optim.kernels.lowprec_codec import (
     linear_code_tables,
     random16,
 )
-from optimlab.optim.kernels.lowprec_fp8 import encode_fp8_divided
+from optimlab.optim.kernels.lowprec_fp8 import decode_fp8_block, encode_fp8_block
 from optimlab.optim.kernels.skeleton import prologue
 
 #: elements per block (``low_precision.quantize.BLOCK_SIZE``; the dispatcher checks they agree)
@@ -80,10 +80,13 @@ _U8 = np.empty(0, np.uint8)
 @numba.njit(inline="always")
 def _torch_update(p, g, m, v, vmax, n, k, flags, amsgrad):
     """torch.optim's Adam on the decoded state, the second moment as torchao updates it:
-    m = lerp(m, g, 1 − β₁); v = lerp(v, g², 1 − β₂); p += (−lr / bc1) m / (√v / √bc2 + ε)."""
+    m = lerp(m, g, 1 − β₁); v = lerp(v, g², 1 − β₂); p += (−lr / bc1) m / (√v · r + ε) with
+    r = fl(1 / √bc2) (torch and torchao divide, √v / √bc2: one float32 division per element
+    saved, the denominator within an ulp of theirs, the weights within float32 rounding)."""
     maximize, l2, decoupled, wd, decay = prologue(k, flags)
     w1, one, w2, eps = k[C.w1], k[C.one], k[C.w2], k[C.eps]
-    step_size, root_bc2 = k[C.step_size], k[C.root_bias_correction2]
+    step_size = k[C.step_size]
+    inverse_root_bc2 = one / k[C.root_bias_correction2]
     for j in range(n):
         pj, gj = decayed_gradient(p[j], g[j], maximize, l2, decoupled, wd, decay)
         mj = lerp(m[j], gj, w1, one)
@@ -93,7 +96,7 @@ def _torch_update(p, g, m, v, vmax, n, k, flags, amsgrad):
         if amsgrad:
             vj = maximum(vmax[j], vj)
             vmax[j] = vj
-        p[j] = pj + step_size * mj / (np.sqrt(vj) / root_bc2 + eps)
+        p[j] = pj + step_size * mj / (np.sqrt(vj) * inverse_root_bc2 + eps)
 
 
 @numba.njit(inline="always")
@@ -114,13 +117,14 @@ def _update(p, g, m, v, vmax, n, k, flags):
 
 # ---- state: one block in, one block out -------------------------------------------------------
 @numba.njit(inline="always")
-def _load(address, maxima, start, n, mode, table, fp8_table, out):
+def _load(address, maxima, start, n, mode, table, out):
     """Decode n elements of one state from `start` into the float32 scratch `out`
-    (`table`: the 8-bit map; `fp8_table`: the e4m3fn codes' values; `maxima`: the blocks'
-    maxima or fp8 scales)."""
-    if mode >= MODE_INT8:  # (8-bit codes: MODE_INT8 or MODE_FP8)
-        if mode == MODE_FP8:
-            table = fp8_table  # (float(code) · scale: the same lookup and product)
+    (`table`: the 8-bit map; `maxima`: the blocks' maxima or fp8 scales)."""
+    if mode == MODE_FP8:  # float(code) · scale, the code's value computed from its bits
+        codes = pointer_view(address, start, start + n, _U8)
+        scale = pointer_view(maxima, start // BLOCK, start // BLOCK + 1, _F32)[0]
+        decode_fp8_block(codes, scale, out, n)
+    elif mode == MODE_INT8:
         codes = pointer_view(address, start, start + n, _U8)
         scale = pointer_view(maxima, start // BLOCK, start // BLOCK + 1, _F32)[0]
         if n == BLOCK:  # (8-bit state is whole blocks; the loop is the same rule, element-wise)
@@ -160,8 +164,9 @@ def _store(address, maxima, start, n, mode, thresholds, bucket, values):
     `values` is scratch, overwritten."""
     if mode == MODE_FP8:
         # torchao's AdamWFp8: scale = max(amax, 1e-12) / 448, code = fl8(x / scale)
+        # (the codes of x / scale, computed as x · fl(1/scale) with flagged lanes divided)
         scale = _block_absmax(values, n) / FP8_LARGEST
-        encode_fp8_divided(values, scale, pointer_view(address, start, start + n, _U8), n)
+        encode_fp8_block(values, scale, pointer_view(address, start, start + n, _U8), n)
         pointer_view(maxima, start // BLOCK, start // BLOCK + 1, _F32)[0] = scale
     elif mode == MODE_INT8:
         scale = _block_absmax(values, n)
@@ -201,7 +206,6 @@ def _chunk(c, param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, key
     kind = flags[KIND]
     key = keys[t]
     maps, thresholds, buckets = tables
-    fp8 = maps[2]
     m = np.empty(BLOCK, np.float32)
     v = np.empty(BLOCK, np.float32)
     vmax = np.empty(BLOCK, np.float32)
@@ -209,10 +213,10 @@ def _chunk(c, param_ptrs, grad_ptrs, state_ptrs, modes, chunks, coef, flags, key
     g = np.empty(BLOCK, np.float32)
     for start in range(lo, hi, BLOCK):
         n = min(BLOCK, hi - start)
-        _load(ptrs[0], ptrs[1], start, n, mode, maps[0], fp8, m)
-        _load(ptrs[2], ptrs[3], start, n, mode, maps[1], fp8, v)
+        _load(ptrs[0], ptrs[1], start, n, mode, maps[0], m)
+        _load(ptrs[2], ptrs[3], start, n, mode, maps[1], v)
         if amsgrad:
-            _load(ptrs[4], ptrs[5], start, n, mode, maps[1], fp8, vmax)
+            _load(ptrs[4], ptrs[5], start, n, mode, maps[1], vmax)
         if kind == WEIGHTS_FLOAT32:
             weights = pointer_view(param_ptrs[t], start, start + n, _F32)
             _update(

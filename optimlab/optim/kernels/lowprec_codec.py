@@ -784,12 +784,11 @@ def code_tables(signed: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 def codec_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(maps float32[3, 256], thresholds float32[2, 256], buckets uint8[2, 2¹⁶]): row 0 for the
-    signed map, row 1 for the unsigned one; the maps' row 2 is the e4m3fn codes' values
-    (``lowprec_fp8``, fp8 state)."""
-    from optimlab.optim.kernels.lowprec_fp8 import values as fp8_values
+    """(maps float32[2, 256], thresholds float32[2, 256], buckets uint8[2, 2¹⁶]): row 0 for the
+    signed map, row 1 for the unsigned one (fp8 state needs no table: ``lowprec_fp8`` codes and
+    decodes on the bits)."""
     from optimlab.optim.low_precision.quantize import dynamic_map
 
     signed, unsigned = code_tables(True), code_tables(False)
-    maps = np.stack([dynamic_map(True).numpy(), dynamic_map(False).numpy(), fp8_values()])
+    maps = np.stack([dynamic_map(True).numpy(), dynamic_map(False).numpy()])
     return maps, np.stack([signed[0], unsigned[0]]), np.stack([signed[1], unsigned[1]])

@@ -78,7 +78,6 @@ def _chunk(
     first = fresh[t]
     key = keys[t]
     values, thresholds, buckets = tables
-    fp8 = values[2]
     state = np.empty((max(rows, 1), BLOCK), np.float32)
     p = np.empty(BLOCK, np.float32)
     g = np.empty(BLOCK, np.float32)
@@ -86,7 +85,7 @@ def _chunk(
         n = min(BLOCK, hi - start)
         for row in range(rows):
             table = values[maps[row]]
-            _load(ptrs[2 * row], ptrs[2 * row + 1], start, n, mode, table, fp8, state[row])
+            _load(ptrs[2 * row], ptrs[2 * row + 1], start, n, mode, table, state[row])
         # the weights in float32 scratch whatever their kind: one inlined copy of the element
         # loop (its variants compile once, not once per kind) for a copy that stays in L1
         if kind == WEIGHTS_FLOAT32:
