@@ -160,6 +160,38 @@ def test_database_of_another_version_is_an_error(tmp_path: Path, capsys) -> None
     assert "written by optimlab 0.0.1" in error
 
 
+def test_export_reads_another_versions_results_and_never_suggests_fresh(
+    tmp_path: Path, capsys
+) -> None:
+    # export is read-only: it reads a database another optimlab version wrote in the same
+    # schema (exporting is what one does before starting over), and its errors don't advise
+    # `--fresh`, an option export doesn't have (it used to, for both cases below)
+    from optimlab.lab.store import SCHEMA_VERSION, ResultStore
+    from optimlab.lab.trial import TrialResult, TrialSpec
+
+    store = ResultStore(tmp_path / "old")
+    spec = TrialSpec(problem="P", optimizer="adam", hyperparameters={"lr": 0.1}, seed=3, steps=5)
+    store.put(spec, TrialResult(status="ok", reason="", metrics={"final_val_loss": 0.25}))
+    with sqlite3.connect(store.path) as connection:
+        connection.execute("UPDATE meta SET value = '0.0.9' WHERE key = 'optimlab_version'")
+    capsys.readouterr()
+    assert main(["export", "--out", str(tmp_path / "old"), "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    assert "adam" in out and "0.25" in out
+    with sqlite3.connect(store.path) as connection:
+        connection.execute(
+            f"UPDATE meta SET value = '{SCHEMA_VERSION + 1}' WHERE key = 'schema_version'"
+        )
+    assert main(["export", "--out", str(tmp_path / "old")]) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert "read it with optimlab 0.0.9" in error and "--fresh" not in error
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "results.sqlite").write_bytes(b"garbage" * 1000)
+    assert main(["export", "--out", str(tmp_path / "bad")]) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert "not a readable optimlab results database" in error and "--fresh" not in error
+
+
 def test_export_bad_input(tmp_path: Path, capsys) -> None:
     assert main(["export", "--out", str(tmp_path)]) == 2
     assert "no results database in" in capsys.readouterr().err

@@ -131,13 +131,18 @@ class ResultStore:
         try:
             with closing(_connect(self.path)) as connection:
                 if existed:
-                    self._check(connection)
+                    self._check(connection, writing=create)
                 else:
                     self._create(connection)
         except sqlite3.DatabaseError as error:
+            advice = (
+                "Move it away, use another --out, or pass --fresh to delete it"
+                if create
+                else "Nothing was changed"
+            )
             raise StoreError(
                 f"{self.path} is not a readable optimlab results database ({error}); it may be "
-                f"corrupted. Move it away, use another --out, or pass --fresh to delete it"
+                f"corrupted. {advice}"
             ) from None
 
     def _create(self, connection: sqlite3.Connection) -> None:
@@ -153,17 +158,32 @@ class ResultStore:
             connection.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
         connection.execute("COMMIT")
 
-    def _check(self, connection: sqlite3.Connection) -> None:
+    def _check(self, connection: sqlite3.Connection, writing: bool = True) -> None:
+        """Refuse a database that is not ours. Writing into one from another optimlab version
+        would mix trials that may not be comparable; reading one (export) needs only the same
+        schema: the rows mean the same, and exporting is what one does before starting over."""
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
         if "meta" not in tables:
             raise StoreError(
                 f"{self.path} is an SQLite file but not an optimlab results database; refusing "
-                f"to overwrite it. Use another --out, or --fresh to delete it"
+                + (
+                    "to overwrite it. Use another --out, or --fresh to delete it"
+                    if writing
+                    else "to read it"
+                )
             )
         meta = dict(connection.execute("SELECT key, value FROM meta"))
         if meta.get("application") != APPLICATION:
             raise StoreError(f"{self.path} was not written by optimlab compare; refusing to use it")
         written = (meta.get("optimlab_version"), meta.get("schema_version"))
+        if not writing:
+            if written[1] != str(SCHEMA_VERSION):
+                raise StoreError(
+                    f"{self.path} was written by optimlab {written[0]} in results schema "
+                    f"{written[1]}; this is optimlab {__version__}, which reads schema "
+                    f"{SCHEMA_VERSION}: read it with optimlab {written[0]}"
+                )
+            return
         if written != (__version__, str(SCHEMA_VERSION)):
             raise StoreError(
                 f"{self.path} was written by optimlab {written[0]} (schema {written[1]}); this "
