@@ -118,9 +118,27 @@ def test_cli_json_and_text_carry_the_verdict(capsys):
     assert main(flat) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "no suggestion: flat — the loss did not fall by more than 10%" in text
+    # its landmarks are not to be taken for an answer
+    assert "steepest descent at:" in text and "(a landmark of the curve, not a suggestion)" in text
     assert main(["lr-find", "--problem", "digits-mlp", "--optimizer", "adam"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "suggested learning rate:" in text and "verdict: reliable" in text
+    assert "not a suggestion" not in text
+
+
+def test_cli_says_when_the_loss_was_lowest_at_the_end_of_the_range(capsys):
+    # docs/diagnose.md's sgd example ends at lr 1, where digits-mlp's loss is still falling
+    argv = ["lr-find", "--problem", "digits-mlp", "--optimizer", "sgd", "--start-lr", "1e-5",
+            "--end-lr", "1", "--num-iter", "50", "--suggest", "steepest"]  # fmt: skip
+    assert main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert main(argv) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    at_end = result["stop_reason"] == "completed" and result["minimum"] >= result["lrs"][-1] * (
+        1 - 1e-9
+    )
+    assert at_end  # the docs' example: the lowest loss is at the last rate tested
+    assert "try a larger --end-lr" in text
 
 
 def test_cli_ramp_and_rule_options_reach_the_test(capsys):

@@ -138,11 +138,20 @@ def command(
             f"suggested learning rate: [bold]{s.lr:.3g}[/] ({s.rule} rule) — "
             f"[bold yellow]unreliable[/]: {escape(verdict.reason)}"
         )
+    # without a suggestion the curve's landmarks are still printed (they say what the curve
+    # did), but labelled so that no one takes one of them for the answer
+    aside = " (a landmark of the curve, not a suggestion)" if s.lr is None else ""
     if s.valley_range is not None:
-        console.print(f"valley: {s.valley_range[0]:.3g} – {s.valley_range[1]:.3g}")
+        console.print(f"valley: {s.valley_range[0]:.3g} – {s.valley_range[1]:.3g}{aside}")
     if s.steepest is not None:
-        console.print(f"steepest descent at: {s.steepest:.3g}")
+        console.print(f"steepest descent at: {s.steepest:.3g}{aside}")
     if s.minimum is not None:
-        console.print(f"lowest loss at: {s.minimum:.3g}")
+        console.print(f"lowest loss at: {s.minimum:.3g}{aside}")
+        if result.stop_reason == "completed" and s.minimum >= result.lrs[-1] * (1 - 1e-9):
+            # the loss was still falling at the last rate tested: the range ended too soon
+            console.print(
+                f"[yellow]the loss was lowest at the last rate tested ({result.lrs[-1]:.3g}): "
+                f"the range may end too soon; try a larger --end-lr[/]"
+            )
     console.print(f"stopped: {result.stop_reason} after {len(result.lrs)} iterations")
     return 0
