@@ -156,7 +156,11 @@ def saddle_loss(output: torch.Tensor, _target: torch.Tensor) -> torch.Tensor:
 
 def test_negative_curvature_at_the_saddle_of_x2_minus_y2():
     data = (torch.zeros(3, 1), torch.zeros(3))
-    result = analyze_hessian(Saddle(), data, saddle_loss, k=2)
+    said: list[str] = []
+    result = analyze_hessian(Saddle(), data, saddle_loss, k=2, progress=said.append)
+    # every stage that costs HVPs says so before it starts (the trace and the density used to
+    # run silently for minutes on a deep net)
+    assert [m.split(" ")[1] for m in said] == ["2", "λmax=2", "trace", "spectral"]
     assert result.lambda_max == pytest.approx(2.0, rel=1e-9)
     assert result.lambda_min == pytest.approx(-2.0, rel=1e-9)
     assert result.negative_curvature

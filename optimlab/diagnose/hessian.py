@@ -489,12 +489,19 @@ def analyze_hessian(
     hvps = {"eigenvalues": eig.hvps}
     if progress is not None:
         progress(f"hessian: λmax={eig.top[0]:.4g} λmin={eig.smallest:.4g} ({eig.hvps} HVPs)")
+        # the trace and the density take as many HVPs again and more: say so, or the run
+        # goes silent for minutes on a deep net
+        progress(f"hessian: trace ({trace_samples} Hutchinson samples)")
     trace, stderr = hutchinson_trace(
         operator, operator.dim, trace_samples, seed=seed + 1, deflate=eig.lanczos
     )
     hvps["trace"] = trace_samples
     sld = None
     if density:
+        if progress is not None:
+            progress(
+                f"hessian: spectral density ({density_runs} runs × {density_iter} Lanczos steps)"
+            )
         sld = spectral_density(
             operator, operator.dim, runs=density_runs, iterations=density_iter, seed=seed + 2
         )
