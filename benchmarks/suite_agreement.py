@@ -126,16 +126,11 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def half_summaries(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The run's summary recomputed twice from its store: once over the first half of its seed
-    reruns, once over the second (same grid, so the same tuned rates)."""
+def rebuilt_comparison(run: dict[str, Any]) -> Any:
+    """The `Comparison` a finished run planned, from its summary's ``run`` block."""
     from optimlab.cli.compare import build_comparison
-    from optimlab.lab.protocol import Comparison
-    from optimlab.lab.store import ResultStore
-    from optimlab.lab.summary import summarize_store
 
-    run = load(directory)["run"]
-    comparison = build_comparison(
+    return build_comparison(
         run["suite"],
         ",".join(p["problem"] for p in run["problems"]),
         ",".join(run["optimizers"]),
@@ -144,6 +139,17 @@ def half_summaries(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         None,
         evals=run["evals"],
     )
+
+
+def half_summaries(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's summary recomputed twice from its store: once over the first half of its seed
+    reruns, once over the second (same grid, so the same tuned rates)."""
+    from optimlab.lab.protocol import Comparison
+    from optimlab.lab.store import ResultStore
+    from optimlab.lab.summary import summarize_store
+
+    run = load(directory)["run"]
+    comparison = rebuilt_comparison(run)
     seed_trials = Comparison.seed_trials
     seeds = run["seeds"]
     halves = []

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from halving_agreement import kendall_tau
+from suite_agreement import load, rebuilt_comparison
 
 #: per problem, per optimizer label: (seed, finished, steps, training losses) of each seed rerun
 Curves = dict[str, dict[str, list[tuple[int, bool, list[int] | None, list[float] | None]]]]
@@ -41,21 +42,11 @@ SEED_SETS = {"0-2": set(range(3)), "3-5": set(range(3, 6)), "all": None}
 
 def tuned_seed_curves(directory: Path) -> Curves:
     """Each ranked problem's seed reruns at each optimizer's tuned rate, from a run's store."""
-    from optimlab.cli.compare import build_comparison
     from optimlab.lab.protocol import best_lr
     from optimlab.lab.store import ResultStore
 
-    summary = json.loads((directory / "summary.json").read_text())
-    run = summary["run"]
-    comparison = build_comparison(
-        run["suite"],
-        ",".join(p["problem"] for p in run["problems"]),
-        ",".join(run["optimizers"]),
-        run["seeds"],
-        run["schedule"],
-        None,
-        evals=run["evals"],
-    )
+    summary = load(directory)
+    comparison = rebuilt_comparison(summary["run"])
     stored = ResultStore(directory, create=False).get()
     out: Curves = {}
     for problem, steps in comparison.problems:
