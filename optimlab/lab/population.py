@@ -278,7 +278,9 @@ class BatchedModel:
     The built-in models run a forward written out by hand over the stacked weights
     (`optimlab.lab.population_batched`: batched matmuls, a convolution with its own backward),
     without vmap; the loss is torch's cross-entropy laid out classes-major where it rounds as
-    torch's own (`optimlab.lab.population_loss`), else the problem's own, vmapped. Other models run under vmap; their
+    torch's own (`optimlab.lab.population_loss`), else the problem's own, vmapped; a model that
+    is one ``Linear`` layer on ``cross_entropy`` runs the layer and the loss as one node
+    (`optimlab.lab.population_logistic`). Other models run under vmap; their
     ``Conv1d`` layers as one matmul per member (`optimlab.lab.population_conv`), which vmap
     batches into one ``bmm`` over the members (vmap's own ``conv1d`` is no faster per member
     than a single trial's)."""
