@@ -10,6 +10,13 @@ machine's matmul rate, the floor per member-step, a single trial's time per step
 - Matmul rate: a float32 (128×64)·(64×128) matmul, one thread, best of 5 × 2,000 — the size of
   these networks' layers — measured again before each problem (the machine is shared: the
   floor of a problem uses the rate measured next to it).
+- Element-wise floor: work a FLOP count leaves out but a population step cannot avoid, timed
+  on this machine next to each problem (one thread, best of 5 × 200) and added to the FLOP
+  floor, per member-step: gathering the members' minibatches (``index_select`` of M·B rows of
+  the training inputs: each member reads its own) and one ``exp`` over the M·B·C logits of a
+  classification problem (the softmax's; its backward needs them again, not counted). The
+  products themselves are counted at the 128×64·64×128 rate, not at their own shapes' (a
+  10-row product, digits-logreg's, runs at ≈ 55–59 GFLOP/s: docs/compare.md).
 - Single trial: `optimlab.lab.train.train`, Adam at lr 1e-3, ``seconds_per_step`` (training
   steps after the first; evaluations excluded). Population: `train_population` of `--members`
   Adam trials (rates 1e-4 … 1e-1, seeds 0 …), its ``seconds_per_step`` (the population's step
@@ -62,6 +69,37 @@ def matmul_gflops() -> float:
             torch.mm(a, b)
         best = min(best, time.perf_counter() - start)
     return 2 * 128 * 64 * 128 * 2000 / best / 1e9
+
+
+def best_seconds(call, repeats: int = 5, number: int = 200) -> float:
+    """The fastest of `repeats` timings of `number` calls, per call."""
+    call()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(number):
+            call()
+        best = min(best, time.perf_counter() - start)
+    return best / number
+
+
+def elementwise_seconds(problem, members: int) -> float:
+    """Seconds per member-step of the work outside the products (module docstring): the
+    members' minibatch gather and, for classification, one exp over their logits."""
+    import torch
+
+    x, _ = problem.train
+    batch = min(problem.batch_size, len(x))
+    index = torch.randint(0, len(x), (members * batch,), generator=torch.Generator().manual_seed(0))
+    gathered = torch.empty(members * batch, *x.shape[1:], dtype=x.dtype)
+    seconds = best_seconds(lambda: torch.index_select(x, 0, index, out=gathered))
+    if problem.task == "classification":
+        with torch.no_grad():
+            classes = problem.build_model(0)(x[:1]).shape[-1]
+        logits = torch.randn(members, batch, classes, dtype=x.dtype)
+        out = torch.empty_like(logits)
+        seconds += best_seconds(lambda: torch.exp(logits, out=out))
+    return seconds / members
 
 
 def step_flops(problem) -> int:
@@ -144,6 +182,7 @@ def measure(spec: str, members: int, steps: int, repeats: int, vmap_conv: bool =
     flops = step_flops(problem)
     rate = matmul_gflops()
     floor = flops / (rate * 1e9)
+    elementwise = elementwise_seconds(problem, members)
     variants = [
         ("single", 1, "explicit"),
         ("population", members, "explicit"),
@@ -160,6 +199,8 @@ def measure(spec: str, members: int, steps: int, repeats: int, vmap_conv: bool =
         "mflop_per_step": flops / 1e6,
         "matmul_gflops": rate,
         "floor_ms": floor * 1e3,
+        "elementwise_ms": elementwise * 1e3,
+        "floor_with_elementwise_ms": (floor + elementwise) * 1e3,
     }
     for name, values in runs.items():
         row[f"{name}_ms"] = statistics.median(v[0] for v in values) * 1e3
@@ -170,6 +211,7 @@ def measure(spec: str, members: int, steps: int, repeats: int, vmap_conv: bool =
     row["cpu_speedup"] = row["single_cpu_ms"] / row["population_cpu_ms"]
     row["population_vs_floor"] = row["population_ms"] / row["floor_ms"] if floor else None
     row["population_cpu_vs_floor"] = row["population_cpu_ms"] / row["floor_ms"] if floor else None
+    row["population_vs_elementwise_floor"] = row["population_ms"] / row["floor_with_elementwise_ms"]
     return row
 
 
@@ -203,9 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "| problem | MFLOP/step | matmul GFLOP/s | floor ms | single ms/step | population "
         "ms/member-step | speed-up | × floor | CPU ms single / population | CPU speed-up "
-        "| CPU × floor | peak MB single / population |"
+        "| CPU × floor | floor + gather + exp ms | × that (CPU) | peak MB single / population |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
 
         def ratio(value):
@@ -217,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['speedup']:.2f}× | {ratio(r['population_vs_floor'])} | "
             f"{r['single_cpu_ms']:.3f} / {r['population_cpu_ms']:.3f} | "
             f"{r['cpu_speedup']:.2f}× | {ratio(r['population_cpu_vs_floor'])} | "
+            f"{r['floor_with_elementwise_ms']:.3f} | {r['population_vs_elementwise_floor']:.1f} "
+            f"({r['population_cpu_ms'] / r['floor_with_elementwise_ms']:.1f}) | "
             f"{r['single_peak_mb']:.0f} / {r['population_peak_mb']:.0f} |"
         )
     print(

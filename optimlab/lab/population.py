@@ -56,7 +56,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from optimlab.lab import population_loss
+from optimlab.lab import population_logistic, population_loss
 from optimlab.lab.population_batched import explicit_forward
 from optimlab.lab.population_conv import batchable
 from optimlab.lab.population_memory import keep_freed_memory
@@ -278,7 +278,9 @@ class BatchedModel:
     The built-in models run a forward written out by hand over the stacked weights
     (`optimlab.lab.population_batched`: batched matmuls, a convolution with its own backward),
     without vmap; the loss is torch's cross-entropy laid out classes-major where it rounds as
-    torch's own (`optimlab.lab.population_loss`), else the problem's own, vmapped. Other models run under vmap; their
+    torch's own (`optimlab.lab.population_loss`), else the problem's own, vmapped; a model that
+    is one ``Linear`` layer on ``cross_entropy`` runs the layer and the loss as one node
+    (`optimlab.lab.population_logistic`). Other models run under vmap; their
     ``Conv1d`` layers as one matmul per member (`optimlab.lab.population_conv`), which vmap
     batches into one ``bmm`` over the members (vmap's own ``conv1d`` is no faster per member
     than a single trial's)."""
@@ -287,6 +289,8 @@ class BatchedModel:
         keep_freed_memory()  # the next step reuses this step's pages (population_memory)
         self.module = batchable(models[0])
         self.explicit = explicit_forward(models[0])
+        # one Linear layer: the layer and the loss as one node (population_logistic)
+        self.logistic = population_logistic.names(models[0])
         self.size = len(models)
         self.streams = [mask_stream(m) for m in models]
         self._plans: dict[tuple[Any, ...], list[Draw]] = {}
@@ -323,6 +327,17 @@ class BatchedModel:
         wrapped = None if penalty is None else _Penalty(self.module, penalty)
         stream = self.streams[0]
         masks = self.masks(inputs[0]) if stream is not None else []
+        if self.logistic is not None and not masks:
+            weight, bias = self.logistic
+            params = self.parameters()
+            if population_logistic.applies(loss_fn, inputs, targets, params[weight].shape[1]):
+                losses = population_logistic.member_logistic_loss(
+                    inputs, params[weight], params[bias] if bias else None, targets
+                )
+                if wrapped is not None:
+                    penalties = vmap(lambda p: functional_call(wrapped, _prefixed(p), ()))
+                    losses = losses + penalties(params)
+                return losses
         if self.explicit is not None:
             self.module.train()
             outputs = self.explicit(self.parameters(), self.buffers, inputs, masks, True)
@@ -350,6 +365,17 @@ class BatchedModel:
         return vmap(member, randomness="error")(
             self.parameters(), self.buffers, inputs, targets, masks
         )
+
+    @staticmethod
+    def minibatches(
+        x: torch.Tensor, y: torch.Tensor, index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x[index], y[index]`` for an (M, B) index: each member's minibatch, (M, B, …).
+        ``index_select`` on the flat index, not advanced indexing: measured 32 against 208 µs
+        for digits-logreg's 36 × 128 rows of 64 floats (one thread)."""
+        flat = index.reshape(-1)
+        inputs = torch.index_select(x, 0, flat).view(*index.shape, *x.shape[1:])
+        return inputs, torch.index_select(y, 0, flat).view(*index.shape, *y.shape[1:])
 
     def masks(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The masks of one training forward on a minibatch shaped like `x`: each member's
@@ -583,7 +609,7 @@ def _train_population(
             orders, position = _orders([members[i] for i in live], n), 0
         index = orders[:, position : position + batch]
         position += batch
-        inputs, targets = x_train[index], y_train[index]
+        inputs, targets = BatchedModel.minibatches(x_train, y_train, index)
         if problem.augment is not None:
             inputs = torch.stack(
                 [problem.augment(inputs[r], members[i].generator) for r, i in enumerate(live)]
