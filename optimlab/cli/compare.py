@@ -515,7 +515,7 @@ def problem_tables(summary: dict[str, Any], problem: str, width: int = 80) -> li
     from rich import box
     from rich.table import Table
 
-    from optimlab.lab.summary import format_metric
+    from optimlab.lab.summary import ranked_metric
 
     info = summary["problem_info"][problem]
     entries = summary["problems"][problem]
@@ -530,8 +530,7 @@ def problem_tables(summary: dict[str, Any], problem: str, width: int = 80) -> li
         e = entries[label]
         tie = "=" if e["tied_with"] else ""
         rank = "—" if e["rank"] is None else f"{e['rank']}{tie}"
-        key = metric["key"]
-        value = format_metric(info["task"], e.get(f"{key}_mean"), e.get(f"{key}_std"))
+        value = ranked_metric(e, info["task"])
         steps_to = e["steps_to_target"]
         to_target = "never" if steps_to is None else str(steps_to)
         if steps_to is not None and e.get("seconds_to_target") is not None:
@@ -609,6 +608,9 @@ def protocol_caption(entries: dict[str, Any]) -> str | None:
     if scheduled:
         notes = {entries[label]["protocol"] for label in scheduled}
         lines.append(f"{', '.join(scheduled)}: {'; '.join(sorted(notes))}")
+    for label, e in entries.items():  # seeds that diverged or failed count in the rank
+        if e.get("seeds_counted_untrained") and e.get("rank") is not None:
+            lines.append(f"{label}: {e['reason']}")
     return "\n".join(lines) or None
 
 
