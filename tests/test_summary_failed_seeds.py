@@ -144,3 +144,11 @@ def test_a_failed_seed_counts_from_step_0_and_all_failed_stays_unranked() -> Non
     assert nadam["ranked_mean"] == pytest.approx((0.95 + 9 * 0.1) / 10)
     assert nadam["reason"].startswith("9 of 10 seeds failed at lr 0.01")
     assert nadam["rank"] == 2
+
+
+def test_the_report_shows_the_ranked_mean_and_the_sentence() -> None:
+    from optimlab.report.html import render_html
+
+    page = render_html(fabricated("classification"))
+    assert '52.6 ± 44.9% <span class="warn">(5 of 10 seeds ok)</span>' in page
+    assert "nadam — 5 of 10 seeds diverged at step 4 at lr 0.01: ranked counting" in page
