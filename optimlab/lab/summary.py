@@ -32,7 +32,7 @@ metric (the test loss is not measured at step 0) — and its training-loss curve
 on is its step-0 value, in the steps to target and the bootstrap alike. An optimizer that
 diverges on half its seeds is then ranked on a mean that says so, not on its survivors. The
 statistics over the ok seeds (``*_mean``, ``*_std``) stay in the summary beside what the
-ranking used (``ranked_mean``, ``ranked_std``, ``ranked_values``). An optimizer with no ok
+ranking used (``ranked_mean``, ``ranked_std`` and ``values``, per seed as ranked). An optimizer with no ok
 seed stays unranked; a grid point stopped by successive halving (``pruned``) is no seed.
 
 Wall-clock time to the target (``seconds_to_target``) sits beside the steps: the training time
@@ -493,7 +493,10 @@ def _pair(
     entry["untrained_value"] = float(np.mean(imputed)) if imputed else None
     entry["status"], entry["reason"] = _status(entry, grid, lr)
     if entry["status"] == "ok" and entry["seeds_counted_untrained"]:
-        entry["reason"] = _seed_failures(entry, seeds, task if classification else "regression")
+        shown_as = "classification" if classification else task
+        entry["reason"] = _seed_failures(
+            entry, seeds, shown_as if shown_as in METRICS else "regression"
+        )
     return entry, mean_curve(seeds, seconds=True, count_failures=True), seeds
 
 
