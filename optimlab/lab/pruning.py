@@ -14,10 +14,10 @@ its ``stop_if`` question after each evaluation, so an unpruned run gives bit for
 of `train`.
 
 Every other run — the grid, the seed reruns at the tuned rate, the default-rate seeds — is not
-stopped at the first evaluation above the factor, because many come back: in a full-suite run
-(docs/compare.md, "Seeds that diverge: measured"), 561 finished runs passed 10 × their step-0 validation loss at some
-evaluation and 429 of them ended below it, among them the tuned rate of two pairs and 14 of
-their seed reruns (mnist1d-cnn RMSprop and AdaMax: a spike at step 1, final validation losses
+stopped at the first evaluation above the factor, because many come back: in a full-suite
+run (docs/compare.md, "Seeds that diverge: measured"), 561 finished runs passed 10 × their
+step-0 validation loss at some evaluation and 429 of them ended below it, among them the tuned
+rate of two pairs and 14 of their seed reruns (mnist1d-cnn RMSprop and AdaMax: a spike at step 1, final validation losses
 0.55–0.98). Stopping those would store good runs as diverged. What `ended_exploded` does instead
 is judge the finished run: one whose final validation loss is still above `EXPLODE_FACTOR` × its
 step-0 value did not come back (a finite loss that grew a thousandfold is no result), and is
