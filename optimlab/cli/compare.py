@@ -39,6 +39,56 @@ DEFAULT_OUT = "results/compare"
 EXECUTORS = ("local", "ray")
 #: exit code of a run interrupted by Ctrl-C (128 + SIGINT), as shells report it
 INTERRUPTED = 130
+#: the files compare writes into --out (the store, its WAL, the progress file, Optuna's studies)
+OWN_FILES = (
+    "results.sqlite",
+    "results.sqlite-wal",
+    "results.sqlite-shm",
+    "progress.json",
+    "optuna.journal",
+    "optuna.journal.lock",
+)
+
+
+def new_directories(out: str) -> list[Path]:
+    """The directories that making `out` creates: `out` and its missing parents, deepest
+    first (empty when `out` exists)."""
+    path = Path(out).absolute()
+    created = []
+    while not path.exists() and path.parent != path:
+        created.append(path)
+        path = path.parent
+    return created
+
+
+def remove_unused(created: list[Path]) -> bool:
+    """After Ctrl-C: remove the directories compare created for --out (`new_directories`,
+    taken before it made them) when no trial is stored in them; True if removed. Never a
+    directory that existed before, nor one holding a stored trial or any file compare does
+    not write itself."""
+    from optimlab.lab.store import DB_NAME, ResultStore, StoreError
+
+    if not created or not created[0].is_dir():
+        return False
+    out = created[0]
+    if (out / DB_NAME).exists():
+        try:
+            if ResultStore(out, create=False).count():
+                return False
+        except StoreError:
+            return False
+    entries = list(out.iterdir())
+    # the progress file's atomic write leaves ".progress.json.*" only if killed mid-write
+    if any(e.name not in OWN_FILES and not e.name.startswith(".progress.json.") for e in entries):
+        return False
+    for entry in entries:
+        entry.unlink(missing_ok=True)
+    for directory in created:  # deepest first; stop at one that is not empty
+        try:
+            directory.rmdir()
+        except OSError:
+            break
+    return True
 
 
 def check_scale_options(
@@ -293,6 +343,8 @@ class Setup:
     executor: Any
     where: str
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the directories this command created for --out (removed on Ctrl-C if nothing is stored)
+    created: list[Path] = field(default_factory=list)
 
 
 def build(options: Options) -> Setup:
@@ -413,6 +465,15 @@ def run(setup: Setup) -> tuple[dict[str, int], float]:
         progress.close()
         setup.executor.close()
         stored = setup.store.count()
+        if not stored and remove_unused(setup.created):
+            print(
+                f"\ninterrupted before the first trial finished: nothing is stored, and "
+                f"{setup.options.out}, which this command created, is removed; this command "
+                f"starts it again:\n  {setup.options.resume_command()}",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise typer.Exit(INTERRUPTED) from None
         print(
             f"\ninterrupted: {stored} trials are stored in {setup.store.path}; "
             f"this command resumes the run (stored trials are reused):\n"
@@ -515,7 +576,7 @@ def problem_tables(summary: dict[str, Any], problem: str, width: int = 80) -> li
     from rich import box
     from rich.table import Table
 
-    from optimlab.lab.summary import format_metric
+    from optimlab.lab.summary import ranked_metric
 
     info = summary["problem_info"][problem]
     entries = summary["problems"][problem]
@@ -530,8 +591,7 @@ def problem_tables(summary: dict[str, Any], problem: str, width: int = 80) -> li
         e = entries[label]
         tie = "=" if e["tied_with"] else ""
         rank = "—" if e["rank"] is None else f"{e['rank']}{tie}"
-        key = metric["key"]
-        value = format_metric(info["task"], e.get(f"{key}_mean"), e.get(f"{key}_std"))
+        value = ranked_metric(e, info["task"])
         steps_to = e["steps_to_target"]
         to_target = "never" if steps_to is None else str(steps_to)
         if steps_to is not None and e.get("seconds_to_target") is not None:
@@ -609,6 +669,9 @@ def protocol_caption(entries: dict[str, Any]) -> str | None:
     if scheduled:
         notes = {entries[label]["protocol"] for label in scheduled}
         lines.append(f"{', '.join(scheduled)}: {'; '.join(sorted(notes))}")
+    for label, e in entries.items():  # seeds that diverged or failed count in the rank
+        if e.get("seeds_counted_untrained") and e.get("rank") is not None:
+            lines.append(f"{label}: {e['reason']}")
     return "\n".join(lines) or None
 
 
@@ -659,15 +722,19 @@ def compare(options: Options) -> int:
     # torch, the problems' data and the pool's processes take seconds to start (tens on a
     # loaded machine): say what is happening instead of staying silent until a trial ends
     print("compare: starting (loading torch, building the problems)…", file=sys.stderr, flush=True)
+    created = new_directories(options.out)  # a Ctrl-C before any result removes them again
     try:
         setup = build(options)
     except KeyboardInterrupt:
+        removed = remove_unused(created)
         print(
-            f"\ninterrupted before any trial ran (nothing stored yet); this command starts it "
-            f"again:\n  {options.resume_command()}",
+            f"\ninterrupted before any trial ran (nothing stored yet"
+            f"{f'; {options.out}, which this command created, is removed' if removed else ''}"
+            f"); this command starts it again:\n  {options.resume_command()}",
             file=sys.stderr,
         )
         raise typer.Exit(INTERRUPTED) from None
+    setup.created = created
     counts, seconds = run(setup)  # Ctrl-C here: what is stored, how to resume
     print(f"compare: writing the report to {options.out} …", file=sys.stderr, flush=True)
     try:

@@ -103,16 +103,15 @@ def _init_worker(cache: dict[str, Any], sources: dict[str, str], directory: str)
 
 def run_trial(spec: TrialSpec, prune: bool = False) -> TrialResult:
     """Train `spec` in this process (the problem built once per process) and return its result.
-    ``prune``: stop a clearly diverging run early (`optimlab.lab.pruning`); tuners ask for it."""
+    ``prune``: stop a clearly diverging run early (`optimlab.lab.pruning`); tuners ask for it.
+    A run that ended exploded is ``diverged`` (`optimlab.lab.pruning.ended_exploded`)."""
     try:
         problem = _problem(spec.problem)
     except Exception:  # let train() turn a bad problem into a "failed" trial with the reason
         problem = None
-    if prune:
-        from optimlab.lab.pruning import train_pruned
+    from optimlab.lab.pruning import ended_exploded, train_pruned
 
-        return train_pruned(spec, problem)
-    return train(spec, problem)
+    return ended_exploded(train_pruned(spec, problem) if prune else train(spec, problem))
 
 
 def run_and_store(
@@ -130,7 +129,17 @@ def run_unit(specs: list[TrialSpec], prune: Pruning = False) -> list[TrialResult
     """One unit of work: a single trial, or a population trained batched (the results in the
     order of `specs`). A population that turns out unbatchable here runs trial by trial.
     ``prune`` a `HalvingPolicy`: the unit is one (problem, optimizer)'s grid, successively
-    halved (`optimlab.lab.halving.run_halving`)."""
+    halved (`optimlab.lab.halving.run_halving`).
+
+    Every run that finished with its validation loss still exploded is returned ``diverged``
+    (`optimlab.lab.pruning.ended_exploded`), whatever its role: grid point, seed rerun or
+    default-rate seed."""
+    from optimlab.lab.pruning import ended_exploded
+
+    return [ended_exploded(result) for result in _run_unit(specs, prune)]
+
+
+def _run_unit(specs: list[TrialSpec], prune: Pruning) -> list[TrialResult]:
     if isinstance(prune, HalvingPolicy):
         from optimlab.lab.halving import run_halving
 

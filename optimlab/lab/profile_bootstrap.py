@@ -20,10 +20,12 @@ the score is not a mean of per-seed values:
    p = 2·(1 + #{r : s_r(other) ≥ s_r(best)}) / (1 + R) (two-sided, capped at 1), with Holm's
    correction over the comparisons with the best at family-wise level α = 0.05.
 
-Only seeds that finished ("ok") enter a mean curve, as in `summary.mean_curve`; a replicate
-that draws none of an optimizer's finished seeds leaves it without a curve (never reaching the
-target), which is what a run with those seeds would have shown. The draws come from a fixed
-seed, so the same results give the same ranks.
+The seeds are the ones the ranking counts (`summary.counted_curves`): a seed that diverged or
+failed enters as an untrained model from the step it stopped (its step-0 loss from there on),
+so a replicate that draws mostly such seeds gets a mean curve that misses the target, which is
+what a run with those seeds would have shown. Rows marked not ``ok`` (none, as the summary
+builds them) are left out of the means. The draws come from a fixed seed, so the same results
+give the same ranks.
 """
 
 from __future__ import annotations

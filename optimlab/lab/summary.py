@@ -25,6 +25,16 @@ optimizer whose tuned runs all diverged or failed is not ranked (rank None, its 
 reason say why). A problem that no optimizer learned (chance accuracy, or no drop from the
 starting loss) is reported as such and left out of the overall ranking.
 
+Failed seeds count. A seed rerun at the tuned rate that diverged or failed counts in the ranking
+as an untrained model from the step it stopped (`COUNTED_FAILURES`): its ranked metric is the
+untrained value — chance accuracy for classification, its step-0 validation loss for a loss
+metric (the test loss is not measured at step 0) — and its training-loss curve from that step
+on is its step-0 value, in the steps to target and the bootstrap alike. An optimizer that
+diverges on half its seeds is then ranked on a mean that says so, not on its survivors. The
+statistics over the ok seeds (``*_mean``, ``*_std``) stay in the summary beside what the
+ranking used (``ranked_mean``, ``ranked_std`` and ``values``, per seed as ranked). An optimizer with no ok
+seed stays unranked; a grid point stopped by successive halving (``pruned``) is no seed.
+
 Wall-clock time to the target (``seconds_to_target``) sits beside the steps: the training time
 (evaluations and the first step's warm-up excluded) until the evaluation step at which the mean
 curve met the target, mean over seeds.
@@ -66,6 +76,10 @@ STATS = (
     "seconds_per_step",
     "warmup_seconds",
 )
+
+
+#: seed statuses that count in the ranking as an untrained model from the step they stopped
+COUNTED_FAILURES = ("diverged", "failed")
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
@@ -113,18 +127,69 @@ def ensemble_accuracy(trials: list[StoredTrial], test_targets: np.ndarray | None
     return float((mean.argmax(1) == test_targets).mean())
 
 
+def failure_step(trial: StoredTrial) -> int:
+    """The step from which a diverged or failed seed counts as untrained: where it diverged
+    (``diverged_at``), else 0 (it raised, or never trained)."""
+    at = trial.result.metrics.get("diverged_at") if trial.result.status == "diverged" else None
+    return int(at) if isinstance(at, int | float) and math.isfinite(at) else 0
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def counted_curves(
+    trials: list[StoredTrial], key: str = "train_loss"
+) -> tuple[list[int], list[list[float]]]:
+    """The evaluation steps every ok seed reached (early stopping cuts curves short) and, per
+    seed that counts in the ranking, its curve at them: an ok seed's own values (NaN where
+    missing); a diverged or failed one's own values before `failure_step` and its step-0 value
+    from there on (an untrained model; the ok seeds' mean step-0 value when it has none). A
+    pruned trial is no seed: left out. No ok seed: no steps, no rows."""
+    ok = [t for t in trials if t.result.status == "ok"]
+    curves = [t.result.metrics["curve"] for t in ok]
+    if not curves:
+        return [], []
+    length = min(len(c["step"]) for c in curves)
+    steps = [int(s) for s in curves[0]["step"][:length]]
+    starts = [c[key][0] for c in curves if c[key] and _finite(c[key][0])]
+    fallback = float(np.mean(starts)) if starts else math.nan
+    rows = []
+    for t in trials:
+        curve = t.result.metrics.get("curve") or {}
+        values = curve.get(key) or []
+        if t.result.status == "ok":
+            rows.append([math.nan if v is None else float(v) for v in values[:length]])
+        elif t.result.status in COUNTED_FAILURES:
+            start = float(values[0]) if values and _finite(values[0]) else fallback
+            stop = failure_step(t)
+            own = dict(zip(curve.get("step") or [], values))
+            rows.append(
+                [float(own[s]) if s < stop and _finite(own.get(s)) else start for s in steps]
+            )
+    return steps, rows
+
+
 def mean_curve(
-    trials: list[StoredTrial], key: str = "train_loss", seconds: bool = False
+    trials: list[StoredTrial],
+    key: str = "train_loss",
+    seconds: bool = False,
+    count_failures: bool = False,
 ) -> dict[str, list[Any]]:
     """Mean and std over the ok seeds of a curve, at each evaluation step that every seed
     reached (early stopping and divergence cut curves short). `seconds`: also the mean
-    training seconds at each step (when the trials recorded them)."""
+    training seconds at each step (when the trials recorded them). `count_failures`: the mean
+    over every seed as the ranking counts them (`counted_curves`: a diverged or failed seed at
+    its step-0 value from the step it stopped)."""
     ok = [t for t in trials if t.result.status == "ok"]
     curves = [t.result.metrics["curve"] for t in ok]
     if not curves:
         return {"step": [], "mean": [], "std": []}
     length = min(len(c["step"]) for c in curves)
-    values = np.array([[np.nan if v is None else v for v in c[key][:length]] for c in curves])
+    if count_failures:
+        values = np.array(counted_curves(trials, key)[1], dtype=float)
+    else:
+        values = np.array([[np.nan if v is None else v for v in c[key][:length]] for c in curves])
     out = {
         "step": curves[0]["step"][:length],
         "mean": [float(v) for v in np.nanmean(values, axis=0)],
@@ -219,15 +284,11 @@ def summarize(
             )
             entries[c.label] = entry
             curves[c.label] = curve
+            # the bootstrap redraws the seeds as the ranking counts them: a diverged or
+            # failed seed is an untrained model from the step it stopped (`counted_curves`)
+            steps_run, rows = counted_curves(seeds)
             seed_curves.setdefault(plabel, {})[c.label] = SeedCurves.from_curves(
-                [
-                    (
-                        t.result.status == "ok",
-                        t.result.metrics.get("curve", {}).get("step"),
-                        t.result.metrics.get("curve", {}).get("train_loss"),
-                    )
-                    for t in seeds
-                ]
+                [(True, steps_run, row) for row in rows]
             )
         # the targets: a share 1 - tol of the best reduction of the mean training loss
         targets = {tol: target_loss(curves.values(), tol) for tol in TARGET_TOLERANCES}
@@ -416,13 +477,85 @@ def _pair(
         **seed_statistics(defaults, classification, language_model),
     }
     metric = "test_accuracy" if classification else "final_test_loss"
-    entry["values"] = [
-        t.result.metrics[metric]
-        for t in seeds
-        if t.result.status == "ok" and t.result.metrics.get(metric) is not None
-    ]
+    untrained = _untrained_values(seeds, test_targets)
+    imputed = [v for v in untrained if v is not None]
+    # what the ranking uses: every seed, a diverged or failed one at the untrained value (none
+    # if no seed finished: the pair stays unranked)
+    entry["values"] = []
+    if entry["seeds_ok"]:
+        for t, value in zip(seeds, untrained):
+            if t.result.status == "ok" and t.result.metrics.get(metric) is not None:
+                entry["values"].append(t.result.metrics[metric])
+            elif value is not None:
+                entry["values"].append(value)
+    entry["ranked_mean"], entry["ranked_std"] = mean_std(entry["values"])
+    entry["seeds_counted_untrained"] = len(imputed) if entry["seeds_ok"] else 0
+    entry["untrained_value"] = float(np.mean(imputed)) if imputed else None
     entry["status"], entry["reason"] = _status(entry, grid, lr)
-    return entry, mean_curve(seeds, seconds=True), seeds
+    if entry["status"] == "ok" and entry["seeds_counted_untrained"]:
+        shown_as = "classification" if classification else task
+        entry["reason"] = _seed_failures(
+            entry, seeds, shown_as if shown_as in METRICS else "regression"
+        )
+    return entry, mean_curve(seeds, seconds=True, count_failures=True), seeds
+
+
+def _untrained_values(
+    seeds: list[StoredTrial], test_targets: np.ndarray | None
+) -> list[float | None]:
+    """Per seed, in order: for a diverged or failed one, the ranked metric of an untrained
+    model — chance accuracy (classification), else its step-0 validation loss (the ok seeds'
+    mean when it has none; None when nobody has one); None for the others."""
+    if not any(t.result.status in COUNTED_FAILURES for t in seeds):
+        return [None] * len(seeds)
+    chance = chance_accuracy(test_targets) if test_targets is not None else None
+
+    def start(t: StoredTrial) -> float | None:
+        losses = (t.result.metrics.get("curve") or {}).get("val_loss") or [None]
+        return float(losses[0]) if _finite(losses[0]) else None
+
+    known = [v for t in seeds if t.result.status == "ok" and (v := start(t)) is not None]
+    fallback = float(np.mean(known)) if known else None
+    values: list[float | None] = []
+    for t in seeds:
+        if t.result.status not in COUNTED_FAILURES:
+            values.append(None)
+        elif chance is not None:
+            values.append(chance)
+        else:
+            own = start(t)
+            values.append(own if own is not None else fallback)
+    return values
+
+
+def _seed_failures(entry: dict[str, Any], seeds: list[StoredTrial], task: str) -> str:
+    """``3 of 10 seeds diverged at steps 40, 80 and 120 at lr 0.1: ranked counting each as an
+    untrained model (test accuracy 10.0 %, chance); the 7 that finished: 97.0 ± 0.3 %``."""
+    parts = []
+    for status in COUNTED_FAILURES:
+        stopped = [t for t in seeds if t.result.status == status]
+        if not stopped:
+            continue
+        text = f"{len(stopped)} of {len(seeds)} seeds {status}"
+        if status == "diverged":
+            steps = [str(step) for step in sorted({failure_step(t) for t in stopped})]
+            text += f" at step{'s' if len(steps) > 1 else ''} {_names(steps)}"
+        parts.append(text)
+    lr = entry.get("best_lr")
+    where = f" at lr {lr:g}" if lr is not None else ""
+    value = entry["untrained_value"]
+    classification = task == "classification"
+    shown = (
+        f"test accuracy {100 * value:.1f} %, chance"
+        if classification
+        else f"test loss {value:.4g}, its step-0 validation loss"
+    )
+    key = METRICS[task]["key"]
+    finished = format_metric(task, entry.get(f"{key}_mean"), entry.get(f"{key}_std"))
+    return (
+        f"{'; '.join(parts)}{where}: ranked counting each as an untrained model ({shown}); "
+        f"the {entry['seeds_ok']} that finished: {finished}"
+    )
 
 
 def _last_val_loss(trial: StoredTrial) -> float | None:
@@ -598,6 +731,17 @@ def format_metric(task: str, mean: float | None, std: float | None) -> str:
     return f"{mean:.4g}{spread}"
 
 
+def ranked_metric(entry: dict[str, Any], task: str) -> str:
+    """The metric the rank follows: the ok seeds' mean ± std, or, when seeds diverged or
+    failed, the mean over all seeds counting those as untrained, marked with how many
+    finished (``54.0 ± 46.5 % (5 of 10 seeds ok)``)."""
+    key = METRICS[task]["key"]
+    if not entry.get("seeds_counted_untrained"):
+        return format_metric(task, entry.get(f"{key}_mean"), entry.get(f"{key}_std"))
+    shown = format_metric(task, entry.get("ranked_mean"), entry.get("ranked_std"))
+    return f"{shown} ({entry['seeds_ok']} of {entry['seeds']} seeds ok)"
+
+
 def _names(labels: list[str]) -> str:
     return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
 
@@ -621,8 +765,7 @@ def problem_recommendation(problem: str, info: dict[str, Any]) -> str:
         return f"{problem}: every optimizer failed or diverged"
     best = min(ranked, key=lambda label: (entries[label]["rank"], -_score(entries[label], task)))
     e = entries[best]
-    key = METRICS[task]["key"]
-    result = format_metric(task, e.get(f"{key}_mean"), e.get(f"{key}_std"))
+    result = ranked_metric(e, task)
     where = (
         "at its defaults (learning-rate-free)"
         if e.get("learning_rate_free")
