@@ -5,6 +5,7 @@ reason, only when chromium or Playwright is absent."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -257,4 +258,25 @@ def test_animation_optimizers_noise_and_3d_view(page: sync_api.Page, server: str
     page.goto(page.url)
     ready(page)
     assert paths(page)[0] == noisy and page.locator("#surface3d").is_visible()
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_a_run_page_shows_the_ranked_mean_of_an_optimizer_whose_seeds_diverged(
+    page: sync_api.Page, server: str, results: Path
+) -> None:
+    """nadam diverged on 5 of its 10 seeds: the per-problem table shows the mean that was ranked
+    (those seeds at chance accuracy), not the mean of the 5 that trained, and says so."""
+    from tests.test_summary_failed_seeds import fabricated
+
+    summary = fabricated("classification")
+    nadam = summary["problems"]["digits-logreg"]["nadam"]
+    assert nadam["seeds_counted_untrained"] == 5
+    store_trial(results / "failing", "sgd", 0)
+    (results / "failing" / "summary.json").write_text(json.dumps(summary, default=float))
+    page.goto(server + "/run?path=failing")
+    ready(page)
+    row = page.locator("#problems tr", has_text="nadam").inner_text()
+    shown = lambda v: repr(float(f"{v:.4g}"))  # noqa: E731 — run.js's num(): 4 significant digits
+    assert f"{shown(nadam['ranked_mean'])} ± " in row and "(5 of 10 seeds ok)" in row
+    assert shown(nadam["test_accuracy_mean"]) not in row
     assert page.errors == []  # type: ignore[attr-defined]

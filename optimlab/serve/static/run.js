@@ -64,7 +64,11 @@ function drawSummary() {
     const tol = String(summary.target_tolerance ?? 0.01);
     const rows = order.filter((o) => entries[o]).map((o) => {
       const e = entries[o];
-      return [esc(o), num(e.rank ?? null), num(e.best_lr), esc(e.status), `${num(e[metric.key + "_mean"])} ± ${num(e[metric.key + "_std"], 2)}`,
+      // seeds that diverged or failed count as untrained models in the ranking: show what was ranked
+      const shown = e.seeds_counted_untrained
+        ? `${num(e.ranked_mean)} ± ${num(e.ranked_std, 2)} (${e.seeds_ok} of ${e.seeds} seeds ok)`
+        : `${num(e[metric.key + "_mean"])} ± ${num(e[metric.key + "_std"], 2)}`;
+      return [esc(o), num(e.rank ?? null), num(e.best_lr), esc(e.status), shown,
         num(e.final_train_loss_mean), num((e.steps_to_targets || {})[tol])];
     });
     blocks.push(`<h4>${esc(problem)} <small>${esc(info.learned_reason || "")}</small></h4>` +
