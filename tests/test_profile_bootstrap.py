@@ -138,3 +138,26 @@ def test_a_single_seed_is_never_separated() -> None:
     assert scores[0, 0] > scores[0, 1] and np.all(scores[1:] == scores[0])
     untested = {"fast": True, "slow": False}
     assert supported_ranks(["fast", "slow"], scores, testable=untested) == {"fast": 1, "slow": 1}
+
+
+def test_the_overall_answer_gives_each_tied_leader_its_own_score() -> None:
+    """A newcomer read "adam and sgd (performance-profile score 1.000), tied" while the table
+    showed sgd at 0.000: the answer gives every tied leader's score, and says why a tie can
+    hold between different scores."""
+    from optimlab.lab.summary import recommendations
+
+    problems = {"p": {"learned": True, "optimizers": {}, "task": "classification"}}
+    tied = [
+        {"optimizer": "adam", "rank": 1, "profile_score": 1.0},
+        {"optimizer": "sgd", "rank": 1, "profile_score": 0.0},
+        {"optimizer": "lion", "rank": 3, "profile_score": 0.0},
+    ]
+    line = recommendations(problems, tied, [], seeds=3)["overall"]
+    assert "adam and sgd (performance-profile scores 1.000 and 0.000 on 1 learned problem)" in line
+    assert "other draws of the same seeds reorder their scores" in line
+    equal = [{**row, "profile_score": 0.5} for row in tied[:2]]
+    line = recommendations(problems, equal, [], seeds=3)["overall"]
+    assert "adam and sgd (performance-profile score 0.500 on 1 learned problem), tied" in line
+    assert "reorder" not in line
+    alone = recommendations(problems, tied[:1], [], seeds=3)["overall"]
+    assert alone.startswith("overall: adam (performance-profile score 1.000 on 1 learned")

@@ -115,6 +115,27 @@ def test_report_content(report: Path) -> None:
     assert "score at tol 0.1" in html and "score at tol 0.001" in html
 
 
+def test_a_tuned_rate_at_the_grids_end_is_marked_in_words_not_only_colour(report: Path) -> None:
+    """The terminal's ⇥ and its caption, in the report: the mark beside the rate and a sentence
+    under the problem's table naming the optimizers (a newcomer reading the report without
+    colour, or printed, saw nothing)."""
+    html = (report / "index.html").read_text()
+    summary = json.loads((report / "summary.json").read_text())
+    edges = 0
+    for problem, entries in summary["problems"].items():
+        section = html.split(f">{problem}</h2>", 1)[1].split("<h2", 1)[0]
+        edge = [label for label, e in entries.items() if e.get("best_lr_at_grid_edge")]
+        edges += len(edge)
+        for label, e in entries.items():
+            if e.get("best_lr") is not None:
+                row = next(r for r in section.split("<tr>") if f'"name">{label}</td>' in r)
+                marked = f"{e['best_lr']:g} ⇥</td>" in row
+                assert marked == (label in edge), (problem, label)
+        sentence = "⇥ tuned rate at the end of the rates searched: " + ", ".join(edge)
+        assert (sentence in section) == bool(edge), problem
+    assert edges, "this run's 4-point grid leaves some tuned rate at its end"
+
+
 def test_report_is_self_contained(report: Path) -> None:
     html = (report / "index.html").read_text()
     # no reference to anything outside the file: no http(s), no src/href to other files

@@ -689,7 +689,8 @@ def ranking_table(summary: dict[str, Any]) -> Any:
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         title=f"overall ranking on {count} learned problem{'s' if count != 1 else ''} "
-        f"(performance profile, τ 1 to 4{target}; = marks a tie: the seeds do not separate them)",
+        f"(performance profile, τ 1 to 4{target}; = marks a tie: the seeds do not separate them, "
+        "even where their scores differ — other draws of the same seeds reorder the scores)",
         title_justify="left",
     )
     for name, justify in (

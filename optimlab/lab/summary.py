@@ -808,17 +808,24 @@ def recommendations(
             else "no optimizer learned any problem"
         )
     else:
-        leaders = [row["optimizer"] for row in overall if row["rank"] == 1]
-        line = (
-            f"overall: {_names(leaders)} (performance-profile score "
-            f"{overall[0]['profile_score']:.3f} on {learned_count} learned problem"
-            f"{'s' if learned_count != 1 else ''})"
-        )
+        first = [row for row in overall if row["rank"] == 1]
+        leaders = [row["optimizer"] for row in first]
+        scores = [f"{row['profile_score']:.3f}" for row in first]
+        problems = f"on {learned_count} learned problem{'s' if learned_count != 1 else ''}"
+        if len(set(scores)) == 1:
+            line = f"overall: {_names(leaders)} (performance-profile score {scores[0]} {problems})"
+        else:  # each its own score: one number for all would misstate the ones below the best
+            line = f"overall: {_names(leaders)} (performance-profile scores {_names(scores)} {problems})"
         if len(leaders) > 1:
             line += (
                 ", tied (one seed each: differences cannot be tested)"
                 if seeds == 1
-                else ", tied (a bootstrap over the seeds does not separate them)"
+                else ", tied (a bootstrap over the seeds does not separate them"
+                + (
+                    ": other draws of the same seeds reorder their scores)"
+                    if len(set(scores)) > 1
+                    else ")"
+                )
             )
         if learned_count == 1:
             # the score ranks speed to the training-loss target; with one problem the answer
