@@ -670,7 +670,8 @@ def protocol_caption(entries: dict[str, Any]) -> str | None:
         notes = {entries[label]["protocol"] for label in scheduled}
         lines.append(f"{', '.join(scheduled)}: {'; '.join(sorted(notes))}")
     for label, e in entries.items():  # seeds that diverged or failed count in the rank
-        if e.get("seeds_counted_untrained") and e.get("rank") is not None:
+        counted = e.get("seeds_counted_untrained") or e.get("no_better_than_untrained")
+        if counted and e.get("rank") is not None:
             lines.append(f"{label}: {e['reason']}")
     return "\n".join(lines) or None
 

@@ -275,6 +275,7 @@ def summarize(
         canonical, plabel = comparison.resolved[problem]
         entries: dict[str, Any] = {}
         curves: dict[str, dict[str, list[Any]]] = {}
+        starts: list[float] = []  # every seed's step-0 validation loss: the untrained model's
         task = (tasks or {}).get(problem) or (
             "classification" if test_targets.get(problem) is not None else "regression"
         )
@@ -284,6 +285,7 @@ def summarize(
             )
             entries[c.label] = entry
             curves[c.label] = curve
+            starts += [v for t in seeds if (v := _start_loss(t)) is not None]
             # the bootstrap redraws the seeds as the ranking counts them: a diverged or
             # failed seed is an untrained model from the step it stopped (`counted_curves`)
             steps_run, rows = counted_curves(seeds)
@@ -306,7 +308,12 @@ def summarize(
         # a test accuracy moves in steps of one test example (see significance.welch_p)
         classification = task == "classification" and test_set is not None
         resolution = 1.0 / len(test_set) if classification else 0.0
-        ranking = _rank_problem(entries, task, resolution)
+        untrained = (
+            chance_accuracy(test_set)
+            if classification
+            else (float(np.mean(starts)) if starts else None)
+        )
+        ranking = _rank_problem(entries, task, resolution, untrained)
         per_problem_ranking[plabel] = ranking
         info = _learned(entries, curves, task, test_set)
         problems[plabel] = {
@@ -500,6 +507,12 @@ def _pair(
     return entry, mean_curve(seeds, seconds=True, count_failures=True), seeds
 
 
+def _start_loss(t: StoredTrial) -> float | None:
+    """A trial's validation loss at step 0 (its untrained model's), None if not finite."""
+    losses = (t.result.metrics.get("curve") or {}).get("val_loss") or [None]
+    return float(losses[0]) if _finite(losses[0]) else None
+
+
 def _untrained_values(
     seeds: list[StoredTrial], test_targets: np.ndarray | None
 ) -> list[float | None]:
@@ -509,11 +522,7 @@ def _untrained_values(
     if not any(t.result.status in COUNTED_FAILURES for t in seeds):
         return [None] * len(seeds)
     chance = chance_accuracy(test_targets) if test_targets is not None else None
-
-    def start(t: StoredTrial) -> float | None:
-        losses = (t.result.metrics.get("curve") or {}).get("val_loss") or [None]
-        return float(losses[0]) if _finite(losses[0]) else None
-
+    start = _start_loss
     known = [v for t in seeds if t.result.status == "ok" and (v := start(t)) is not None]
     fallback = float(np.mean(known)) if known else None
     values: list[float | None] = []
@@ -660,19 +669,45 @@ METRICS = {
 
 
 def _rank_problem(
-    entries: dict[str, dict[str, Any]], task: str, resolution: float = 0.0
+    entries: dict[str, dict[str, Any]],
+    task: str,
+    resolution: float = 0.0,
+    untrained: float | None = None,
 ) -> list[str]:
-    """Set each entry's ``rank`` (tied where within noise; None if it has no finished seed) and
-    ``tied_with``; return the labels ordered by rank, then mean, unranked last."""
+    """Set each entry's ``rank`` (tied where within noise; None if it has no finished seed),
+    ``tied_with`` and ``no_better_than_untrained`` (its ranked mean is no better than
+    `untrained`, the metric of an untrained model, while another's is: it never shares a rank
+    with one that learned, `tied_ranks`); return the labels ordered by rank, then mean,
+    unranked last."""
     metric = METRICS[task]
     ranked = {label: e["values"] for label, e in entries.items() if e["values"]}
-    ranks = tied_ranks(ranked, metric["higher_is_better"], resolution) if ranked else {}
-    sign = -1.0 if metric["higher_is_better"] else 1.0
+    higher = metric["higher_is_better"]
+    ranks = tied_ranks(ranked, higher, resolution, untrained) if ranked else {}
+    sign = -1.0 if higher else 1.0
+    means = {label: float(np.mean(values)) for label, values in ranked.items()}
+    someone_learned = untrained is not None and any(
+        sign * (m - untrained) < 0 for m in means.values()
+    )
     for label, entry in entries.items():
         entry["rank"] = ranks.get(label)
         entry["tied_with"] = [
             other for other in ranks if other != label and ranks[other] == ranks.get(label)
         ]
+        entry["no_better_than_untrained"] = bool(
+            someone_learned and label in means and sign * (means[label] - untrained) >= 0
+        )
+        if entry["no_better_than_untrained"]:
+            shown = (
+                f"test accuracy {format_metric(task, means[label], None)} against chance "
+                f"{format_metric(task, untrained, None)}"
+                if higher
+                else f"test loss {means[label]:.4g} against {untrained:.4g} at step 0"
+            )
+            note = (
+                f"ended no better than an untrained model ({shown}): it did not learn, and "
+                f"ranks after every optimizer that did"
+            )
+            entry["reason"] = f"{entry['reason']}; {note}" if entry.get("reason") else note
 
     def key(label: str) -> tuple[float, float]:
         values = ranked.get(label)
