@@ -602,6 +602,8 @@ def problem_tables(summary: dict[str, Any], problem: str, width: int = 80) -> li
         lr = "—" if e["best_lr"] is None else f"{e['best_lr']:.3g}"
         if e.get("best_lr_at_grid_edge"):
             lr += " ⇥"  # the best rate is the grid's end: the true optimum may lie beyond
+        elif e["best_lr"] is not None and (e.get("lr_fixed") or e.get("lr_untuned")):
+            lr += " (fixed)" if e.get("lr_fixed") else " (untuned)"
         rows.append(
             (
                 rank,
@@ -660,6 +662,12 @@ def protocol_caption(entries: dict[str, Any]) -> str | None:
             f"⇥ tuned rate at the end of the rates searched: {', '.join(edge)} — the best "
             f"rate may lie beyond "
             f"it (try it with a fixed lr beyond, e.g. NAME:lr=VALUE)"
+        )
+    untuned = [label for label, e in entries.items() if e.get("lr_untuned")]
+    if untuned:
+        lines.append(
+            f"untuned: {', '.join(untuned)} — a one-point grid runs one rate; "
+            f"--grid-points 2 or more tunes it"
         )
     if free:
         lines.append(

@@ -457,6 +457,15 @@ def _pair(
     }
     grid_lrs = [s["lr"] for s in sensitivity]
     entry["best_lr_at_grid_edge"] = _at_edge(comparison, lr, grid_lrs)
+    # not tuned, and shown so: a rate the user fixed (NAME:lr=…), or a one-point grid
+    # (--grid-points 1), which runs one rate and calls it tuned otherwise
+    entry["lr_fixed"] = "lr" in c.options
+    entry["lr_untuned"] = (
+        comparison.tuner is None
+        and not c.learning_rate_free
+        and not entry["lr_fixed"]
+        and len(comparison.grid) == 1
+    )
     seeds: list[StoredTrial] = []
     # what the tuner chose besides lr (Optuna's --search: betas, eps, ...), so that the answer
     # can be reproduced; empty for the grid
@@ -804,8 +813,14 @@ def problem_recommendation(problem: str, info: dict[str, Any]) -> str:
     where = (
         "at its defaults (learning-rate-free)"
         if e.get("learning_rate_free")
-        else (f"at lr {e['best_lr']:.3g}")
+        else (
+            f"at its fixed lr {e['best_lr']:.3g}"
+            if e.get("lr_fixed")
+            else f"at lr {e['best_lr']:.3g}"
+        )
     )
+    if e.get("lr_untuned"):
+        where += " (the only rate run: not tuned)"
     tuned = e.get("tuned_hyperparameters") or {}
     if tuned and not e.get("learning_rate_free"):
         where += " (" + ", ".join(f"{k}={_short_value(v)}" for k, v in tuned.items()) + ")"
