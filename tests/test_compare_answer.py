@@ -554,7 +554,8 @@ def test_hand_made_summary_ties_overlaps_and_leaves_out_the_unlearned_problem() 
     assert summary["ranked_problems"] == ["digits-logreg"]
     answers = summary["recommendations"]
     assert answers["problems"]["digits-logreg"] == (
-        "digits-logreg: adam at lr 0.01 — test accuracy 97.9 ± 0.4 %, tied with nadam "
+        "digits-logreg: adam at lr 0.01 (the only rate run: not tuned) — test accuracy 97.9 ± 0.4 %, "
+        "tied with nadam "
         "(not significantly different with 3 seeds)"
     )
     assert answers["problems"][stuck].startswith(f"{stuck}: no optimizer learned this problem")

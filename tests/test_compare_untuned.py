@@ -9,7 +9,8 @@ import json
 from optimlab.cli import main
 
 
-def test_fixed_and_one_point_rates_are_marked_everywhere(tmp_path, capsys) -> None:
+def test_fixed_and_one_point_rates_are_marked_everywhere(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # table cells unfolded
     out = tmp_path / "out"
     args = ["compare", "--problems", "quadratic-deep", "--optimizers", "adam,sgd:lr=0.001"]
     args += ["--grid-points", "1", "--steps", "10", "--seeds", "1", "--workers", "1"]
