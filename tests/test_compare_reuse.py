@@ -1,0 +1,90 @@
+"""What `optimlab compare` reuses from an --out that holds other runs, and what it says about
+it (a newcomer's four findings): an exhaustive grid never takes a halving run's pruned points
+for finished ones; a comparison written over another one's report says so before training and
+how to get the other report back; --out naming a file, and a non-integer count option, get one
+clear line each (argument, value, what is allowed; exit 2)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from optimlab.cli import main
+from optimlab.lab.store import PRUNED_SUFFIX, ResultStore
+from optimlab.lab.trial import TrialResult, TrialSpec
+
+#: 27 steps, 9 evaluations: successive halving's rungs at steps 11 and 16 (tests/test_halving.py)
+HALVING = ["compare", "--problems", "quadratic-deep", "--optimizers", "sgd", "--steps", "27"]
+HALVING += ["--evals", "9", "--grid-points", "6", "--seeds", "2", "--workers", "1"]
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def grid_points(out) -> dict[float, dict]:
+    summary = json.loads((out / "summary.json").read_text())
+    entry = summary["problems"]["quadratic-deep"]["sgd"]
+    return {point["lr"]: point for point in entry["lr_sensitivity"]}, summary
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_an_exhaustive_grid_retrains_the_points_halving_stopped(tmp_path, capsys) -> None:
+    """Halving, then the grid into the same --out: the grid trains every pruned point to the
+    end (counted as run), and its tuned rate and every point's final loss are those of the grid
+    run alone in a fresh directory. The halving resumed still reports its own pruned points."""
+    pytest.importorskip("optuna")
+    shared, alone = tmp_path / "shared", tmp_path / "alone"
+    assert main([*HALVING, "--tuner", "halving", "--out", str(shared)]) == 0
+    capsys.readouterr()
+    halved, _ = grid_points(shared)
+    pruned = sorted(lr for lr, point in halved.items() if point["status"] == "pruned")
+    assert pruned  # the fixture must prune something, or this test proves nothing
+    stored_before = ResultStore(shared).count()
+
+    assert main([*HALVING, "--tuner", "grid", "--out", str(shared)]) == 0
+    out = flat(capsys.readouterr().out)
+    assert f"{len(pruned)} trials run, {stored_before - len(pruned)} reused" in out
+    assert "stopped early by successive halving" not in out
+    assert main([*HALVING, "--tuner", "grid", "--out", str(alone)]) == 0
+    capsys.readouterr()
+    (grid, grid_summary), (reference, _) = grid_points(shared), grid_points(alone)
+    assert {lr: p["status"] for lr, p in grid.items()} == {
+        lr: p["status"] for lr, p in reference.items()
+    }
+    assert "pruned" not in {p["status"] for p in grid.values()}
+    for lr in grid:  # same spec, same seed: the same numbers as a grid that never saw halving
+        assert grid[lr]["final_val_loss"] == pytest.approx(reference[lr]["final_val_loss"])
+    assert grid_summary["run"]["trial_status"].get("pruned", 0) == 0
+    alone_summary = json.loads((alone / "summary.json").read_text())
+    best = grid_summary["problems"]["quadratic-deep"]["sgd"]["best_lr"]
+    assert best == alone_summary["problems"]["quadratic-deep"]["sgd"]["best_lr"]
+
+    # both runs' rows are kept: the pruned point and its full run
+    assert ResultStore(shared).count() == stored_before + len(pruned)
+    assert main([*HALVING, "--tuner", "halving", "--out", str(shared)]) == 0
+    out = flat(capsys.readouterr().out)
+    assert "0 trials run" in out
+    assert f"{len(pruned)} grid points stopped early by successive halving" in out
+    resumed, _ = grid_points(shared)
+    assert sorted(lr for lr, p in resumed.items() if p["status"] == "pruned") == pruned
+
+
+def test_a_pruned_row_stored_under_its_specs_key_moves_aside_for_the_full_run(tmp_path) -> None:
+    """Stores written before the suffix held a pruned row under the spec's own key, where the
+    full run could not be inserted: opening the store for writing moves it to the suffixed key
+    (nothing deleted), and the full run is then stored."""
+    spec = TrialSpec("quadratic-deep", "sgd", {"lr": 0.1}, steps=27, evals=9)
+    store = ResultStore(tmp_path)
+    assert store.put(spec, TrialResult("pruned", {"pruned_at": 11}, "pruned at rung 0"))
+    with sqlite3.connect(store.path) as connection:  # the layout of an older store
+        connection.execute("UPDATE trials SET key = ?", (spec.key,))
+    assert ResultStore(tmp_path, create=False).answers() == {}  # read-only: not the full run
+    store = ResultStore(tmp_path)
+    assert store.keys() == {spec.key + PRUNED_SUFFIX}
+    assert spec.key not in store.answers() and store.answers(pruned=True)[spec.key]
+    assert store.put(spec, TrialResult("ok", {"final_val_loss": 1.0}))
+    assert store.answers()[spec.key].result.status == "ok"
+    assert store.answers(pruned=True)[spec.key].result.status == "pruned"
