@@ -88,3 +88,50 @@ def test_a_pruned_row_stored_under_its_specs_key_moves_aside_for_the_full_run(tm
     assert store.put(spec, TrialResult("ok", {"final_val_loss": 1.0}))
     assert store.answers()[spec.key].result.status == "ok"
     assert store.answers(pruned=True)[spec.key].result.status == "pruned"
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value", "minimum"),
+    [
+        ("compare", "--seeds", "abc", 1),
+        ("compare", "--grid-points", "abc", 1),
+        ("compare", "--workers", "abc", 1),
+        ("compare", "--steps", "1.5", 1),
+        ("compare", "--evals", "ten", 1),
+        ("compare", "--trials", "abc", 1),
+        ("compare", "--ray-retries", "two", 0),
+        ("compare", "--ray-retries", "-1", 0),
+        ("demo", "--seeds", "abc", 1),
+        ("demo", "--steps", "2e3", 1),
+    ],
+)
+def test_a_count_option_that_is_no_integer_names_option_value_and_what_is_allowed(
+    tmp_path, capsys, command, option, value, minimum
+) -> None:
+    """typer's own message was "Input should be a valid integer, unable to parse string as an
+    integer": neither the value nor the range. Now the range checks' form, one line, exit 2."""
+    out = tmp_path / "out"
+    assert main([command, option, value, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    shown = f"'{value}'" if not value.lstrip("-").isdigit() else value
+    line = f"Invalid value for {option}: {shown}; allowed: an integer >= {minimum}"
+    assert [text for text in err.splitlines() if text.startswith("Error:")] == [f"Error: {line}"]
+    assert "Traceback" not in err and not out.exists()
+
+
+@pytest.mark.parametrize("below", ["", "sub/run"])
+def test_out_naming_a_file_says_it_is_a_file_and_what_is_allowed(tmp_path, capsys, below) -> None:
+    """It was "output directory 'F' cannot be written: File exists" (less clear than
+    diagnose's "'F': exists and is not a directory"); the file is left as it was."""
+    file = tmp_path / "notes.txt"
+    file.write_text("mine")
+    out = file / below if below else file
+    argv = ["compare", "--problems", "quadratic-deep", "--optimizers", "sgd", "--out", str(out)]
+    assert main(argv) == 2
+    err = flat(capsys.readouterr().err)
+    where = f"'{out}' cannot be made: '{file}'" if below else f"'{file}'"
+    assert (
+        f"Invalid value for --out: {where} is a file, not a directory; allowed: a directory "
+        f"(one that exists, or a new one compare creates)"
+    ) in err
+    assert "Traceback" not in err and file.read_text() == "mine"

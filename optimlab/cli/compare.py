@@ -35,6 +35,8 @@ from typing import Any
 
 import typer
 
+from optimlab.cli._integers import integer
+
 DEFAULT_OUT = "results/compare"
 EXECUTORS = ("local", "ray")
 #: exit code of a run interrupted by Ctrl-C (128 + SIGINT), as shells report it
@@ -363,13 +365,15 @@ def build(options: Options) -> Setup:
             f"unknown mode {o.population!r}; valid: auto, off", param_hint="--population"
         )
     created = not Path(o.out).exists()  # removed again if the options turn out bad
-    try:
-        check_writable(o.out)  # before any work, even building the problems
-        if o.log_dir is not None:
-            check_writable(o.log_dir)
-    except StoreError as error:
-        hint = "--log-dir" if o.log_dir and o.log_dir in str(error) else "--out"
-        raise typer.BadParameter(str(error), param_hint=hint) from None
+    for hint, directory in (("--out", o.out), ("--log-dir", o.log_dir)):
+        if directory is None:
+            continue
+        try:
+            check_writable(directory)  # before any work, even building the problems
+        except StoreError as error:
+            if created and Path(o.out).is_dir() and not any(Path(o.out).iterdir()):
+                Path(o.out).rmdir()  # made just now for --out: a rejected command leaves none
+            raise typer.BadParameter(str(error), param_hint=hint) from None
     if o.log_dir is not None:
         check_log_dir()
     try:
@@ -766,9 +770,14 @@ def command(
         "package.module:Class, e.g. torch.optim:AdamW; presets classic (the textbook's nine, "
         "the default), modern, all.",
     ),
-    seeds: int | None = typer.Option(None, "--seeds", help="Seeds per optimizer at its best rate."),
+    seeds: int | None = typer.Option(
+        None, "--seeds", help="Seeds per optimizer at its best rate.", **integer("--seeds", 1)
+    ),
     workers: int | None = typer.Option(
-        None, "--workers", help="Worker processes (default: one per core)."
+        None,
+        "--workers",
+        help="Worker processes (default: one per core).",
+        **integer("--workers", 1),
     ),
     out: str = typer.Option(DEFAULT_OUT, "--out", help="Output directory (results, report)."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete earlier results in --out first."),
@@ -777,17 +786,23 @@ def command(
         "--schedule",
         help="Learning-rate schedule: constant, step, exponential, cosine, warmup-cosine, plateau.",
     ),
-    steps: int | None = typer.Option(None, "--steps", help="Step budget for every problem."),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Step budget for every problem.", **integer("--steps", 1)
+    ),
     diagnose: bool = typer.Option(
         False, "--diagnose", help="Also diagnose each problem (optimlab diagnose), linked."
     ),
     grid_points: int | None = typer.Option(
-        None, "--grid-points", help="Learning rates on the log grid (default: the suite's)."
+        None,
+        "--grid-points",
+        help="Learning rates on the log grid (default: the suite's).",
+        **integer("--grid-points", 1),
     ),
     evals: int | None = typer.Option(
         None,
         "--evals",
         help="Evaluations of the train and validation sets along each run (default: the suite's).",
+        **integer("--evals", 1),
     ),
     log_dir: str | None = typer.Option(
         None,
@@ -808,7 +823,10 @@ def command(
         "instance with --workers CPUs).",
     ),
     ray_retries: int = typer.Option(
-        2, "--ray-retries", help="Reruns of a trial whose Ray worker died, then it is 'failed'."
+        2,
+        "--ray-retries",
+        help="Reruns of a trial whose Ray worker died, then it is 'failed'.",
+        **integer("--ray-retries", 0),
     ),
     tuner: str = typer.Option(
         "grid",
@@ -821,6 +839,7 @@ def command(
         None,
         "--trials",
         help="Optuna trials per problem and optimizer (default: the grid's point count).",
+        **integer("--trials", 1),
     ),
     search: str | None = typer.Option(
         None,

@@ -96,8 +96,16 @@ def stored_key(spec: TrialSpec, result: TrialResult) -> str:
 
 
 def check_writable(directory: str | os.PathLike[str]) -> Path:
-    """Create `directory` if needed and prove a file can be written in it; StoreError if not."""
+    """Create `directory` if needed and prove a file can be written in it; StoreError if not.
+    A path that is (or lies under) a file says so: the argument, the value, what is allowed."""
     path = Path(directory)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "" if existing == path else f" cannot be made: {str(existing)!r}"
+        raise StoreError(
+            f"{str(path)!r}{where} is a file, not a directory; allowed: a directory (one that "
+            f"exists, or a new one compare creates)"
+        )
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
