@@ -20,6 +20,15 @@ HALVING = ["compare", "--problems", "quadratic-deep", "--optimizers", "sgd", "--
 HALVING += ["--evals", "9", "--grid-points", "6", "--seeds", "2", "--workers", "1"]
 
 
+@pytest.fixture()
+def no_figures(monkeypatch):
+    """The report's figures are not what these tests check (tests/test_report*.py do): skip
+    drawing their SVG, most of a tiny comparison's time."""
+    from optimlab.report import plots
+
+    monkeypatch.setattr(plots, "to_svg", lambda figure: "<svg></svg>")
+
+
 def flat(text: str) -> str:
     return " ".join(text.split())
 
@@ -30,7 +39,7 @@ def grid_points(out) -> dict[float, dict]:
     return {point["lr"]: point for point in entry["lr_sensitivity"]}, summary
 
 
-@pytest.mark.usefixtures("one_thread")
+@pytest.mark.usefixtures("one_thread", "no_figures")
 def test_an_exhaustive_grid_retrains_the_points_halving_stopped(tmp_path, capsys) -> None:
     """Halving, then the grid into the same --out: the grid trains every pruned point to the
     end (counted as run), and its tuned rate and every point's final loss are those of the grid
@@ -135,3 +144,57 @@ def test_out_naming_a_file_says_it_is_a_file_and_what_is_allowed(tmp_path, capsy
         f"(one that exists, or a new one compare creates)"
     ) in err
     assert "Traceback" not in err and file.read_text() == "mine"
+
+
+TINY = ["--problems", "quadratic-deep", "--steps", "6", "--evals", "2", "--grid-points", "2"]
+TINY += ["--seeds", "1", "--workers", "1", "--population", "off"]
+
+
+@pytest.mark.usefixtures("no_figures")
+def test_a_comparison_into_another_ones_out_says_so_and_how_to_get_its_report_back(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    """sgd into D, then adam into D: before training, the second says D holds sgd's report,
+    that its trials stay (nothing deleted) and are reused where shared, that the report will
+    be adam's, and the exact command that writes sgd's report again — which then trains
+    nothing and brings it back. A rerun of the same comparison says nothing."""
+    monkeypatch.chdir(tmp_path)
+    first = ["compare", "--optimizers", "sgd", *TINY, "--out", "D"]
+    assert main(first) == 0
+    assert "another comparison" not in capsys.readouterr().err
+    stored = ResultStore("D").count()
+
+    assert main(["compare", "--optimizers", "adam", *TINY, "--out", "D"]) == 0
+    captured = capsys.readouterr()
+    err = captured.err.splitlines()
+    start = next(i for i, line in enumerate(err) if "holds the report" in line)
+    assert err[start] == (
+        "compare: D holds the report of another comparison: sgd on quadratic-deep (6 steps); "
+        "grid tuner, 2 rates, 1 seeds."
+    )
+    assert f"Nothing is deleted: the {stored} stored trials this comparison does not use" in (
+        err[start + 1]
+    )
+    assert "describes this comparison: adam on quadratic-deep (6 steps)" in err[start + 2]
+    command = err[start + 4].strip()
+    assert command.startswith("optimlab compare ") and "--optimizers sgd" in command
+    assert err.index(err[start]) < min(i for i, line in enumerate(err) if "trials (" in line)
+    summary = json.loads((tmp_path / "D" / "summary.json").read_text())
+    assert summary["run"]["optimizers"] == ["adam"]
+    assert ResultStore("D").count() > stored  # sgd's trials kept beside adam's
+
+    argv = command.split()[1:]  # the printed command, as the user would paste it
+    assert main(argv) == 0
+    out = flat(capsys.readouterr().out)
+    assert f"0 trials run, {stored} reused" in out
+    summary = json.loads((tmp_path / "D" / "summary.json").read_text())
+    assert summary["run"]["optimizers"] == ["sgd"] and summary["run"]["command"] == command
+    assert main(argv) == 0  # the same comparison again: nothing to say
+    assert "another comparison" not in capsys.readouterr().err
+
+    # no report at all (a comparison stopped before writing one): the stored trials are named
+    (tmp_path / "D" / "summary.json").unlink()
+    assert main(["compare", "--optimizers", "adam", *TINY, "--out", "D"]) == 0
+    err = capsys.readouterr().err
+    assert f"compare: D holds {stored} stored trials of another comparison: sgd on " in err
+    assert "quadratic-deep (6 steps)." in err and "are reused" in err

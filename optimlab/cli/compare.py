@@ -433,6 +433,20 @@ def build(options: Options) -> Setup:
     return Setup(o, comparison, store, executor, where)
 
 
+def announce_other_comparison(setup: Setup) -> None:
+    """Before training: if --out holds another comparison's report (or trials), say that its
+    trials stay and are reused where they match, that the report will describe this one, and
+    the command that writes the other report again (`optimlab.cli._other_comparison`)."""
+    if setup.options.fresh:  # the user asked to start over: the store is empty
+        return
+    from optimlab.cli._other_comparison import notice
+
+    command = setup.options.resume_command()
+    message = notice(setup.comparison, setup.store, setup.options.out, command)
+    if message is not None:
+        print(message, file=sys.stderr, flush=True)
+
+
 def check_log_dir() -> None:
     """``--log-dir`` needs the TensorBoard writer (an extra); say how to install it."""
     from optimlab.lab.curve_log import CurveLogError, summary_writer_class
@@ -528,6 +542,9 @@ def render(setup: Setup, counts: dict[str, int], seconds: float) -> None:
         log = Console(stderr=True, log_path=False).log
         for label, link in diagnose_problems(specs, setup.options.out, progress=log).items():
             summary["problem_info"][label]["diagnosis"] = link
+    from optimlab.cli._other_comparison import record_command
+
+    record_command(summary, setup.options.resume_command())  # how to get this report back
     index = write_report(setup.options.out, summary)
     output = stdout_console()
     for line in answer_lines(summary):
@@ -729,6 +746,7 @@ def compare(options: Options) -> int:
     created = new_directories(options.out)  # a Ctrl-C before any result removes them again
     try:
         setup = build(options)
+        announce_other_comparison(setup)
     except KeyboardInterrupt:
         removed = remove_unused(created)
         print(
