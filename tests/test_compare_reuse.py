@@ -172,8 +172,9 @@ def test_a_comparison_into_another_ones_out_says_so_and_how_to_get_its_report_ba
         "compare: D holds the report of another comparison: sgd on quadratic-deep (6 steps); "
         "grid tuner, 2 rates, 1 seeds."
     )
-    assert f"Nothing is deleted: the {stored} stored trials this comparison does not use" in (
-        err[start + 1]
+    assert (
+        f"Nothing is deleted: the {stored} stored trials this comparison does not use"
+        in (err[start + 1])
     )
     assert "describes this comparison: adam on quadratic-deep (6 steps)" in err[start + 2]
     command = err[start + 4].strip()
