@@ -70,7 +70,8 @@ def brief(run: dict[str, Any]) -> str:
 
 def unused_trials(comparison: Any, store: Any) -> list[Any]:
     """The stored trials this comparison can never use: not a point of its tuning, a seed at
-    any of its rates, or a default run, of any of its (problem, optimizer) pairs."""
+    any of its rates, or a default run, of any of its (problem, optimizer) pairs — and a
+    point successive halving stopped, unless this comparison's tuner is the halving."""
     from optimlab.lab.store import PRUNED_SUFFIX
 
     needed: set[str] = set()
@@ -80,7 +81,13 @@ def unused_trials(comparison: Any, store: Any) -> list[Any]:
         needed |= {s.key for s in comparison.default_trials(problem, steps, c)}
         for lr in {s.lr for s in grid}:
             needed |= {s.key for s in comparison.seed_trials(problem, steps, c, lr)}
-    return [t for t in store.iter() if t.key.removesuffix(PRUNED_SUFFIX) not in needed]
+    prunes = comparison.halving is not None  # a pruned point serves the halving alone
+    return [
+        t
+        for t in store.iter()
+        if t.key.removesuffix(PRUNED_SUFFIX) not in needed
+        or (t.result.status == "pruned" and not prunes)
+    ]
 
 
 def stored_brief(trials: list[Any]) -> str:
