@@ -135,7 +135,7 @@ def test_unwritable_output_directory(tmp_path: Path, capsys) -> None:
     blocker.write_text("")
     assert main(["compare", *TINY, "--out", str(blocker / "out")]) == 2
     error = " ".join(capsys.readouterr().err.split())
-    assert "Invalid value for --out" in error and "cannot be written" in error
+    assert "Invalid value for --out" in error and "is a file, not a directory" in error
 
 
 def test_corrupted_database_is_an_error_not_an_overwrite(tmp_path: Path, capsys) -> None:

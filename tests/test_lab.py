@@ -323,7 +323,7 @@ def test_store_refuses_a_foreign_database(tmp_path) -> None:
 def test_store_refuses_an_unwritable_directory(tmp_path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(StoreError, match=r"output directory .*file/sub' cannot be written"):
+    with pytest.raises(StoreError, match=r"file/sub' cannot be made: '.*file' is a file, not a"):
         ResultStore(blocker / "sub")
 
 

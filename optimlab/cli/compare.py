@@ -35,6 +35,8 @@ from typing import Any
 
 import typer
 
+from optimlab.cli._integers import integer
+
 DEFAULT_OUT = "results/compare"
 EXECUTORS = ("local", "ray")
 #: exit code of a run interrupted by Ctrl-C (128 + SIGINT), as shells report it
@@ -363,13 +365,15 @@ def build(options: Options) -> Setup:
             f"unknown mode {o.population!r}; valid: auto, off", param_hint="--population"
         )
     created = not Path(o.out).exists()  # removed again if the options turn out bad
-    try:
-        check_writable(o.out)  # before any work, even building the problems
-        if o.log_dir is not None:
-            check_writable(o.log_dir)
-    except StoreError as error:
-        hint = "--log-dir" if o.log_dir and o.log_dir in str(error) else "--out"
-        raise typer.BadParameter(str(error), param_hint=hint) from None
+    for hint, directory in (("--out", o.out), ("--log-dir", o.log_dir)):
+        if directory is None:
+            continue
+        try:
+            check_writable(directory)  # before any work, even building the problems
+        except StoreError as error:
+            if created and Path(o.out).is_dir() and not any(Path(o.out).iterdir()):
+                Path(o.out).rmdir()  # made just now for --out: a rejected command leaves none
+            raise typer.BadParameter(str(error), param_hint=hint) from None
     if o.log_dir is not None:
         check_log_dir()
     try:
@@ -427,6 +431,20 @@ def build(options: Options) -> Setup:
         executor = Executor(store, workers, **batching)
         where = f"{workers} worker(s)"
     return Setup(o, comparison, store, executor, where)
+
+
+def announce_other_comparison(setup: Setup) -> None:
+    """Before training: if --out holds another comparison's report (or trials), say that its
+    trials stay and are reused where they match, that the report will describe this one, and
+    the command that writes the other report again (`optimlab.cli._other_comparison`)."""
+    if setup.options.fresh:  # the user asked to start over: the store is empty
+        return
+    from optimlab.cli._other_comparison import notice
+
+    command = setup.options.resume_command()
+    message = notice(setup.comparison, setup.store, setup.options.out, command)
+    if message is not None:
+        print(message, file=sys.stderr, flush=True)
 
 
 def check_log_dir() -> None:
@@ -524,6 +542,9 @@ def render(setup: Setup, counts: dict[str, int], seconds: float) -> None:
         log = Console(stderr=True, log_path=False).log
         for label, link in diagnose_problems(specs, setup.options.out, progress=log).items():
             summary["problem_info"][label]["diagnosis"] = link
+    from optimlab.cli._other_comparison import record_command
+
+    record_command(summary, setup.options.resume_command())  # how to get this report back
     index = write_report(setup.options.out, summary)
     output = stdout_console()
     for line in answer_lines(summary):
@@ -735,6 +756,7 @@ def compare(options: Options) -> int:
     created = new_directories(options.out)  # a Ctrl-C before any result removes them again
     try:
         setup = build(options)
+        announce_other_comparison(setup)
     except KeyboardInterrupt:
         removed = remove_unused(created)
         print(
@@ -776,9 +798,14 @@ def command(
         "package.module:Class, e.g. torch.optim:AdamW; presets classic (the textbook's nine, "
         "the default), modern, all.",
     ),
-    seeds: int | None = typer.Option(None, "--seeds", help="Seeds per optimizer at its best rate."),
+    seeds: int | None = typer.Option(
+        None, "--seeds", help="Seeds per optimizer at its best rate.", **integer("--seeds", 1)
+    ),
     workers: int | None = typer.Option(
-        None, "--workers", help="Worker processes (default: one per core)."
+        None,
+        "--workers",
+        help="Worker processes (default: one per core).",
+        **integer("--workers", 1),
     ),
     out: str = typer.Option(DEFAULT_OUT, "--out", help="Output directory (results, report)."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete earlier results in --out first."),
@@ -787,17 +814,23 @@ def command(
         "--schedule",
         help="Learning-rate schedule: constant, step, exponential, cosine, warmup-cosine, plateau.",
     ),
-    steps: int | None = typer.Option(None, "--steps", help="Step budget for every problem."),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Step budget for every problem.", **integer("--steps", 1)
+    ),
     diagnose: bool = typer.Option(
         False, "--diagnose", help="Also diagnose each problem (optimlab diagnose), linked."
     ),
     grid_points: int | None = typer.Option(
-        None, "--grid-points", help="Learning rates on the log grid (default: the suite's)."
+        None,
+        "--grid-points",
+        help="Learning rates on the log grid (default: the suite's).",
+        **integer("--grid-points", 1),
     ),
     evals: int | None = typer.Option(
         None,
         "--evals",
         help="Evaluations of the train and validation sets along each run (default: the suite's).",
+        **integer("--evals", 1),
     ),
     log_dir: str | None = typer.Option(
         None,
@@ -818,7 +851,10 @@ def command(
         "instance with --workers CPUs).",
     ),
     ray_retries: int = typer.Option(
-        2, "--ray-retries", help="Reruns of a trial whose Ray worker died, then it is 'failed'."
+        2,
+        "--ray-retries",
+        help="Reruns of a trial whose Ray worker died, then it is 'failed'.",
+        **integer("--ray-retries", 0),
     ),
     tuner: str = typer.Option(
         "grid",
@@ -831,6 +867,7 @@ def command(
         None,
         "--trials",
         help="Optuna trials per problem and optimizer (default: the grid's point count).",
+        **integer("--trials", 1),
     ),
     search: str | None = typer.Option(
         None,

@@ -15,21 +15,34 @@ from __future__ import annotations
 
 import typer
 
+from optimlab.cli._integers import integer
+
 DEMO_OUT = "results/demo"
 
 
 def command(
     out: str = typer.Option(DEMO_OUT, "--out", help="Output directory."),
-    workers: int | None = typer.Option(None, "--workers", help="Worker processes."),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Worker processes.", **integer("--workers", 1)
+    ),
     fresh: bool = typer.Option(False, "--fresh", help="Delete earlier results first."),
     steps: int | None = typer.Option(
-        None, "--steps", help="Step budget for every problem (default: the suite's)."
+        None,
+        "--steps",
+        help="Step budget for every problem (default: the suite's).",
+        **integer("--steps", 1),
     ),
     grid_points: int | None = typer.Option(
-        None, "--grid-points", help="Learning rates on the log grid (default: 8)."
+        None,
+        "--grid-points",
+        help="Learning rates on the log grid (default: 8).",
+        **integer("--grid-points", 1),
     ),
     seeds: int | None = typer.Option(
-        None, "--seeds", help="Seeds per optimizer at its best rate (default: 3)."
+        None,
+        "--seeds",
+        help="Seeds per optimizer at its best rate (default: 3).",
+        **integer("--seeds", 1),
     ),
 ) -> int:
     """Run the quick comparison suite and write its report (see `optimlab compare`)."""

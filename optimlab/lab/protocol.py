@@ -316,6 +316,14 @@ class Comparison:
     def pairs(self) -> list[tuple[str, int, Contender]]:
         return [(p, steps, c) for p, steps in self.problems for c in self.optimizers]
 
+    def reusable(self, store: ResultStore) -> dict[str, StoredTrial]:
+        """The stored trials this comparison may reuse, by spec key (`ResultStore.answers`):
+        a grid point successive halving stopped at a rung (``pruned``) only when this
+        comparison's tuner is the halving too. One directory may hold a halving run and an
+        exhaustive grid: the grid trains the pruned points to the end instead of taking their
+        truncated curves for finished runs, and the halving keeps its own decisions."""
+        return store.answers(pruned=self.halving is not None)
+
 
 def best_lr(trials: list[StoredTrial]) -> float | None:
     """The grid's learning rate with the lowest final validation loss among finished, finite
@@ -477,7 +485,12 @@ def run_comparison(
     total.
     """
     executor = executor if executor is not None else Executor(store, workers)
-    planner = Planner(comparison, store.keys(), store.get, executor.slots)
+
+    def stored(keys: list[str]) -> dict[str, StoredTrial]:
+        reusable = comparison.reusable(store)
+        return {key: reusable[key] for key in keys if key in reusable}
+
+    planner = Planner(comparison, set(comparison.reusable(store)), stored, executor.slots)
     run = 0
     shown: tuple[int, int] | None = None
 

@@ -3,6 +3,9 @@
 Every trial is written by the process that ran it, in one transaction, the moment it finishes;
 the primary key is the hash of the trial spec and inserts ignore a key that is already there,
 so a crash loses at most the trials that were still running and a rerun never duplicates one.
+A run stopped early at a rung (``pruned``, successive halving) is not the full run of its spec:
+it is stored under the spec's key + `PRUNED_SUFFIX`, so the spec's own key always means a run
+to its full budget, and the two can both be kept (`answers` says which one a tuner reuses).
 The database records the optimlab version and schema that wrote it: opening one from another
 version, or a file that is not an optimlab database, raises `StoreError` — never a silent
 overwrite.
@@ -25,6 +28,8 @@ from optimlab import __version__
 from optimlab.lab.trial import TrialResult, TrialSpec, jsonable
 
 DB_NAME = "results.sqlite"
+#: appended to the spec's key of a run stopped early at a rung (status ``pruned``)
+PRUNED_SUFFIX = "~pruned"
 SCHEMA_VERSION = 1
 APPLICATION = "optimlab-compare"
 
@@ -84,9 +89,23 @@ class StoredTrial:
         }
 
 
+def stored_key(spec: TrialSpec, result: TrialResult) -> str:
+    """The key a result is stored under: the spec's key, + `PRUNED_SUFFIX` for a run stopped
+    early at a rung (it did not run the spec's budget)."""
+    return spec.key + PRUNED_SUFFIX if result.status == "pruned" else spec.key
+
+
 def check_writable(directory: str | os.PathLike[str]) -> Path:
-    """Create `directory` if needed and prove a file can be written in it; StoreError if not."""
+    """Create `directory` if needed and prove a file can be written in it; StoreError if not.
+    A path that is (or lies under) a file says so: the argument, the value, what is allowed."""
     path = Path(directory)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "" if existing == path else f" cannot be made: {str(existing)!r}"
+        raise StoreError(
+            f"{str(path)!r}{where} is a file, not a directory; allowed: a directory (one that "
+            f"exists, or a new one compare creates)"
+        )
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
@@ -132,6 +151,8 @@ class ResultStore:
             with closing(_connect(self.path)) as connection:
                 if existed:
                     self._check(connection, writing=create)
+                    if create:
+                        self._rekey_pruned(connection)
                 else:
                     self._create(connection)
         except sqlite3.DatabaseError as error:
@@ -191,12 +212,22 @@ class ResultStore:
                 f"comparable: pass --fresh to start over or choose another --out"
             )
 
+    def _rekey_pruned(self, connection: sqlite3.Connection) -> None:
+        """Pruned rows written before `PRUNED_SUFFIX` existed sat under the spec's own key,
+        where a later full run of that spec could not be stored: move them to the suffixed
+        key (nothing is deleted; a no-op once done)."""
+        connection.execute(
+            "UPDATE OR IGNORE trials SET key = key || ? WHERE status = 'pruned' AND key NOT LIKE ?",
+            (PRUNED_SUFFIX, f"%{PRUNED_SUFFIX}"),
+        )
+
     # --------------------------------------------------------------------------------------
     def put(self, spec: TrialSpec, result: TrialResult) -> bool:
-        """Write one finished trial at once (its own transaction); False if the key was
-        already stored (the first result wins, so a rerun never duplicates a trial)."""
+        """Write one finished trial at once (its own transaction) under `stored_key`; False if
+        that key was already stored (the first result wins, so a rerun never duplicates a
+        trial)."""
         row = (
-            spec.key,
+            stored_key(spec, result),
             spec.problem,
             spec.problem_label or spec.problem,
             spec.optimizer,
@@ -249,6 +280,24 @@ class ResultStore:
                 row["status"], json.loads(row["metrics"]), row["reason"], row["predictions"]
             )
             yield StoredTrial(spec, result, row["finished_at"], row["pid"], row["key"])
+
+    def answers(self, pruned: bool = False) -> dict[str, StoredTrial]:
+        """The stored trial that answers each spec key (``spec.key``), for a tuner to reuse.
+
+        A run to the full budget answers any tuner. A run stopped early at a rung (``pruned``)
+        answers only a tuner that prunes (``pruned=True``, ``--tuner halving``), and for it wins
+        over a full run of the same spec: a halving run resumed reports its own decisions even
+        after an exhaustive grid ran those points to the end in the same directory. Without
+        ``pruned`` such a point is absent, so an exhaustive grid trains it to the end rather
+        than take a truncated curve for a finished one."""
+        full: dict[str, StoredTrial] = {}
+        stopped: dict[str, StoredTrial] = {}
+        for trial in self.iter():
+            if trial.result.status == "pruned":
+                stopped[trial.key.removesuffix(PRUNED_SUFFIX)] = trial
+            else:
+                full[trial.key] = trial
+        return {**full, **stopped} if pruned else full
 
     def count(self) -> int:
         with closing(_connect(self.path)) as connection:

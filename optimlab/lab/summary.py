@@ -900,7 +900,7 @@ def summarize_store(
         built = get_problem(problem)
         targets[problem] = built.test[1].numpy() if built.task == "classification" else None
         tasks[problem] = built.task
-    stored = store.get()
+    stored = comparison.reusable(store)  # a pruned point only for the halving
     keys: set[str] = set()
     for problem, steps, c in comparison.pairs():
         grid = comparison.grid_trials(problem, steps, c)

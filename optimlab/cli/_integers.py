@@ -1,0 +1,38 @@
+"""Integer options whose bad values read like the project's other errors.
+
+typer's own message for ``--seeds abc`` is pydantic's: "Invalid value for '--seeds': Input
+should be a valid integer, unable to parse string as an integer" — it names neither the value
+nor what is allowed. `integer` parses the option itself and says both, in the same form as the
+range checks (``Invalid value for --seeds: 'abc'; allowed: an integer >= 1``, exit 2):
+
+    seeds: int | None = typer.Option(None, "--seeds", **integer("--seeds", 1))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+
+def integer(option: str, minimum: int) -> dict[str, Any]:
+    """typer.Option's ``parser`` and ``metavar`` for `option`: a whole number >= `minimum`
+    (typer.BadParameter naming the option, the value as typed and what is allowed)."""
+
+    def parse(value: object) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            try:
+                number = int(str(value).strip())
+            except ValueError:
+                raise typer.BadParameter(
+                    f"{str(value)!r}; allowed: an integer >= {minimum}", param_hint=option
+                ) from None
+        if number < minimum:
+            raise typer.BadParameter(
+                f"{number}; allowed: an integer >= {minimum}", param_hint=option
+            )
+        return number
+
+    return {"parser": parse, "metavar": "<int>"}
