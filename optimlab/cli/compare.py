@@ -547,8 +547,10 @@ def render(setup: Setup, counts: dict[str, int], seconds: float) -> None:
     record_command(summary, setup.options.resume_command())  # how to get this report back
     index = write_report(setup.options.out, summary)
     output = stdout_console()
+    # piped, the answers are one line each (grep '^overall:' finds all of it); on a terminal
+    # rich folds them at words
     for line in answer_lines(summary):
-        output.print(line, markup=False, highlight=False)
+        output.print(line, markup=False, highlight=False, soft_wrap=not output.is_terminal)
     for problem in summary["problems"]:
         for table in problem_tables(summary, problem, output.width):
             output.print(table)
@@ -562,9 +564,10 @@ def render(setup: Setup, counts: dict[str, int], seconds: float) -> None:
         markup=False,
         highlight=False,
     )
-    output.print(f"report: {index.resolve()}", markup=False, highlight=False)
+    # paths whole, never folded: they are copied
+    output.print(f"report: {index.resolve()}", markup=False, highlight=False, soft_wrap=True)
     summary_path = (Path(setup.options.out) / "summary.json").resolve()
-    output.print(f"summary: {summary_path}", markup=False, highlight=False)
+    output.print(f"summary: {summary_path}", markup=False, highlight=False, soft_wrap=True)
 
 
 def answer_lines(summary: dict[str, Any]) -> list[str]:
