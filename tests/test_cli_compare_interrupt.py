@@ -36,8 +36,34 @@ def test_ctrl_c_in_the_first_trial_removes_the_directories_compare_created(
     assert main([*ARGS, "--out", str(out)]) == 130
     err = " ".join(capsys.readouterr().err.split())
     assert not (tmp_path / "new").exists()  # the parent it made too
-    assert "nothing is stored" in err and "which this command created, is removed" in err
+    assert "nothing is stored" in err
+    assert f"{tmp_path / 'new'}, which this command created for {out}, is removed" in err
     assert "Traceback" not in err
+
+
+def test_ctrl_c_while_starting_says_which_directories_it_removed(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """Interrupted while compare starts up (the store made, no trial yet): the parent it made
+    for --out is removed too, and named (it went silently)."""
+    import optimlab.cli.compare as compare_module
+
+    def interrupted(setup):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare_module, "announce_other_comparison", interrupted)
+    out = tmp_path / "new" / "run"
+    assert main([*ARGS, "--out", str(out)]) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "new").exists()
+    assert "interrupted before any trial ran" in err
+    assert f"{tmp_path / 'new'}, which this command created for {out}, is removed" in err
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    assert main([*ARGS, "--out", str(mine / "run")]) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    assert mine.is_dir() and not (mine / "run").exists()
+    assert f"{mine / 'run'}, which this command created, is removed" in err
 
 
 def test_ctrl_c_leaves_a_directory_the_user_had(tmp_path, monkeypatch, capsys) -> None:

@@ -63,6 +63,14 @@ def new_directories(out: str) -> list[Path]:
     return created
 
 
+def removed_text(out: str, created: list[Path]) -> str:
+    """What `remove_unused` removed, as said after Ctrl-C: --out, or the outermost directory it
+    created on the way to it (a parent made for --out goes too, and is named)."""
+    if len(created) > 1:
+        return f"{created[-1]}, which this command created for {out}, is removed"
+    return f"{out}, which this command created, is removed"
+
+
 def remove_unused(created: list[Path]) -> bool:
     """After Ctrl-C: remove the directories compare created for --out (`new_directories`,
     taken before it made them) when no trial is stored in them; True if removed. Never a
@@ -486,7 +494,7 @@ def run(setup: Setup) -> tuple[dict[str, int], float]:
         if not stored and remove_unused(setup.created):
             print(
                 f"\ninterrupted before the first trial finished: nothing is stored, and "
-                f"{setup.options.out}, which this command created, is removed; this command "
+                f"{removed_text(setup.options.out, setup.created)}; this command "
                 f"starts it again:\n  {setup.options.resume_command()}",
                 file=sys.stderr,
                 flush=True,
@@ -764,7 +772,7 @@ def compare(options: Options) -> int:
         removed = remove_unused(created)
         print(
             f"\ninterrupted before any trial ran (nothing stored yet"
-            f"{f'; {options.out}, which this command created, is removed' if removed else ''}"
+            f"{f'; {removed_text(options.out, created)}' if removed else ''}"
             f"); this command starts it again:\n  {options.resume_command()}",
             file=sys.stderr,
         )
