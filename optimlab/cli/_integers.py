@@ -15,9 +15,13 @@ from typing import Any
 import typer
 
 
-def integer(option: str, minimum: int) -> dict[str, Any]:
+def integer(option: str, minimum: int, maximum: int | None = None) -> dict[str, Any]:
     """typer.Option's ``parser`` and ``metavar`` for `option`: a whole number >= `minimum`
-    (typer.BadParameter naming the option, the value as typed and what is allowed)."""
+    (and <= `maximum` if given; typer.BadParameter naming the option, the value as typed and
+    what is allowed)."""
+    allowed = (
+        f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
+    )
 
     def parse(value: object) -> int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -27,12 +31,10 @@ def integer(option: str, minimum: int) -> dict[str, Any]:
                 number = int(str(value).strip())
             except ValueError:
                 raise typer.BadParameter(
-                    f"{str(value)!r}; allowed: an integer >= {minimum}", param_hint=option
+                    f"{str(value)!r}; allowed: {allowed}", param_hint=option
                 ) from None
-        if number < minimum:
-            raise typer.BadParameter(
-                f"{number}; allowed: an integer >= {minimum}", param_hint=option
-            )
+        if number < minimum or (maximum is not None and number > maximum):
+            raise typer.BadParameter(f"{number}; allowed: {allowed}", param_hint=option)
         return number
 
     return {"parser": parse, "metavar": "<int>"}

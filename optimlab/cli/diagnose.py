@@ -19,6 +19,8 @@ from pathlib import Path
 
 import typer
 
+from optimlab.cli._integers import integer
+
 DEFAULT_OUT = "results/diagnose"
 #: optimlab.diagnose.run.CHECKS and DEFAULT_OPTIMIZER, repeated as literals so that this module
 #: does not import torch (a test checks they agree)
@@ -109,7 +111,9 @@ def command(
     ),
     out: str = typer.Option(DEFAULT_OUT, "--out", help="Output directory (index.html, JSON)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the model's initial weights."),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of the model's initial weights.", **integer("--seed", 0)
+    ),
 ) -> int:
     """Diagnose a problem: LR range test, gradient flow, Hessian, loss landscape."""
     check_output_dir(out, "--out")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import typer
 
+from optimlab.cli._integers import integer
 from optimlab.cli.diagnose import check_optimizer, check_output_file, check_problem
 
 #: optimlab.diagnose.lr_find.RULES, as a literal (this module must not import torch)
@@ -70,7 +71,10 @@ def command(
     start_lr: float = typer.Option(1e-7, "--start-lr", help="First learning rate of the ramp."),
     end_lr: float = typer.Option(10.0, "--end-lr", help="Last learning rate of the ramp."),
     num_iter: int = typer.Option(
-        100, "--num-iter", help="Iterations (minibatches) of the ramp, 2-1000."
+        100,
+        "--num-iter",
+        help="Iterations (minibatches) of the ramp, 2-1000.",
+        **integer("--num-iter", 2, 1000),
     ),
     suggest: str = typer.Option(
         "valley",
@@ -80,7 +84,9 @@ def command(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     plot: str | None = typer.Option(None, "--plot", help="Also save the curve as a PNG file."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and minibatches."),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of the initial weights and minibatches.", **integer("--seed", 0)
+    ),
 ) -> int:
     """Learning-rate range test: ramp the LR (1e-7 to 10 by default), suggest one, and say
     how far to trust it."""

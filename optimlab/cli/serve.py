@@ -13,6 +13,8 @@ import ipaddress
 
 import typer
 
+from optimlab.cli._integers import integer
+
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -58,7 +60,9 @@ def url_of(host: str, port: int) -> str:
 
 def command(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
-    port: int = typer.Option(8765, "--port", help="Port, 1…65535 (0: any free port)."),
+    port: int = typer.Option(
+        8765, "--port", help="Port, 0…65535 (0: any free port).", **integer("--port", 0, 65535)
+    ),
     results: str = typer.Option(
         "results",
         "--results",
