@@ -9,6 +9,7 @@ or, failing those, strings.
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any
 
 from optimlab.optim.registry import get_info, list_optimizers
@@ -48,9 +49,15 @@ def parse_item(item: str) -> tuple[str, dict[str, Any]]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ValueError(
-                f"bad option {pair!r} in spec item {item!r}; expected key=value, e.g. lr=0.01"
-            )
+            message = f"bad option {pair!r} in spec item {item!r}; expected key=value, e.g. lr=0.01"
+            looks_like_class = pair.strip().isidentifier() and pair.strip()[0].isupper()
+            if pair is pairs[0] and (looks_like_class or os.path.isfile(name.strip())):
+                # 'afile:Lion' reads as a name and an option; the user meant a class in a file
+                message += (
+                    f" (a class in a file is path/to/file.py:Class, the file ending in .py; "
+                    f"{name.strip()!r} is not one)"
+                )
+            raise ValueError(message)
         key = key.strip()
         if key in options:
             raise ValueError(

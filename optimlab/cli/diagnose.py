@@ -78,7 +78,8 @@ def check_problem(spec: str, hint: str = "--problem") -> None:
         get_problem(spec)
     except ValueError as error:
         message = str(error)
-        if "valid" not in message:
+        # the list of problems helps with an unknown name, not with a bad option of a known one
+        if "valid" not in message and "option" not in message:
             message += f"; valid problems: {', '.join(list_problems())}"
         raise typer.BadParameter(message, param_hint=hint) from None
 

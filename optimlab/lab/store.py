@@ -135,6 +135,13 @@ class ResultStore:
         if not create:
             self.directory = Path(directory)
             self.path = self.directory / DB_NAME
+            if self.directory.is_file():  # the database file itself, or another file
+                parent = str(self.directory.parent)
+                what = "the results database" if self.directory.name == DB_NAME else "a file"
+                raise StoreError(
+                    f"{str(self.directory)!r} is {what}, not a directory; allowed: the "
+                    f"directory compare wrote (--out {parent!r}?)"
+                )
             if not self.path.is_file():
                 raise StoreError(
                     f"no results database in {str(self.directory)!r} (expected {self.path}); "

@@ -1,0 +1,44 @@
+"""Three errors a newcomer found unclear (each exit 2, no traceback): export pointed at the
+database file, a bad option of a known problem followed by the list of problems, and a
+non-Python file given as an optimizer file."""
+
+from __future__ import annotations
+
+from optimlab.cli import main
+
+
+def test_export_of_the_database_file_names_the_directory(tmp_path, capsys) -> None:
+    database = tmp_path / "run" / "results.sqlite"
+    database.parent.mkdir()
+    database.write_bytes(b"")
+    assert main(["export", "--out", str(database), "--format", "json"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"'{database}' is the results database, not a directory" in err
+    assert f"(--out '{database.parent}'?)" in err
+    other = tmp_path / "notes.txt"
+    other.write_text("x")
+    assert main(["export", "--out", str(other), "--format", "csv"]) == 2
+    assert f"'{other}' is a file, not a directory" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_bad_option_of_a_known_problem_is_not_followed_by_every_problem(capsys) -> None:
+    assert main(["diagnose", "--problem", "digits-mlp:width=0"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "width=0 is not allowed; allowed: an integer >= 1" in err
+    assert "valid problems" not in err and "tiny-lm" not in err
+    assert main(["diagnose", "--problem", "no-such-problem"]) == 2
+    assert "tiny-lm" in capsys.readouterr().err  # an unknown name still lists the names
+
+
+def test_a_file_that_is_not_python_as_an_optimizer_says_how_to_name_one(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a bare file name, as the newcomer typed it (a path says so)
+    (tmp_path / "afile").write_text("not python")
+    argv = ["compare", "--problems", "digits-mlp", "--optimizers", "afile:Lion"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "a class in a file is path/to/file.py:Class, the file ending in .py" in err
+    assert main(["compare", "--optimizers", "adam:lr", "--out", str(tmp_path / "o2")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "expected key=value" in err and "file.py:Class" not in err
