@@ -83,8 +83,8 @@ def test_half_diverged_seeds_rank_behind_a_reliable_optimizer_at_chance() -> Non
     )
     assert "chance" in nadam["reason"] and "the 5 that finished: 95.2" in nadam["reason"]
     assert summary["recommendations"]["problems"]["digits-logreg"].startswith(
-        "digits-logreg: adam at lr 0.01 — test accuracy 90.2 ± 0.2 %"
-    )
+        "digits-logreg: adam at lr 0.01 (the only rate run: not tuned) — test accuracy 90.2 ± 0.2 %"
+    )  # this hand-made comparison's grid is the one rate 0.01
     # overall: nadam's mean curve (five seeds at 0.05, five back at 2.3 from step 4) never meets
     # the target; its survivors alone reached it at step 2, first
     assert nadam["steps_to_target"] is None and adam["steps_to_target"] == 8
