@@ -35,6 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from optimlab.lab.population_loss import cross_entropy_of_members
+
 
 def names(module: nn.Module) -> tuple[str, str | None] | None:
     """(weight name, bias name or None) if `module` is one plain ``nn.Linear``, else None."""
@@ -47,9 +49,7 @@ def applies(loss_fn: Any, inputs: torch.Tensor, targets: torch.Tensor, classes: 
     """Whether `member_logistic_loss` computes the population's loss: the problem's loss is
     torch's plain ``cross_entropy``, the inputs (M, B, I), the targets (M, B) classes, and in
     float32 its gradients round like torch's on this machine."""
-    if loss_fn is not nn.functional.cross_entropy:
-        return False
-    if inputs.dim() != 3 or targets.shape != inputs.shape[:2] or targets.dtype != torch.long:
+    if not cross_entropy_of_members(loss_fn, inputs, targets):
         return False
     if inputs.dtype == torch.float64:
         return True

@@ -37,13 +37,22 @@ from torch import nn
 _PAD = 64
 
 
+def cross_entropy_of_members(loss_fn: Any, tensor: torch.Tensor, targets: torch.Tensor) -> bool:
+    """Whether the problem's loss is torch's plain ``cross_entropy`` on per-member rows: `tensor`
+    (M, B, ·), the targets (M, B) classes."""
+    return (
+        loss_fn is nn.functional.cross_entropy
+        and tensor.dim() == 3
+        and targets.shape == tensor.shape[:2]
+        and targets.dtype == torch.long
+    )
+
+
 def applies(loss_fn: Any, outputs: torch.Tensor, targets: torch.Tensor) -> bool:
     """Whether a population's loss can run as `member_cross_entropy`: the problem's loss is
     torch's plain ``cross_entropy``, the outputs (M, B, C) logits, the targets (M, B) classes,
     and in float32 this layout rounds like torch's own on this machine."""
-    if loss_fn is not nn.functional.cross_entropy:
-        return False
-    if outputs.dim() != 3 or targets.shape != outputs.shape[:2] or targets.dtype != torch.long:
+    if not cross_entropy_of_members(loss_fn, outputs, targets):
         return False
     if outputs.dtype == torch.float64:
         return True
