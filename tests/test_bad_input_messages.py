@@ -4,6 +4,8 @@ non-Python file given as an optimizer file."""
 
 from __future__ import annotations
 
+import pytest
+
 from optimlab.cli import main
 
 
@@ -42,3 +44,27 @@ def test_a_file_that_is_not_python_as_an_optimizer_says_how_to_name_one(
     assert main(["compare", "--optimizers", "adam:lr", "--out", str(tmp_path / "o2")]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "expected key=value" in err and "file.py:Class" not in err
+
+
+HUGE = "99999999999999999999"
+
+
+@pytest.mark.parametrize(
+    ("argv", "allowed"),
+    [
+        (["compare", "--grid-points", HUGE], "[1, 1000]"),  # was numpy's ValueError
+        (["compare", "--workers", HUGE], "[1, 1024]"),  # was an OverflowError in the pool
+        (["compare", "--evals", HUGE], "[1, 100000]"),  # was SQLite's OverflowError
+        (["compare", "--seeds", HUGE], "[1, 10000]"),  # trained until killed
+        (["compare", "--steps", HUGE], "[1, 100000000]"),
+        (["demo", "--workers", HUGE], "[1, 1024]"),
+        (["diagnose", "--problem", "quadratic-deep", "--seed", HUGE], "[0, 9223372036854775807]"),
+        (["lr-find", "--problem", "quadratic-deep", "--seed", HUGE], "[0, 9223372036854775807]"),
+        (["landscape", "ravine", "--steps", "abc"], "[1, 1000000]"),
+    ],
+)
+def test_a_huge_count_or_seed_is_refused_before_anything_runs(argv, allowed, tmp_path, capsys):
+    assert main([*argv, *(["--out", str(tmp_path / "o")] if argv[0] == "compare" else [])]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{argv[-2]}: " in err and f"allowed: an integer in {allowed}" in err
+    assert "Traceback" not in err

@@ -5,7 +5,7 @@ should be a valid integer, unable to parse string as an integer" — it names ne
 nor what is allowed. `integer` parses the option itself and says both, in the same form as the
 range checks (``Invalid value for --seeds: 'abc'; allowed: an integer >= 1``, exit 2):
 
-    seeds: int | None = typer.Option(None, "--seeds", **integer("--seeds", 1))
+    seeds: int | None = typer.Option(None, "--seeds", **integer("--seeds", 1, MAX_SEEDS))
 """
 
 from __future__ import annotations
@@ -13,6 +13,17 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+
+#: upper bounds: a value past them is a typo, and a huge one crashed deep inside (numpy's grid,
+#: the pool's process count, SQLite's 64-bit integers) or trained until killed
+MAX_SEEDS = 10_000  # each seed is a whole training run
+MAX_WORKERS = 1_024
+MAX_STEPS = 100_000_000
+MAX_GRID_POINTS = 1_000
+MAX_EVALS = 100_000
+MAX_TRIALS = 100_000
+MAX_RETRIES = 100
+MAX_SEED = 2**63 - 1  # torch's and numpy's generators take a signed 64-bit seed
 
 
 def integer(option: str, minimum: int, maximum: int | None = None) -> dict[str, Any]:

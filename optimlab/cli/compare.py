@@ -35,7 +35,16 @@ from typing import Any
 
 import typer
 
-from optimlab.cli._integers import integer
+from optimlab.cli._integers import (
+    MAX_EVALS,
+    MAX_GRID_POINTS,
+    MAX_RETRIES,
+    MAX_SEEDS,
+    MAX_STEPS,
+    MAX_TRIALS,
+    MAX_WORKERS,
+    integer,
+)
 
 DEFAULT_OUT = "results/compare"
 EXECUTORS = ("local", "ray")
@@ -810,13 +819,16 @@ def command(
         "the default), modern, all.",
     ),
     seeds: int | None = typer.Option(
-        None, "--seeds", help="Seeds per optimizer at its best rate.", **integer("--seeds", 1)
+        None,
+        "--seeds",
+        help="Seeds per optimizer at its best rate.",
+        **integer("--seeds", 1, MAX_SEEDS),
     ),
     workers: int | None = typer.Option(
         None,
         "--workers",
         help="Worker processes (default: one per core).",
-        **integer("--workers", 1),
+        **integer("--workers", 1, MAX_WORKERS),
     ),
     out: str = typer.Option(DEFAULT_OUT, "--out", help="Output directory (results, report)."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete earlier results in --out first."),
@@ -826,7 +838,7 @@ def command(
         help="Learning-rate schedule: constant, step, exponential, cosine, warmup-cosine, plateau.",
     ),
     steps: int | None = typer.Option(
-        None, "--steps", help="Step budget for every problem.", **integer("--steps", 1)
+        None, "--steps", help="Step budget for every problem.", **integer("--steps", 1, MAX_STEPS)
     ),
     diagnose: bool = typer.Option(
         False, "--diagnose", help="Also diagnose each problem (optimlab diagnose), linked."
@@ -835,13 +847,13 @@ def command(
         None,
         "--grid-points",
         help="Learning rates on the log grid (default: the suite's).",
-        **integer("--grid-points", 1),
+        **integer("--grid-points", 1, MAX_GRID_POINTS),
     ),
     evals: int | None = typer.Option(
         None,
         "--evals",
         help="Evaluations of the train and validation sets along each run (default: the suite's).",
-        **integer("--evals", 1),
+        **integer("--evals", 1, MAX_EVALS),
     ),
     log_dir: str | None = typer.Option(
         None,
@@ -865,7 +877,7 @@ def command(
         2,
         "--ray-retries",
         help="Reruns of a trial whose Ray worker died, then it is 'failed'.",
-        **integer("--ray-retries", 0),
+        **integer("--ray-retries", 0, MAX_RETRIES),
     ),
     tuner: str = typer.Option(
         "grid",
@@ -878,7 +890,7 @@ def command(
         None,
         "--trials",
         help="Optuna trials per problem and optimizer (default: the grid's point count).",
-        **integer("--trials", 1),
+        **integer("--trials", 1, MAX_TRIALS),
     ),
     search: str | None = typer.Option(
         None,

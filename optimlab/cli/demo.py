@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import typer
 
-from optimlab.cli._integers import integer
+from optimlab.cli._integers import MAX_GRID_POINTS, MAX_SEEDS, MAX_STEPS, MAX_WORKERS, integer
 
 DEMO_OUT = "results/demo"
 
@@ -23,26 +23,26 @@ DEMO_OUT = "results/demo"
 def command(
     out: str = typer.Option(DEMO_OUT, "--out", help="Output directory."),
     workers: int | None = typer.Option(
-        None, "--workers", help="Worker processes.", **integer("--workers", 1)
+        None, "--workers", help="Worker processes.", **integer("--workers", 1, MAX_WORKERS)
     ),
     fresh: bool = typer.Option(False, "--fresh", help="Delete earlier results first."),
     steps: int | None = typer.Option(
         None,
         "--steps",
         help="Step budget for every problem (default: the suite's).",
-        **integer("--steps", 1),
+        **integer("--steps", 1, MAX_STEPS),
     ),
     grid_points: int | None = typer.Option(
         None,
         "--grid-points",
         help="Learning rates on the log grid (default: 8).",
-        **integer("--grid-points", 1),
+        **integer("--grid-points", 1, MAX_GRID_POINTS),
     ),
     seeds: int | None = typer.Option(
         None,
         "--seeds",
         help="Seeds per optimizer at its best rate (default: 3).",
-        **integer("--seeds", 1),
+        **integer("--seeds", 1, MAX_SEEDS),
     ),
 ) -> int:
     """Run the quick comparison suite and write its report (see `optimlab compare`)."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import typer
 
-from optimlab.cli._integers import integer
+from optimlab.cli._integers import MAX_SEED, integer
 
 DEFAULT_OUT = "results/diagnose"
 #: optimlab.diagnose.run.CHECKS and DEFAULT_OPTIMIZER, repeated as literals so that this module
@@ -113,7 +113,7 @@ def command(
     out: str = typer.Option(DEFAULT_OUT, "--out", help="Output directory (index.html, JSON)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
     seed: int = typer.Option(
-        0, "--seed", help="Seed of the model's initial weights.", **integer("--seed", 0)
+        0, "--seed", help="Seed of the model's initial weights.", **integer("--seed", 0, MAX_SEED)
     ),
 ) -> int:
     """Diagnose a problem: LR range test, gradient flow, Hessian, loss landscape."""

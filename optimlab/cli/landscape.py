@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from optimlab.cli._integers import integer
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
@@ -261,7 +263,9 @@ def command(
         help="name[:key=value...] items, comma-separated, e.g. sgd:lr=0.95,momentum:lr=0.1. "
         "Default: every optimizer (optimlab list).",
     ),
-    steps: int = typer.Option(200, "--steps", help="Steps, 1…1000000."),
+    steps: int = typer.Option(
+        200, "--steps", help="Steps, 1…1000000.", **integer("--steps", 1, MAX_STEPS)
+    ),
     start: str | None = typer.Option(
         None, "--start", help="Start point X,Y (write --start=-7,2). Default: the function's."
     ),

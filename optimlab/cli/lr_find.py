@@ -17,7 +17,7 @@ from pathlib import Path
 
 import typer
 
-from optimlab.cli._integers import integer
+from optimlab.cli._integers import MAX_SEED, integer
 from optimlab.cli.diagnose import check_optimizer, check_output_file, check_problem
 
 #: optimlab.diagnose.lr_find.RULES, as a literal (this module must not import torch)
@@ -85,7 +85,10 @@ def command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     plot: str | None = typer.Option(None, "--plot", help="Also save the curve as a PNG file."),
     seed: int = typer.Option(
-        0, "--seed", help="Seed of the initial weights and minibatches.", **integer("--seed", 0)
+        0,
+        "--seed",
+        help="Seed of the initial weights and minibatches.",
+        **integer("--seed", 0, MAX_SEED),
     ),
 ) -> int:
     """Learning-rate range test: ramp the LR (1e-7 to 10 by default), suggest one, and say
