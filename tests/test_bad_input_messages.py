@@ -68,3 +68,52 @@ def test_a_huge_count_or_seed_is_refused_before_anything_runs(argv, allowed, tmp
     err = " ".join(capsys.readouterr().err.split())
     assert f"{argv[-2]}: " in err and f"allowed: an integer in {allowed}" in err
     assert "Traceback" not in err
+
+
+def test_ctrl_c_before_a_command_handles_it_is_one_line_and_130(monkeypatch, capsys) -> None:
+    """Ctrl-C while typer and the command modules load (seconds on a loaded machine) printed a
+    traceback through `import typer`."""
+    import optimlab.cli as cli
+
+    def interrupted(argv=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "main", interrupted)
+    with pytest.raises(SystemExit) as exited:
+        cli.run()
+    assert exited.value.code == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "interrupted" and "Traceback" not in err
+
+
+def test_an_error_after_a_swallowed_ctrl_c_is_still_an_interrupt(monkeypatch, capsys) -> None:
+    """A Ctrl-C during numpy's import was swallowed there and surfaced as "module 'numpy' has
+    no attribute 'matrix'" with a traceback; an error without a Ctrl-C still propagates."""
+    import os
+    import signal
+
+    import optimlab.cli as cli
+
+    def swallowed(argv=None):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            signal.pthread_kill(signal.pthread_self(), 0)  # let the handler run here
+        except KeyboardInterrupt:
+            pass  # what a library's import did with it
+        raise AttributeError("module 'numpy' has no attribute 'matrix'")
+
+    def broken(argv=None):
+        raise AttributeError("a bug")
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        monkeypatch.setattr(cli, "main", swallowed)
+        with pytest.raises(SystemExit) as exited:
+            cli.run()
+        assert exited.value.code == 130
+        assert capsys.readouterr().err.strip() == "interrupted"
+        monkeypatch.setattr(cli, "main", broken)
+        with pytest.raises(AttributeError, match="a bug"):
+            cli.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -43,8 +43,34 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point. A Ctrl-C that no command caught — while typer and the
+    command modules are still loading, seconds on a loaded machine — ends with one line and
+    the shell's code for it (130), not a traceback through the import machinery."""
+    import signal
+
+    received: list[int] = []
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        received.append(signum)
+        signal.default_int_handler(signum, frame)  # KeyboardInterrupt, as without this handler
+
+    import contextlib
+
+    with contextlib.suppress(ValueError):  # not the main thread (an embedding): keep its own
+        signal.signal(signal.SIGINT, on_sigint)
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        code = 130
+    except Exception:
+        # a Ctrl-C during a library's import can be swallowed there and surface later as
+        # another error (numpy half-imported: "module 'numpy' has no attribute 'matrix'")
+        if not received:
+            raise
+        print("\ninterrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
 
 
 def __getattr__(name: str) -> Any:
