@@ -680,4 +680,6 @@ def test_a_fixed_rate_that_diverges_says_so_not_every_rate(tmp_path) -> None:
     assert main(args) == 0
     entry = json.loads((tmp_path / "summary.json").read_text())["problems"]["quadratic-deep"]
     assert entry["sgd:lr=1e12"]["status"] == "diverged"
-    assert entry["sgd:lr=1e12"]["reason"] == "it diverged at lr 1e+12, the only rate run"
+    assert entry["sgd:lr=1e12"]["reason"] == (
+        "it diverged at its fixed lr 1e+12 on seed 0, so its other seeds did not run"
+    )

@@ -72,4 +72,7 @@ def test_compare_stores_a_fixed_rate_that_ended_exploded_as_diverged(tmp_path, c
     summary = json.loads((out / "summary.json").read_text())
     entry = summary["problems"]["digits-logreg"]["sgd:lr=1000"]
     assert entry["rank"] is None and entry["status"] == "diverged"
-    assert "it diverged at lr 1000, the only rate run" in entry["reason"]
+    assert (
+        "it diverged at its fixed lr 1000 on seed 0, so its other seeds did not run"
+        in entry["reason"]
+    )

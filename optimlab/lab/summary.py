@@ -605,7 +605,12 @@ def _status(entry: dict[str, Any], grid: list[StoredTrial], lr: float | None) ->
     if grid and lr is None:
         failed = sum(t.result.status == "failed" for t in grid)
         detail = f" ({failed} failed)" if failed else ""
-        if len({t.spec.lr for t in grid}) == 1:  # a fixed rate (NAME:lr=…) or a 1-point grid
+        if entry.get("lr_fixed"):  # NAME:lr=…: its seed 0 is the tuning trial
+            return "diverged", (
+                f"it diverged at its fixed lr {grid[0].spec.lr:g} on seed 0, so its other seeds "
+                f"did not run{detail}"
+            )
+        if len({t.spec.lr for t in grid}) == 1:  # a one-point grid
             return "diverged", f"it diverged at lr {grid[0].spec.lr:g}, the only rate run{detail}"
         return "diverged", f"every learning rate diverged{detail}"
     return "incomplete", "not run yet"
