@@ -202,7 +202,11 @@ def test_fresh_removes_the_studies(optuna, tmp_path: Path, capsys) -> None:
     ("args", "option", "message"),
     [
         (["--tuner", "hyperband"], "--tuner", "unknown tuner 'hyperband'; valid: grid, optuna"),
-        (["--tuner", "optuna", "--trials", "0"], "--trials", "0; allowed: an integer >= 1"),
+        (
+            ["--tuner", "optuna", "--trials", "0"],
+            "--trials",
+            "0; allowed: an integer in [1, 100000]",
+        ),
         (
             ["--tuner", "optuna", "--search", "lr,gamma"],
             "--search",

@@ -250,7 +250,7 @@ def test_optuna_tuning_trials_run_on_ray(ray_owner, tmp_path: Path) -> None:
     ("args", "option", "message"),
     [
         (["--executor", "dask"], "--executor", "unknown executor 'dask'; valid: local, ray"),
-        (["--ray-retries", "-1"], "--ray-retries", "-1; allowed: an integer >= 0"),
+        (["--ray-retries", "-1"], "--ray-retries", "-1; allowed: an integer in [0, 100]"),
         (["--ray-address", "head:6379"], "--ray-address", "'head:6379' needs --executor ray"),
     ],
 )
