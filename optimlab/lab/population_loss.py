@@ -104,11 +104,18 @@ def rounds_like_torch(classes: int, dtype: torch.dtype) -> bool:
     logits = (3 * torch.randn(4, 100, classes, generator=generator, dtype=torch.float64)).to(dtype)
     targets = torch.randint(0, classes, (4, 100), generator=generator)
     with torch.enable_grad():
+        batched = logits.clone().requires_grad_()
+        member_cross_entropy(batched, targets).sum().backward()
+    return bool(torch.equal(batched.grad, cross_entropy_gradients(logits, targets)))
+
+
+def cross_entropy_gradients(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The reference of the float32 probes: ∂cross_entropy(logits[m], targets[m])/∂logits[m]
+    by torch's own autograd, member by member, stacked (M, B, C)."""
+    with torch.enable_grad():
         single = []
         for z, y in zip(logits, targets):
             z = z.clone().requires_grad_()
             nn.functional.cross_entropy(z, y).backward()
             single.append(z.grad)
-        batched = logits.clone().requires_grad_()
-        member_cross_entropy(batched, targets).sum().backward()
-    return bool(torch.equal(batched.grad, torch.stack(single)))
+    return torch.stack(single)
